@@ -1,0 +1,153 @@
+"""Artifact directories: atomic writes, fingerprints and ``manifest.json``.
+
+Every stage writes one directory holding its data and a ``manifest.json``::
+
+    {
+      "stage": "score-teacher",                # which command made it
+      "created": "2026-11-21T10:00:00+00:00",
+      "config": {...},                         # the resolved config
+      "versions": {"retrodistill": "0.1.0", "torch": "...", ...},
+      "inputs": {"corpus": "sha256:...", ...}, # fingerprints of what it read
+      "fingerprint": "sha256:...",             # of this artifact's own data, for later stages
+      "counts": {...}, "wall_time_s": 12.3,
+      ...                                      # stage-specific fields
+    }
+
+A later stage compares the ``inputs`` it depends on with the fingerprints of what it is given and
+refuses to mix artifacts that do not belong together (:func:`check_inputs`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "manifest.json"
+
+_VERSIONED = (
+    "retrodistill",
+    "torch",
+    "transformers",
+    "sentence-transformers",
+    "accelerate",
+    "faiss-cpu",
+    "faiss-gpu",
+    "ir-measures",
+    "pytrec-eval-terrier",
+    "bm25s",
+    "pyarrow",
+)
+
+
+class ArtifactMismatchError(ValueError):
+    """Artifacts made from different inputs were given to one stage."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    A crash leaves either the old file or no file, never a half-written one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
+def sha256_strings(parts: Iterable[str]) -> str:
+    """Fingerprint an ordered sequence of strings (unambiguous: each part is length-prefixed)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        data = part.encode("utf-8")
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return "sha256:" + digest.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    versions = {}
+    for name in _VERSIONED:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[name] = metadata.version(name)
+    return versions
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def write_manifest(directory: str | os.PathLike[str], manifest: Mapping[str, Any]) -> Path:
+    """Write ``manifest.json`` atomically, adding ``created`` and library versions if absent."""
+    data = dict(manifest)
+    data.setdefault("created", now_iso())
+    data.setdefault("versions", library_versions())
+    path = Path(directory) / MANIFEST
+    write_json_atomic(path, data)
+    return path
+
+
+def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{directory} is not a retrodistill artifact: {MANIFEST} is missing")
+    try:
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}:{err.lineno}: malformed JSON ({err.msg})") from None
+    return data
+
+
+def check_inputs(
+    expected: Mapping[str, str],
+    actual: Mapping[str, str],
+    *,
+    artifact: str,
+    given: str,
+) -> None:
+    """Raise :class:`ArtifactMismatchError` naming every input whose fingerprint differs.
+
+    Args:
+        expected: fingerprints recorded in the artifact's manifest (``manifest["inputs"]``).
+        actual: fingerprints of what the current stage was given; only keys present in both are compared.
+        artifact: what the manifest belongs to (e.g. ``"teacher store runs/scores"``), for the message.
+        given: what the actual fingerprints describe (e.g. ``"collection data/scifact"``).
+    """
+    differing = [k for k in expected if k in actual and expected[k] != actual[k]]
+    if differing:
+        lines = [f"{artifact} was not made from {given}:"]
+        for key in differing:
+            lines.append(f"  {key}: artifact has {expected[key]}, given {actual[key]}")
+        raise ArtifactMismatchError("\n".join(lines))

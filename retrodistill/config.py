@@ -1,0 +1,263 @@
+"""Configuration: one dataclass per stage, strict YAML loading and ``--set a.b=v`` overrides.
+
+A YAML file mirrors the dataclass it is loaded into; an unknown key is an error that names its
+path and file, so a typo never silently falls back to a default::
+
+    cfg = load_config(TrainConfig, "configs/margin_mse.yaml", ["loss.params.scale=2", "epochs=3"])
+    to_dict(cfg)  # the resolved config, written into every manifest
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+C = TypeVar("C")
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid."""
+
+
+@dataclass
+class DataConfig:
+    """Where a collection comes from."""
+
+    dataset: str = field(default="scifact", metadata={"help": "BEIR name or path to a BEIR-layout folder"})
+    data_dir: str | None = field(
+        default=None, metadata={"help": "folder of datasets (default: $RETRODISTILL_DATA or ./data)"}
+    )
+    split: str = field(default="train", metadata={"help": "qrels split to read"})
+
+
+@dataclass
+class MineConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    out: str = "runs/candidates"
+    k: int = field(default=100, metadata={"help": "documents retrieved per query"})
+    k1: float = field(default=0.9, metadata={"help": "BM25 k1 (Pyserini's BEIR setting)"})
+    b: float = field(default=0.4, metadata={"help": "BM25 b (Pyserini's BEIR setting)"})
+    batch_size: int = 256
+
+
+@dataclass
+class TeacherConfig:
+    name: str = "cross-encoder"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ScoreTeacherConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    candidates: str | None = field(default="runs/candidates", metadata={"help": "candidates artifact"})
+    triples: str | None = field(default=None, metadata={"help": "MS MARCO id triples TSV instead of candidates"})
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    out: str = "runs/teacher-scores"
+    part_size: int = field(default=50_000, metadata={"help": "pairs per part file (the unit of resumption)"})
+
+
+@dataclass
+class StudentConfig:
+    model: str = field(
+        default="sentence-transformers/all-MiniLM-L6-v2", metadata={"help": "hub id or path of the student"}
+    )
+    layers: int | None = field(
+        default=None, metadata={"help": "keep only the first k transformer layers (DistilBERT recipe)"}
+    )
+    max_seq_length: int | None = 256
+    similarity: str = field(default="cosine", metadata={"help": "student score: dot or cosine"})
+    scale: float = field(default=1.0, metadata={"help": "student scores are scale * similarity"})
+
+
+@dataclass
+class LossConfig:
+    name: str = "margin-mse"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    store: str = field(default="runs/teacher-scores", metadata={"help": "teacher-score store"})
+    candidates: str | None = field(
+        default=None, metadata={"help": "candidates artifact (default: the one the store was scored from)"}
+    )
+    out: str = "runs/student"
+    student: StudentConfig = field(default_factory=StudentConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    negatives: int = field(default=7, metadata={"help": "negatives per training example (N of 1+N)"})
+    negative_pool: int = field(default=30, metadata={"help": "sample negatives from a query's top-k candidates"})
+    epochs: int = field(default=1, metadata={"help": "passes over the positives, fresh negatives each pass"})
+    max_steps: int = -1
+    batch_size: int = 16
+    learning_rate: float = 2e-5
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    seed: int = 42
+    bf16: bool = False
+    logging_steps: int = 10
+
+
+@dataclass
+class EvaluateConfig:
+    model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    beir: list[str] = field(default_factory=list)
+    datasets: list[str] = field(default_factory=list)
+    data_dir: str | None = None
+    split: str = "test"
+    measures: list[str] = field(default_factory=lambda: ["nDCG@10", "RR@10", "R@100", "R@1000"])
+    k: int = 1000
+    batch_size: int = 64
+    out: str = "runs/eval"
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def _is_optional(tp: Any) -> tuple[bool, Any]:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(tp)) == 2:
+            return True, args[0]
+    return False, tp
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    optional, inner = _is_optional(tp)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{where}: may not be null")
+    tp = inner
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return _build(tp, value, where)
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp) or (Any,)
+        if isinstance(value, str):
+            value = [v for v in (s.strip() for s in value.split(",")) if v]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def _build(cls: type[C], data: Mapping[str, Any], where: str) -> C:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        prefix = f"{where}." if where and not where.endswith(":") else where
+        raise ConfigError(
+            f"unknown key(s) {', '.join(prefix + k for k in unknown)}; "
+            f"allowed: {', '.join(sorted(fields))}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        path = f"{where}.{name}" if where and not where.endswith(":") else f"{where}{name}"
+        kwargs[name] = _coerce(value, hints[name], path)
+    return cls(**kwargs)
+
+
+def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: {key} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse ``a.b=value``; the value is read as YAML (``3`` → int, ``[a, b]`` → list, ``null``)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. loss.name=listwise-kl")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {text!r}: value is not valid YAML ({err})") from None
+    return key, value
+
+
+def load_config(
+    cls: type[C],
+    path: str | os.PathLike[str] | None = None,
+    overrides: Iterable[str] = (),
+    base: Mapping[str, Any] | None = None,
+) -> C:
+    """Build ``cls`` from defaults, then ``base``, then the YAML file, then ``--set`` overrides."""
+    data: dict[str, Any] = {}
+    if base:
+        for key, value in base.items():
+            _merge(data, key, value)
+    where = ""
+    if path is not None:
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigError(f"{file}: no such config file")
+        try:
+            loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            line = f":{mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{file}{line}: invalid YAML ({getattr(err, 'problem', err)})") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{file}: expected a mapping at the top level")
+        for key, value in loaded.items():
+            _merge(data, key, value)
+        where = f"{file}: "
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_path(data, key, value)
+    try:
+        return _build(cls, data, "")
+    except ConfigError as err:
+        raise ConfigError(f"{where}{err}") from None
+
+
+def _merge(data: dict[str, Any], key: str, value: Any) -> None:
+    if isinstance(value, Mapping) and isinstance(data.get(key), dict) and key not in ("params",):
+        for k, v in value.items():
+            _merge(data[key], k, v)
+    else:
+        data[key] = dict(value) if isinstance(value, Mapping) else value

@@ -1,0 +1,1 @@
+"""Collections (corpus, queries, qrels), candidate lists and teacher-score stores."""
