@@ -139,7 +139,12 @@ def read_candidates(path: str | os.PathLike[str]) -> CandidateSet:
     rows = [
         Candidate(q, d, int(lab), int(r), float("nan") if s is None else float(s))
         for q, d, lab, r, s in zip(
-            cols["query_id"], cols["doc_id"], cols["label"], cols["rank"], cols["retrieval_score"], strict=True
+            cols["query_id"],
+            cols["doc_id"],
+            cols["label"],
+            cols["rank"],
+            cols["retrieval_score"],
+            strict=True,
         )
     ]
     if candidates_fingerprint(rows) != manifest.get("fingerprint"):
@@ -168,7 +173,9 @@ def read_triples(path: str | os.PathLike[str]) -> list[Candidate]:
             for doc_id, label in ((pos, 1), (neg, 0)):
                 prior = rows.get((qid, doc_id))
                 if prior is not None and prior.label != label:
-                    raise DataFormatError(file, number, f"({qid}, {doc_id}) is both a positive and a negative")
+                    raise DataFormatError(
+                        file, number, f"({qid}, {doc_id}) is both a positive and a negative"
+                    )
                 rows[qid, doc_id] = Candidate(qid, doc_id, label, 0, math.nan)
     if not rows:
         raise DataFormatError(file, None, "empty file: no triples")
