@@ -19,9 +19,7 @@ def toy_candidates(toy_dir: Path, tmp_path: Path):
 def test_examples_put_the_positive_first_with_teacher_scores(toy_dir: Path, toy_candidates) -> None:
     collection = load_beir(toy_dir, "train")
     scores = {pair: float(i) for i, pair in enumerate(toy_candidates.pairs())}
-    examples = build_examples(
-        collection, toy_candidates, scores, negatives=3, negative_pool=20, epochs=2, seed=0
-    )
+    examples = build_examples(collection, toy_candidates, scores, negatives=3, negative_pool=20, epochs=2, seed=0)
     positives = sum(len(d) for d in collection.qrels.values())
     assert len(examples) == 2 * positives  # every positive once per epoch
     text_to_id = {collection.doc_text(d): d for d in collection.corpus}

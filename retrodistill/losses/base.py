@@ -1,0 +1,113 @@
+"""The distillation-loss contract and the ``LOSSES`` registry.
+
+A loss is a pure function of two score matrices of shape ``(B, 1+N)``: the student's scores and the
+teacher's scores for one query and ``1 + N`` documents per row, column 0 being the positive. It
+returns a scalar and knows nothing about models, so every loss is tested with hand-written tensors.
+Conventions that differ between toolkits (temperatures, signed margins, …) are constructor
+parameters, and ``config()`` returns them for the run manifest.
+
+torch is imported inside the functions that need it, so listing the plug-ins stays instant.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from retrodistill.registry import Registry, parameters
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+LOSSES: Registry[type[DistillationLoss]] = Registry("loss")
+
+
+class DistillationLoss(ABC):
+    """Base class of the losses that compare student scores with teacher scores.
+
+    Subclasses are (frozen) dataclasses whose fields are the loss's conventions; they set ``name`` to
+    their registry name, implement ``compute`` and ``citation``, and leave input checking to
+    ``__call__``.
+
+    Calling a loss validates the inputs, detaches the teacher scores (they are targets, never
+    trained), moves them to the student's device and computes in at least float32, so half-precision
+    student scores do not round the teacher's targets.
+    """
+
+    name: ClassVar[str] = ""
+
+    def __call__(self, student_scores: Tensor, teacher_scores: Tensor) -> Tensor:
+        """The loss of one batch.
+
+        Args:
+            student_scores: ``(B, 1+N)`` student scores; column 0 is the positive document.
+            teacher_scores: ``(B, 1+N)`` teacher scores for the same documents, in the same order.
+
+        Returns:
+            A scalar tensor, differentiable with respect to ``student_scores``.
+
+        Raises:
+            ValueError: If the shapes differ from ``(B, 1+N)`` with ``B >= 1`` and ``1+N >= 2``, or if a
+                teacher score is NaN or infinite.
+        """
+        import torch
+
+        self.validate(student_scores, teacher_scores)
+        dtype = torch.promote_types(student_scores.dtype, torch.float32)
+        student = student_scores.to(dtype)
+        teacher = teacher_scores.detach().to(device=student_scores.device, dtype=dtype)
+        return self.compute(student, teacher)
+
+    def validate(self, student_scores: Tensor, teacher_scores: Tensor) -> None:
+        """Check that both score matrices have the contract's shape and the teacher's are finite.
+
+        Args:
+            student_scores: The student's scores, expected ``(B, 1+N)``.
+            teacher_scores: The teacher's scores, expected the same shape.
+
+        Raises:
+            ValueError: Naming the expected and the received shapes, or the non-finite teacher scores.
+        """
+        import torch
+
+        student_shape, teacher_shape = tuple(student_scores.shape), tuple(teacher_scores.shape)
+        got = f"got student scores {student_shape} and teacher scores {teacher_shape}"
+        if student_scores.ndim != 2 or teacher_scores.ndim != 2:
+            raise ValueError(f"{type(self).__name__} expects 2-D scores of shape (B, 1+N); {got}")
+        if student_shape != teacher_shape:
+            raise ValueError(f"{type(self).__name__} expects student and teacher scores of one shape; {got}")
+        batch_size, columns = student_shape
+        if batch_size < 1 or columns < 2:
+            raise ValueError(
+                f"{type(self).__name__} expects scores of shape (B, 1+N) with B >= 1 and at least 2 columns "
+                f"(the positive and one negative); {got}"
+            )
+        if not student_scores.is_floating_point():
+            raise ValueError(f"{type(self).__name__} expects floating-point student scores, got {student_scores.dtype}")
+        finite = torch.isfinite(teacher_scores)
+        if not bool(finite.all()):
+            rows = sorted({int(row) for row in (~finite).nonzero()[:, 0].tolist()})
+            raise ValueError(
+                f"{type(self).__name__}: teacher scores must be finite, but rows {rows[:10]} hold NaN or inf"
+            )
+
+    @abstractmethod
+    def compute(self, student_scores: Tensor, teacher_scores: Tensor) -> Tensor:
+        """The loss on validated ``(B, 1+N)`` scores of one floating dtype and device.
+
+        Args:
+            student_scores: ``(B, 1+N)`` student scores.
+            teacher_scores: ``(B, 1+N)`` detached teacher scores.
+
+        Returns:
+            A scalar tensor.
+        """
+
+    @property
+    @abstractmethod
+    def citation(self) -> str:
+        """A BibTeX entry for the paper that introduced the loss."""
+
+    def config(self) -> dict[str, Any]:
+        """The loss's parameters and their values, for the run manifest."""
+        return {parameter.name: getattr(self, parameter.name) for parameter in parameters(type(self))}
