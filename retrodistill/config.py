@@ -58,7 +58,9 @@ class TeacherConfig:
 class ScoreTeacherConfig:
     data: DataConfig = field(default_factory=DataConfig)
     candidates: str | None = field(default="runs/candidates", metadata={"help": "candidates artifact"})
-    triples: str | None = field(default=None, metadata={"help": "MS MARCO id triples TSV instead of candidates"})
+    triples: str | None = field(
+        default=None, metadata={"help": "MS MARCO id triples TSV instead of candidates"}
+    )
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     out: str = "runs/teacher-scores"
     part_size: int = field(default=50_000, metadata={"help": "pairs per part file (the unit of resumption)"})
@@ -94,7 +96,9 @@ class TrainConfig:
     student: StudentConfig = field(default_factory=StudentConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     negatives: int = field(default=7, metadata={"help": "negatives per training example (N of 1+N)"})
-    negative_pool: int = field(default=30, metadata={"help": "sample negatives from a query's top-k candidates"})
+    negative_pool: int = field(
+        default=30, metadata={"help": "sample negatives from a query's top-k candidates"}
+    )
     epochs: int = field(default=1, metadata={"help": "passes over the positives, fresh negatives each pass"})
     max_steps: int = -1
     batch_size: int = 16
@@ -142,7 +146,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
-        return _build(tp, value, where)
+        return _build(tp, value, where)  # type: ignore[arg-type]
     origin = typing.get_origin(tp)
     if origin is list:
         (item_tp,) = typing.get_args(tp) or (Any,)
@@ -181,8 +185,7 @@ def _build(cls: type[C], data: Mapping[str, Any], where: str) -> C:
     if unknown:
         prefix = f"{where}." if where and not where.endswith(":") else where
         raise ConfigError(
-            f"unknown key(s) {', '.join(prefix + k for k in unknown)}; "
-            f"allowed: {', '.join(sorted(fields))}"
+            f"unknown key(s) {', '.join(prefix + k for k in unknown)}; allowed: {', '.join(sorted(fields))}"
         )
     kwargs = {}
     for name, value in data.items():
