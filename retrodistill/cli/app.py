@@ -1,0 +1,45 @@
+"""The ``retrodistill`` command: one sub-command per pipeline stage.
+
+Heavy libraries are imported inside each command, so ``retrodistill --help`` is instant.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from retrodistill.cli.common import setup_logging
+from retrodistill.cli.evaluate import evaluate
+from retrodistill.cli.mine import mine_negatives
+from retrodistill.cli.plugins import plugins
+from retrodistill.cli.quickstart import quickstart
+from retrodistill.cli.score import score_teacher
+from retrodistill.cli.train import train_student
+
+app = typer.Typer(
+    name="retrodistill",
+    help="Distil expensive rankers into fast bi-encoder retrievers, and evaluate them on BEIR / MS MARCO / TREC DL.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")] = False,
+) -> None:
+    setup_logging(verbose)
+
+
+app.command("mine-negatives")(mine_negatives)
+app.command("score-teacher")(score_teacher)
+app.command("train-student")(train_student)
+app.command("evaluate")(evaluate)
+app.command("plugins")(plugins)
+app.command("quickstart")(quickstart)
+
+
+def main() -> None:
+    app()

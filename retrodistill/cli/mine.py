@@ -1,0 +1,40 @@
+"""``retrodistill mine-negatives``: BM25 top-k per query → candidates artifact."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from retrodistill.cli.common import ConfigOption, DataDirOption, SetOption, console, resolve, user_errors
+
+
+def mine_negatives(
+    dataset: Annotated[
+        str | None, typer.Option(help="BEIR name (downloaded if missing) or a BEIR-layout folder [scifact].")
+    ] = None,
+    data_dir: DataDirOption = None,
+    split: Annotated[
+        str | None, typer.Option(help="Qrels split whose queries get candidates [train].")
+    ] = None,
+    out: Annotated[str | None, typer.Option(help="Output directory (default runs/candidates).")] = None,
+    k: Annotated[int | None, typer.Option(help="Documents retrieved per query (default 100).")] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Retrieve BM25 candidates per query; judged documents keep their grade, the rest are negatives.
+
+    Example: retrodistill mine-negatives --dataset scifact --split train --out runs/scifact/candidates
+    """
+    from retrodistill.config import MineConfig
+    from retrodistill.data import mining
+
+    with user_errors():
+        data = {"dataset": dataset, "data_dir": data_dir, "split": split}
+        cfg = resolve(MineConfig, config, set_, {"data": data, "out": out, "k": k})
+        result = mining.run(cfg)
+    counts = result.manifest["counts"]
+    console.print(
+        f"[green]wrote[/] {result.path}: {counts['queries']:,} queries, {counts['positives']:,} judged, "
+        f"{counts['negatives']:,} negatives"
+    )

@@ -1,0 +1,65 @@
+"""``retrodistill score-teacher``: teacher scores for every distinct candidate pair → store."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from retrodistill.cli.common import ConfigOption, DataDirOption, SetOption, console, resolve, user_errors
+
+
+def score_teacher(
+    model: Annotated[str | None, typer.Option(help="Teacher model: hub id or path.")] = None,
+    teacher: Annotated[
+        str | None, typer.Option(help="Teacher plug-in: cross-encoder or bi-encoder [cross-encoder].")
+    ] = None,
+    candidates: Annotated[str | None, typer.Option(help="Candidates artifact [runs/candidates].")] = None,
+    triples: Annotated[
+        str | None, typer.Option(help="MS MARCO id-triples TSV, instead of candidates.")
+    ] = None,
+    dataset: Annotated[str | None, typer.Option(help="BEIR name or folder the candidates belong to.")] = None,
+    data_dir: DataDirOption = None,
+    split: Annotated[str | None, typer.Option(help="Qrels split of the queries [train].")] = None,
+    out: Annotated[str | None, typer.Option(help="Store directory [runs/teacher-scores].")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Pairs (or texts) per forward pass.")] = None,
+    max_length: Annotated[
+        int | None, typer.Option(help="Truncate teacher inputs to this many tokens.")
+    ] = None,
+    dtype: Annotated[str | None, typer.Option(help="fp32 (default), bf16 or fp16.")] = None,
+    part_size: Annotated[
+        int | None, typer.Option(help="Pairs per part file, the unit of resumption.")
+    ] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Score every distinct (query, document) candidate once with the teacher; resumable.
+
+    Re-running the same command after an interruption continues from the last complete part.
+
+    Example: retrodistill score-teacher --teacher cross-encoder --model cross-encoder/ms-marco-MiniLM-L6-v2
+    --dataset scifact --candidates runs/scifact/candidates --out runs/scifact/ce-scores
+    """
+    from retrodistill.config import ScoreTeacherConfig
+    from retrodistill.teachers import scoring
+
+    params = {"model": model, "batch_size": batch_size, "max_length": max_length, "dtype": dtype}
+    with user_errors():
+        cfg = resolve(
+            ScoreTeacherConfig,
+            config,
+            set_,
+            {
+                "data": {"dataset": dataset, "data_dir": data_dir, "split": split},
+                "candidates": candidates,
+                "triples": triples,
+                "out": out,
+                "part_size": part_size,
+                "teacher": {"name": teacher},
+            },
+        )
+        cfg.teacher.params.update({k: v for k, v in params.items() if v is not None})
+        if "model" not in cfg.teacher.params:
+            raise ValueError("no teacher model: pass --model or set teacher.params.model in the config")
+        store = scoring.run(cfg)
+    console.print(f"[green]wrote[/] {store.path}: {store.manifest.get('num_pairs', 0):,} scored pairs")

@@ -1,0 +1,64 @@
+"""``retrodistill train-student``: distil a teacher-score store into a bi-encoder."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from retrodistill.cli.common import ConfigOption, DataDirOption, SetOption, console, resolve, user_errors
+
+
+def train_student(
+    store: Annotated[str | None, typer.Option(help="Teacher-score store [runs/teacher-scores].")] = None,
+    student: Annotated[str | None, typer.Option(help="Student model: hub id or path.")] = None,
+    layers: Annotated[int | None, typer.Option(help="Keep only the student's first k layers.")] = None,
+    loss: Annotated[
+        str | None, typer.Option(help="Loss plug-in (see `retrodistill plugins`) [margin-mse].")
+    ] = None,
+    dataset: Annotated[str | None, typer.Option(help="BEIR name or folder the store was made from.")] = None,
+    data_dir: DataDirOption = None,
+    split: Annotated[str | None, typer.Option(help="Qrels split of the training queries [train].")] = None,
+    candidates: Annotated[
+        str | None, typer.Option(help="Candidates artifact (default: the store's).")
+    ] = None,
+    out: Annotated[str | None, typer.Option(help="Output model directory [runs/student].")] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Passes over the positives, fresh negatives each.")
+    ] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps (-1: no limit).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Examples per step.")] = None,
+    negatives: Annotated[int | None, typer.Option(help="Negatives per example (N of 1+N).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for sampling and training.")] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Train a bi-encoder student on teacher scores with the sentence-transformers trainer.
+
+    Example: retrodistill train-student -c configs/margin_mse.yaml
+    --store runs/scifact/minilm-scores --out runs/scifact/student
+    """
+    from retrodistill.config import TrainConfig
+    from retrodistill.train import run as train_run
+
+    with user_errors():
+        cfg = resolve(
+            TrainConfig,
+            config,
+            set_,
+            {
+                "store": store,
+                "student": {"model": student, "layers": layers},
+                "loss": {"name": loss},
+                "data": {"dataset": dataset, "data_dir": data_dir, "split": split},
+                "candidates": candidates,
+                "out": out,
+                "epochs": epochs,
+                "max_steps": max_steps,
+                "batch_size": batch_size,
+                "negatives": negatives,
+                "seed": seed,
+            },
+        )
+        path = train_run.run(cfg)
+    console.print(f"[green]wrote[/] student {path}  (load it with SentenceTransformer({str(path)!r}))")

@@ -1,0 +1,1 @@
+"""Retrieval indexes: dense FAISS backends (the only modules that import faiss) and BM25."""

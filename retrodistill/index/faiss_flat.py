@@ -1,0 +1,99 @@
+"""Exact inner-product search with ``faiss.IndexFlatIP``, on every GPU when there is one.
+
+Scores are ``⟨q, d⟩``; with unit-length embeddings that is cosine similarity. The search is
+brute force and exact, so results equal a NumPy ``queries @ docs.T`` top-k up to float32
+rounding and the order of tied scores.
+
+GPU: with ``use_gpu=None`` (the default) the index is sharded over all GPUs FAISS sees
+(``faiss.index_cpu_to_all_gpus``) when ``faiss.get_num_gpus() > 0``; ``use_gpu=False`` stays on
+the CPU; ``use_gpu=True`` fails when FAISS sees no GPU (e.g. faiss-cpu is installed). FAISS' GPU
+k-selection handles at most ``k = 2048``.
+
+``k`` larger than the number of documents: FAISS pads such rows with id ``-1`` and score
+``-3.4e38``; this backend clamps ``k`` to ``len(index)`` instead, so no padding ever reaches the
+caller and every returned id is a real document.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from retrodistill.index.base import INDEXES, DenseIndex, check_embeddings
+
+GPU_MAX_K = 2048
+
+
+def import_faiss() -> Any:
+    """Import faiss, or raise an ``ImportError`` that says which extra installs it."""
+    try:
+        import faiss
+    except ImportError as err:
+        raise ImportError(
+            "dense retrieval needs FAISS: pip install 'retrodistill[cpu]' (faiss-cpu) or "
+            "'retrodistill[gpu]' (faiss-gpu); install exactly one of the two"
+        ) from err
+    return faiss
+
+
+@INDEXES.register("faiss-flat-ip")
+class FaissFlatIP(DenseIndex):
+    """Exact maximum-inner-product search.
+
+    Args:
+        use_gpu: ``None`` uses all GPUs when FAISS sees any, ``True`` requires one, ``False`` never.
+        query_batch_size: queries searched per FAISS call, which bounds the ``(batch, n)`` score
+            matrix FAISS holds at once.
+
+    Example:
+        >>> import numpy as np
+        >>> index = FaissFlatIP(use_gpu=False)
+        >>> index.add(np.eye(3, dtype=np.float32))
+        >>> scores, ids = index.search(np.array([[0.0, 2.0, 1.0]], dtype=np.float32), k=2)
+        >>> scores.tolist(), ids.tolist()
+        ([[2.0, 1.0]], [[1, 2]])
+    """
+
+    def __init__(self, use_gpu: bool | None = None, query_batch_size: int = 1024) -> None:
+        if query_batch_size < 1:
+            raise ValueError(f"query_batch_size must be at least 1, got {query_batch_size}")
+        self.use_gpu = use_gpu
+        self.query_batch_size = query_batch_size
+        self._faiss = import_faiss()
+        gpus = self._faiss.get_num_gpus()
+        if use_gpu and gpus == 0:
+            raise RuntimeError(
+                "use_gpu=True but FAISS sees no GPU; install faiss-gpu ('retrodistill[gpu]') on a CUDA "
+                "machine or pass use_gpu=False"
+            )
+        self.on_gpu = gpus > 0 and use_gpu is not False
+        self._index: Any = None  # built on the first add(), when the dimension is known
+        self.dim: int | None = None
+
+    def add(self, embeddings: np.ndarray) -> None:
+        matrix = check_embeddings(embeddings, "embeddings", self.dim)
+        if self._index is None:
+            self.dim = int(matrix.shape[1])
+            index = self._faiss.IndexFlatIP(self.dim)
+            self._index = self._faiss.index_cpu_to_all_gpus(index) if self.on_gpu else index
+        self._index.add(matrix)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        matrix = check_embeddings(queries, "queries", self.dim)
+        k = min(k, len(self))
+        if k == 0:
+            return np.zeros((len(matrix), 0), np.float32), np.zeros((len(matrix), 0), np.int64)
+        if self.on_gpu and k > GPU_MAX_K:
+            raise ValueError(f"FAISS on GPU returns at most k={GPU_MAX_K}; got k={k} (pass use_gpu=False)")
+        scores = np.empty((len(matrix), k), np.float32)
+        ids = np.empty((len(matrix), k), np.int64)
+        for start in range(0, len(matrix), self.query_batch_size):
+            stop = start + self.query_batch_size
+            scores[start:stop], ids[start:stop] = self._index.search(matrix[start:stop], k)
+        return scores, ids
+
+    def __len__(self) -> int:
+        return 0 if self._index is None else int(self._index.ntotal)

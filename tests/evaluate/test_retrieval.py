@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytest
+
+from retrodistill.data.collections import Collection, Document, load_beir
+from retrodistill.evaluate.beir import Report, evaluate_collections, resolve_revision
+from retrodistill.evaluate.retrieval import encode_and_search, load_model
+from retrodistill.evaluate.run_files import read_run
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_st_dir: Path) -> SentenceTransformer:
+    return load_model(tiny_st_dir, device="cpu")
+
+
+def test_run_has_k_documents_per_query_best_first(tiny_model: SentenceTransformer, toy_dir: Path) -> None:
+    collection = load_beir(toy_dir, "test")
+    run = encode_and_search(tiny_model, collection, k=5, batch_size=8, show_progress=False)
+
+    assert set(run) == set(collection.queries)
+    for docs in run.values():
+        assert len(docs) == 5
+        assert set(docs) <= set(collection.corpus)
+        scores = list(docs.values())
+        assert scores == sorted(scores, reverse=True)
+        assert all(isinstance(s, float) for s in scores)
+
+
+def test_scores_are_the_models_cosine_similarities(tiny_model: SentenceTransformer, toy_dir: Path) -> None:
+    collection = load_beir(toy_dir, "test")
+    run = encode_and_search(tiny_model, collection, k=100, show_progress=False)
+    qid = next(iter(collection.queries))
+    doc_ids = list(collection.corpus)
+    q = tiny_model.encode_query([collection.queries[qid]], convert_to_numpy=True)
+    d = tiny_model.encode_document([collection.corpus[i].joined() for i in doc_ids], convert_to_numpy=True)
+    expected = dict(zip(doc_ids, (q @ d.T)[0].tolist(), strict=True))
+    assert len(run[qid]) == len(doc_ids)  # k larger than the corpus: every document, once
+    for doc_id, score in run[qid].items():
+        assert score == pytest.approx(expected[doc_id], abs=1e-5)
+    assert np.linalg.norm(q) == pytest.approx(1.0, abs=1e-5)  # the model's Normalize module did it
+
+
+def test_ignore_identical_ids_drops_the_query_itself(tiny_model: SentenceTransformer) -> None:
+    corpus = {f"d{i}": Document("", f"cancer tumor biopsy {i}") for i in range(6)}
+    collection = Collection("echo", corpus, {"d0": "cancer tumor biopsy 0"}, {"d0": {"d1": 1}}, "test")
+    kept = encode_and_search(tiny_model, collection, k=3, show_progress=False)
+    dropped = encode_and_search(tiny_model, collection, k=3, show_progress=False, ignore_identical_ids=True)
+    assert "d0" in kept["d0"]
+    assert "d0" not in dropped["d0"] and len(dropped["d0"]) == 3
+
+
+def test_evaluate_collections_writes_runs_metrics_table_and_manifest(
+    tiny_st_dir: Path, toy_dir: Path, tmp_path: Path
+) -> None:
+    collections = [load_beir(toy_dir, "test"), load_beir(toy_dir, "train", name="toy-train")]
+    report = evaluate_collections(
+        tiny_st_dir, collections, ["nDCG@10", "RR@10", "R@100"], tmp_path / "out", k=10, show_progress=False
+    )
+
+    assert isinstance(report, Report)
+    out = tmp_path / "out"
+    for collection in collections:
+        run = read_run(out / collection.name / "run.trec")
+        assert set(run) == set(collection.queries)
+        assert all(len(docs) == 10 for docs in run.values())
+        metrics = json.loads((out / collection.name / "metrics.json").read_text())
+        assert metrics["dataset"] == collection.name and metrics["split"] == collection.split
+        assert set(metrics["per_query"]) == set(collection.qrels)
+        assert metrics["aggregate"] == report.datasets[collections.index(collection)].metrics.aggregate
+
+    table = (out / "results.md").read_text().splitlines()
+    assert table[0] == "| dataset | nDCG@10 | RR@10 | R@100 |"
+    assert [line.split("|")[1].strip() for line in table[2:]] == ["toy", "toy-train", "mean"]
+    mean = report.mean()
+    for name in report.measures:
+        by_dataset = [d.metrics.aggregate[name] for d in report.datasets]
+        assert mean[name] == pytest.approx(sum(by_dataset) / 2)
+    assert table[-1] == "| mean | " + " | ".join(f"{mean[m]:.4f}" for m in report.measures) + " |"
+
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["datasets"]) == {"toy", "toy-train"}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stage"] == "evaluate"
+    assert manifest["model"]["id"] == str(tiny_st_dir) and manifest["model"]["revision"] is None
+    assert manifest["model"]["embedding_dimension"] == 32
+    assert manifest["inputs"]["toy/corpus"] == collections[0].fingerprints["corpus"]
+    assert manifest["measures"] == ["nDCG@10", "RR@10", "R@100"]
+
+    rich_table = report.to_rich_table()
+    assert rich_table.row_count == 3
+
+
+def test_evaluate_collections_refuses_bad_input_before_loading(toy_dir: Path, tmp_path: Path) -> None:
+    collection = load_beir(toy_dir, "test")
+    with pytest.raises(ValueError, match="repeated: toy"):
+        evaluate_collections("unused", [collection, collection], out_dir=tmp_path)
+    with pytest.raises(ValueError, match="cannot parse measure"):
+        evaluate_collections("unused", [collection], ["nDCG@ten"], out_dir=tmp_path)
+
+
+def test_resolve_revision_reads_a_snapshot_folder_name(tmp_path: Path) -> None:
+    snapshot = tmp_path / "models--org--m" / "snapshots" / ("ab" * 20)
+    snapshot.mkdir(parents=True)
+    assert resolve_revision(snapshot) == "ab" * 20
+    assert resolve_revision(tmp_path) is None
+    assert resolve_revision("no-such-org/no-such-model-for-retrodistill") is None
