@@ -20,5 +20,6 @@ quickstart: setup
 lint: setup
 	$(BIN)/ruff check retrodistill tests benchmarks
 
+# The full offline suite: slow tests on the real data and model included (skipped where those are absent).
 test: setup lint
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not gpu and not network"

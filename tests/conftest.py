@@ -40,14 +40,15 @@ def toy_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 4-layer BERT (hidden 32) with a WordPiece vocabulary of the toy collection's words."""
+    """A 4-layer BERT (hidden 32, init std 0.5) with a WordPiece vocabulary of the toy collection's words."""
     import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import BertConfig, BertModel, BertTokenizer
 
     out = tmp_path_factory.mktemp("tiny-bert")
-    vocab = out / "vocab.txt"
-    vocab.write_text("\n".join(_toy_vocab()) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True, model_max_length=128)
+    # transformers 5 ignores ``vocab_file`` for BertTokenizerFast; a vocab dict is read reliably.
+    words = _toy_vocab()
+    tokenizer = BertTokenizer(vocab={w: i for i, w in enumerate(words)}, do_lower_case=True, model_max_length=128)
+    assert tokenizer.tokenize("cancer tumor") == ["cancer", "tumor"]
     config = BertConfig(
         vocab_size=len(tokenizer),
         hidden_size=32,
@@ -55,6 +56,7 @@ def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         num_attention_heads=2,
         intermediate_size=37,
         max_position_embeddings=128,
+        initializer_range=0.5,  # BERT's 0.02 would give every toy pair nearly the same score
     )
     torch.manual_seed(0)
     BertModel(config).save_pretrained(out)

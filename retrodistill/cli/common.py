@@ -108,5 +108,5 @@ def user_errors() -> Iterator[None]:
     ) as err:
         from rich.markup import escape
 
-        console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
+        console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None

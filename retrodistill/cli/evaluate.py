@@ -18,13 +18,13 @@ def evaluate(
         list[str] | None, typer.Option("--dataset", help="BEIR-layout dataset folder(s), repeatable.")
     ] = None,
     data_dir: DataDirOption = None,
-    split: Annotated[str | None, typer.Option(help="Qrels split [test].")] = None,
+    split: Annotated[str | None, typer.Option(help="Qrels split (default: test).")] = None,
     measures: Annotated[
-        str | None, typer.Option(help="ir-measures strings, comma-separated [nDCG@10,RR@10,R@100,R@1000].")
+        str | None, typer.Option(help="ir-measures strings, comma-separated (default: nDCG@10,RR@10,R@100,R@1000).")
     ] = None,
-    k: Annotated[int | None, typer.Option(help="Documents retrieved per query [1000].")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Texts per encoding batch [64].")] = None,
-    out: Annotated[str | None, typer.Option(help="Output directory [runs/eval].")] = None,
+    k: Annotated[int | None, typer.Option(help="Documents retrieved per query (default: 1000).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Texts per encoding batch (default: 64).")] = None,
+    out: Annotated[str | None, typer.Option(help="Output directory (default: runs/eval).")] = None,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:

@@ -11,11 +11,11 @@ from retrodistill.cli.common import ConfigOption, DataDirOption, SetOption, cons
 
 def mine_negatives(
     dataset: Annotated[
-        str | None, typer.Option(help="BEIR name (downloaded if missing) or a BEIR-layout folder [scifact].")
+        str | None, typer.Option(help="BEIR name (downloaded if missing) or a BEIR-layout folder (default: scifact).")
     ] = None,
     data_dir: DataDirOption = None,
     split: Annotated[
-        str | None, typer.Option(help="Qrels split whose queries get candidates [train].")
+        str | None, typer.Option(help="Qrels split whose queries get candidates (default: train).")
     ] = None,
     out: Annotated[str | None, typer.Option(help="Output directory (default runs/candidates).")] = None,
     k: Annotated[int | None, typer.Option(help="Documents retrieved per query (default 100).")] = None,

@@ -12,16 +12,16 @@ from retrodistill.cli.common import ConfigOption, DataDirOption, SetOption, cons
 def score_teacher(
     model: Annotated[str | None, typer.Option(help="Teacher model: hub id or path.")] = None,
     teacher: Annotated[
-        str | None, typer.Option(help="Teacher plug-in: cross-encoder or bi-encoder [cross-encoder].")
+        str | None, typer.Option(help="Teacher plug-in: cross-encoder or bi-encoder (default: cross-encoder).")
     ] = None,
-    candidates: Annotated[str | None, typer.Option(help="Candidates artifact [runs/candidates].")] = None,
+    candidates: Annotated[str | None, typer.Option(help="Candidates artifact (default: runs/candidates).")] = None,
     triples: Annotated[
         str | None, typer.Option(help="MS MARCO id-triples TSV, instead of candidates.")
     ] = None,
     dataset: Annotated[str | None, typer.Option(help="BEIR name or folder the candidates belong to.")] = None,
     data_dir: DataDirOption = None,
-    split: Annotated[str | None, typer.Option(help="Qrels split of the queries [train].")] = None,
-    out: Annotated[str | None, typer.Option(help="Store directory [runs/teacher-scores].")] = None,
+    split: Annotated[str | None, typer.Option(help="Qrels split of the queries (default: train).")] = None,
+    out: Annotated[str | None, typer.Option(help="Store directory (default: runs/teacher-scores).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Pairs (or texts) per forward pass.")] = None,
     max_length: Annotated[
         int | None, typer.Option(help="Truncate teacher inputs to this many tokens.")

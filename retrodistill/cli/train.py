@@ -10,19 +10,19 @@ from retrodistill.cli.common import ConfigOption, DataDirOption, SetOption, cons
 
 
 def train_student(
-    store: Annotated[str | None, typer.Option(help="Teacher-score store [runs/teacher-scores].")] = None,
+    store: Annotated[str | None, typer.Option(help="Teacher-score store (default: runs/teacher-scores).")] = None,
     student: Annotated[str | None, typer.Option(help="Student model: hub id or path.")] = None,
     layers: Annotated[int | None, typer.Option(help="Keep only the student's first k layers.")] = None,
     loss: Annotated[
-        str | None, typer.Option(help="Loss plug-in (see `retrodistill plugins`) [margin-mse].")
+        str | None, typer.Option(help="Loss plug-in (see `retrodistill plugins`) (default: margin-mse).")
     ] = None,
     dataset: Annotated[str | None, typer.Option(help="BEIR name or folder the store was made from.")] = None,
     data_dir: DataDirOption = None,
-    split: Annotated[str | None, typer.Option(help="Qrels split of the training queries [train].")] = None,
+    split: Annotated[str | None, typer.Option(help="Qrels split of the training queries (default: train).")] = None,
     candidates: Annotated[
         str | None, typer.Option(help="Candidates artifact (default: the store's).")
     ] = None,
-    out: Annotated[str | None, typer.Option(help="Output model directory [runs/student].")] = None,
+    out: Annotated[str | None, typer.Option(help="Output model directory (default: runs/student).")] = None,
     epochs: Annotated[
         int | None, typer.Option(help="Passes over the positives, fresh negatives each.")
     ] = None,

@@ -155,7 +155,7 @@ def _model_facts(model: Any) -> dict[str, Any]:
 
 
 def evaluate_collections(
-    model_name_or_path: str | os.PathLike[str],
+    model_name_or_path: str | os.PathLike[str] | Any,
     collections: Sequence[Collection],
     measures: Sequence[str] = DEFAULT_MEASURES,
     out_dir: str | os.PathLike[str] = "runs/evaluate",
@@ -174,7 +174,9 @@ def evaluate_collections(
     """Retrieve with one model on each collection, score the runs and write the report files.
 
     Args:
-        model_name_or_path: a sentence-transformers hub id or directory.
+        model_name_or_path: a sentence-transformers hub id or directory, or a loaded encoder (anything
+            with ``encode_query``/``encode_document`` and ``get_embedding_dimension``; its
+            ``model_id`` and ``revision`` attributes, if any, go into the manifest).
         collections: the datasets, each with the split to evaluate loaded; names must be unique.
         measures: ir-measures strings (see :mod:`retrodistill.evaluate.metrics`).
         out_dir: where the files listed in the module docstring go.
@@ -202,10 +204,16 @@ def evaluate_collections(
     parse_measures(measures, rel_threshold)  # fail on a bad measure before encoding anything
     out = Path(out_dir)
     started = time.perf_counter()
-    model_id = str(model_name_or_path)
+    if isinstance(model_name_or_path, (str, os.PathLike)):
+        model_id = str(model_name_or_path)
+        model = load_model(model_name_or_path, device=device, cache_folder=cache_folder)
+        revision = resolve_revision(model_name_or_path, cache_folder)
+    else:  # an already-loaded encoder, e.g. a teacher whose embeddings are cached from scoring
+        model = model_name_or_path
+        model_id = str(getattr(model, "model_id", type(model).__name__))
+        revision = getattr(model, "revision", None)
     tag = run_tag or re.sub(r"\s+", "_", Path(model_id).name) or "retrodistill"
-    model = load_model(model_name_or_path, device=device, cache_folder=cache_folder)
-    report = Report(model_id, resolve_revision(model_name_or_path, cache_folder), measures, out_dir=out)
+    report = Report(model_id, revision, measures, out_dir=out)
 
     for collection in collections:
         t0 = time.perf_counter()

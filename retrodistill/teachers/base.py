@@ -1,0 +1,165 @@
+"""The teacher interface: a model that gives one raw relevance score per (query, document) pair.
+
+A teacher is a plug-in registered in :data:`TEACHERS` and built from YAML by name::
+
+    teacher = TEACHERS.build("cross-encoder", {"model": "cross-encoder/ms-marco-MiniLM-L6-v2"})
+    teacher.score(["what is bm25"], ["BM25 is a ranking function ..."])  # array([7.31], dtype=float32)
+    teacher.describe()  # written into the teacher-score store's manifest
+
+Contract of :meth:`Teacher.score`: one float32 score per pair, in input order, the teacher's raw
+output (a logit, a similarity) with no activation applied, so that scores of the same pairs are the
+same whatever batch they were computed in (up to floating-point rounding).
+
+Contract of :meth:`Teacher.describe`: a JSON-serialisable dict that identifies the scores, with at
+least ``name``, ``model``, ``revision`` (the Hub commit hash when the model came from the Hub cache,
+else a sha256 of its weight files), ``max_length``, ``dtype`` and ``device``, plus every convention
+that changes the numbers (``similarity``, which logit is the score, ...). Keys in
+:data:`RUNTIME_FIELDS` say how the scores were computed, not which scores they are; a resumed
+scoring run may change them.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import hashlib
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from retrodistill.registry import Registry
+
+TEACHERS: Registry[type[Teacher]] = Registry("teacher")
+
+RUNTIME_FIELDS = frozenset({"device", "batch_size", "max_tokens_per_batch", "linear_backend"})
+"""Fields of :meth:`Teacher.describe` that may differ between the sessions of one resumed run."""
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+
+DTYPES = ("fp32", "bf16", "fp16")
+
+
+class Teacher(abc.ABC):
+    """A scorer of (query, document) pairs; see the module docstring for the contract."""
+
+    @abc.abstractmethod
+    def score(self, queries: Sequence[str], docs: Sequence[str], show_progress: bool = False) -> np.ndarray:
+        """Score each pair ``(queries[i], docs[i])``.
+
+        Args:
+            queries: query texts, one per pair.
+            docs: document texts, one per pair (same length as ``queries``).
+            show_progress: show a progress bar.
+
+        Returns:
+            float32 array of shape ``(len(queries),)``: the raw score of each pair, in input order.
+        """
+
+    @abc.abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """Identify the scores this teacher produces (written into manifests, compared on resume)."""
+
+
+def check_pairs(queries: Sequence[str], docs: Sequence[str]) -> None:
+    """Raise ``ValueError`` unless ``queries`` and ``docs`` are two sequences of strings of equal length."""
+    if len(queries) != len(docs):
+        raise ValueError(
+            f"got {len(queries)} queries but {len(docs)} documents; expected one of each per pair"
+        )
+    for kind, texts in (("query", queries), ("document", docs)):
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise ValueError(f"{kind} {i} is a {type(text).__name__}, expected a string")
+
+
+def resolve_device(device: str | None) -> str:
+    """``device`` as given, or ``"cuda"`` when a GPU is available and ``"cpu"`` otherwise."""
+    if device is not None:
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_dtype(dtype: str, device: str) -> None:
+    """Validate a ``dtype`` name (``fp32``, ``bf16``, ``fp16``) for ``device``."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    if dtype == "fp16" and not device.startswith("cuda"):
+        raise ValueError(
+            f"dtype 'fp16' needs a CUDA device (device is {device!r}); use 'bf16' or 'fp32' on CPU"
+        )
+
+
+def torch_dtype(dtype: str) -> Any:
+    """The ``torch.dtype`` for a ``dtype`` name."""
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+
+
+@contextlib.contextmanager
+def pair_progress(total: int, description: str, enabled: bool) -> Iterator[Callable[[int], None]]:
+    """A transient rich progress bar over ``total`` pairs; yields ``advance(n)`` (a no-op when disabled)."""
+    if not enabled:
+        yield lambda n: None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("pairs"))
+    with Progress(*columns, TimeElapsedColumn(), TimeRemainingColumn(), transient=True) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda n: progress.advance(task, n)
+
+
+def model_revision(model: str, revision: str | None = None, marker: str = "config.json") -> str:
+    """Identify the exact weights of ``model``.
+
+    Args:
+        model: a local directory or a Hugging Face Hub id.
+        revision: the revision asked for (branch, tag or commit), for Hub ids.
+        marker: a file every snapshot of the model has, used to find the snapshot in the Hub cache.
+
+    Returns:
+        For a local directory, ``sha256:<hex>`` over its weight files (relative path and content, in
+        sorted order); for a Hub id, the commit hash of the cached snapshot the model was loaded from.
+    """
+    path = Path(model)
+    if path.is_dir():
+        return _sha256_weights(path)
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(model, marker, revision=revision)
+    if isinstance(cached, str) and Path(cached).parent.parent.name == "snapshots":
+        return Path(cached).parent.name
+    # Not in the cache under that name (it was loaded some other way): say so rather than guess.
+    return revision or "unknown"
+
+
+def _sha256_weights(directory: Path) -> str:
+    files = sorted(
+        p
+        for p in directory.rglob("*")
+        if p.is_file() and p.name.endswith(_WEIGHT_SUFFIXES) and ".git" not in p.parts
+    )
+    if not files:
+        raise FileNotFoundError(
+            f"{directory}: no weight files ({', '.join(_WEIGHT_SUFFIXES)}) to fingerprint"
+        )
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(os.fsencode(file.relative_to(directory).as_posix()) + b"\0")
+        with open(file, "rb") as f:
+            while block := f.read(1 << 20):
+                digest.update(block)
+    return "sha256:" + digest.hexdigest()

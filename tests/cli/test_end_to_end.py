@@ -1,0 +1,133 @@
+"""The documented pipeline through the CLI on the toy BEIR fixture: mine → score → train → evaluate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from retrodistill.cli.app import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str) -> str:
+    result = runner.invoke(app, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory, tiny_cross_encoder_dir: Path, tiny_st_dir: Path) -> dict:
+    from conftest import TOY
+
+    work = tmp_path_factory.mktemp("e2e")
+    data = str(TOY)
+    paths = {name: str(work / name) for name in ("candidates", "scores", "student", "eval")}
+    invoke("mine-negatives", "--dataset", data, "--split", "train", "--out", paths["candidates"], "--k", "20")
+    invoke(
+        "score-teacher",
+        "--teacher",
+        "cross-encoder",
+        "--model",
+        str(tiny_cross_encoder_dir),
+        "--dataset",
+        data,
+        "--candidates",
+        paths["candidates"],
+        "--out",
+        paths["scores"],
+        "--part-size",
+        "8",
+    )
+    invoke(
+        "train-student",
+        "--store",
+        paths["scores"],
+        "--student",
+        str(tiny_st_dir),
+        "--layers",
+        "2",
+        "--dataset",
+        data,
+        "--out",
+        paths["student"],
+        "--max-steps",
+        "3",
+        "--batch-size",
+        "4",
+        "--negatives",
+        "3",
+        "--set",
+        "student.similarity=dot",
+    )
+    output = invoke(
+        "evaluate", "--dataset", data, "--model", paths["student"], "--out", paths["eval"], "--measures", "nDCG@10,R@5"
+    )
+    return {"work": work, "data": data, "eval_output": output, **paths}
+
+
+def test_every_stage_writes_its_artifact(pipeline: dict) -> None:
+    cand = json.loads(Path(pipeline["candidates"], "manifest.json").read_text())
+    store = json.loads(Path(pipeline["scores"], "manifest.json").read_text())
+    student = json.loads(Path(pipeline["student"], "manifest.json").read_text())
+    assert cand["stage"] == "mine-negatives"
+    assert store["stage"] == "score-teacher" and store["complete"] is True
+    assert store["inputs"]["candidates"] == cand["fingerprint"]
+    assert store["num_parts"] == -(-store["num_pairs"] // 8) > 1
+    assert student["stage"] == "train-student"
+    assert student["inputs"]["teacher_scores"] == store["fingerprint"]
+    assert student["counts"]["steps"] == 3
+    assert student["config"]["student"]["layers"] == 2
+    assert (Path(pipeline["student"]) / "config.yaml").is_file()
+
+
+def test_evaluate_prints_and_writes_the_table(pipeline: dict) -> None:
+    assert "nDCG@10" in pipeline["eval_output"] and "mean" in pipeline["eval_output"]
+    results = json.loads(Path(pipeline["eval"], "results.json").read_text())
+    (name,) = results["datasets"]
+    assert 0.0 <= results["datasets"][name]["nDCG@10"] <= 1.0
+    run_lines = (Path(pipeline["eval"]) / name / "run.trec").read_text().splitlines()
+    assert run_lines and len(run_lines[0].split()) == 6
+
+
+def test_store_from_another_collection_is_refused(pipeline: dict, tmp_path: Path, tiny_st_dir: Path) -> None:
+    import shutil
+
+    other = tmp_path / "toy-edited"
+    shutil.copytree(pipeline["data"], other)
+    with open(other / "corpus.jsonl", "a") as f:
+        f.write(json.dumps({"_id": "extra", "title": "", "text": "one more document"}) + "\n")
+    result = runner.invoke(
+        app,
+        [
+            "train-student",
+            "--store",
+            pipeline["scores"],
+            "--student",
+            str(tiny_st_dir),
+            "--dataset",
+            str(other),
+            "--out",
+            str(tmp_path / "s"),
+            "--max-steps",
+            "1",
+        ],
+    )
+    assert result.exit_code == 2
+    assert "was not made from" in result.output and "corpus" in result.output
+    assert not (tmp_path / "s").exists()
+
+
+def test_bad_config_key_is_a_clean_error(pipeline: dict) -> None:
+    result = runner.invoke(app, ["train-student", "--store", pipeline["scores"], "--set", "studnt.layers=2"])
+    assert result.exit_code == 2
+    assert "studnt" in result.output
+
+
+def test_plugins_lists_every_registered_plugin() -> None:
+    output = invoke("plugins")
+    for name in ("cross-encoder", "bi-encoder", "margin-mse", "listwise-kl", "faiss-flat-ip", "temperature_teacher"):
+        assert name in output
