@@ -100,6 +100,10 @@ class TrainConfig:
         default=30, metadata={"help": "sample negatives from a query's top-k candidates"}
     )
     epochs: int = field(default=1, metadata={"help": "passes over the positives, fresh negatives each pass"})
+    train_max_seq_length: int | None = field(
+        default=None,
+        metadata={"help": "truncate texts to this many tokens while training; the saved student keeps its own"},
+    )
     max_steps: int = -1
     batch_size: int = 16
     learning_rate: float = 2e-5

@@ -51,7 +51,8 @@ def _schema() -> Any:
     )
 
 
-def _sort_key(c: Candidate) -> tuple[str, bool, int, str]:
+def candidate_order(c: Candidate) -> tuple[str, bool, int, str]:
+    """The row order of a candidates file: by query, retrieved before not retrieved, rank, doc id."""
     return (c.query_id, c.rank == 0, c.rank, c.doc_id)
 
 
@@ -66,7 +67,7 @@ def write_candidates(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    ordered = sorted(rows, key=_sort_key)
+    ordered = sorted(rows, key=candidate_order)
     seen: set[tuple[str, str]] = set()
     for c in ordered:
         if (c.query_id, c.doc_id) in seen:

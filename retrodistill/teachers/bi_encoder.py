@@ -164,3 +164,33 @@ class _EmbeddingCache:
 
     def vectors(self, rows: np.ndarray) -> np.ndarray:
         return self._matrix[rows]
+
+
+class CachedTeacherEncoder:
+    """A :class:`BiEncoderTeacher` seen as an encoder for evaluation, reusing its embedding cache.
+
+    Evaluating a dense teacher right after scoring with it would otherwise encode the corpus a
+    second time; through this view only the texts the scoring run did not see are encoded. The
+    vectors are the ones the teacher scores with (normalised when its similarity is cosine), so
+    the evaluation measures exactly the teacher that produced the store.
+    """
+
+    def __init__(self, teacher: BiEncoderTeacher) -> None:
+        self.teacher = teacher
+        self.model_id = teacher.model_name
+        self.revision = teacher.revision
+        self.max_seq_length = teacher.max_length
+        self.similarity_fn_name = teacher.similarity
+
+    def get_embedding_dimension(self) -> int:
+        return int(self.teacher.model.get_embedding_dimension())
+
+    def _encode(self, side: str, texts: Sequence[str], show_progress_bar: bool = False, **_: Any) -> np.ndarray:
+        rows = self.teacher._embed(side, list(texts), show_progress_bar)
+        return self.teacher._cache[side].vectors(rows)
+
+    def encode_query(self, texts: Sequence[str], **kwargs: Any) -> np.ndarray:
+        return self._encode("query", texts, **kwargs)
+
+    def encode_document(self, texts: Sequence[str], **kwargs: Any) -> np.ndarray:
+        return self._encode("document", texts, **kwargs)

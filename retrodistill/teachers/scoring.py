@@ -257,18 +257,20 @@ def load_collection(data: DataConfig) -> Any:
     return load_beir(resolve_dataset(data.dataset, data.data_dir), data.split)
 
 
-def run(config: ScoreTeacherConfig, *, show_progress: bool = True) -> TeacherStore:
-    """The ``score-teacher`` stage: score the candidates (or triples) of a collection into a store."""
-    from retrodistill.data.candidates import candidates_fingerprint, read_candidates, read_triples
+def run(config: ScoreTeacherConfig, *, show_progress: bool = True, teacher: Teacher | None = None) -> TeacherStore:
+    """The ``score-teacher`` stage: score the candidates (or triples) of a collection into a store.
+
+    ``teacher`` lets a caller pass an already-built teacher (e.g. to reuse its embedding cache
+    afterwards); it must be the one ``config.teacher`` describes, which the manifest records.
+    """
+    from retrodistill.data.candidates import candidate_order, candidates_fingerprint, read_candidates, read_triples
 
     collection = load_collection(config.data)
     if config.triples:
         rows = read_triples(config.triples)
         pairs = sorted({(c.query_id, c.doc_id) for c in rows})
         # The fingerprint write_candidates would give these rows, in its (query_id, rank, doc_id) order.
-        candidates_fp = candidates_fingerprint(
-            sorted(rows, key=lambda c: (c.query_id, c.rank == 0, c.rank, c.doc_id))
-        )
+        candidates_fp = candidates_fingerprint(sorted(rows, key=candidate_order))
     elif config.candidates:
         candidates = read_candidates(config.candidates)
         check_inputs(
@@ -281,7 +283,8 @@ def run(config: ScoreTeacherConfig, *, show_progress: bool = True) -> TeacherSto
         candidates_fp = candidates.fingerprint
     else:
         raise ValueError("score-teacher needs candidates or triples; set `candidates` or `triples`")
-    teacher = TEACHERS.build(config.teacher.name, config.teacher.params)
+    if teacher is None:
+        teacher = TEACHERS.build(config.teacher.name, config.teacher.params)
     inputs = {
         "corpus": collection.fingerprints["corpus"],
         "queries": collection.fingerprints["queries"],

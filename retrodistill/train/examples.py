@@ -1,7 +1,8 @@
 """Training examples for distillation: a query, 1 + N documents and the teacher's 1 + N scores.
 
 For every judged positive of a query and every epoch, N negatives are drawn (without replacement,
-seeded) from the query's mined negatives ranked within ``negative_pool``; column 0 is the
+seeded) from the query's negatives ranked within ``negative_pool`` (or unranked: judged non-relevant
+documents and triples-file negatives); column 0 is the
 positive. Drawing afresh each epoch shows the student more of the teacher's judgments.
 """
 
@@ -59,7 +60,8 @@ def build_examples(
                 continue
             rows = grouped[qid]
             positives = [c.doc_id for c in rows if c.label > 0]
-            pool = [c.doc_id for c in rows if c.label <= 0 and 0 < c.rank <= negative_pool]
+            # rank 0: a judged non-relevant or triples-file negative, which no miner ranked
+            pool = [c.doc_id for c in rows if c.label <= 0 and c.rank <= negative_pool]
             if not positives:
                 if epoch == 0:
                     skipped["no positive"] = skipped.get("no positive", 0) + 1

@@ -25,20 +25,31 @@ import yaml
 
 from retrodistill.artifacts import ArtifactMismatchError, check_inputs, write_manifest, write_text_atomic
 from retrodistill.config import TrainConfig, to_dict
-from retrodistill.data.candidates import read_candidates
+from retrodistill.data.candidates import (
+    CandidateSet,
+    candidate_order,
+    candidates_fingerprint,
+    read_candidates,
+    read_triples,
+)
 from retrodistill.data.store import TeacherStore
 from retrodistill.train.examples import build_examples
 
 STAGE = "train-student"
 
 
-def _candidates_path(config: TrainConfig, store: TeacherStore) -> Path:
+def _load_candidates(config: TrainConfig, store: TeacherStore) -> CandidateSet:
+    """The candidates the store was scored from: ``--candidates``, else the store's own record."""
     if config.candidates:
-        return Path(config.candidates)
-    recorded = store.manifest.get("config", {}).get("candidates")
-    if not recorded:
+        return read_candidates(config.candidates)
+    recorded = store.manifest.get("config", {})
+    if recorded.get("triples"):
+        rows = read_triples(recorded["triples"])
+        manifest = {"fingerprint": candidates_fingerprint(sorted(rows, key=candidate_order))}
+        return CandidateSet(Path(recorded["triples"]), rows, manifest)
+    if not recorded.get("candidates"):
         raise ValueError(f"the store {store.path} does not say which candidates it was scored from; pass --candidates")
-    return Path(recorded)
+    return read_candidates(recorded["candidates"])
 
 
 def _model_revision(name: str) -> str | None:
@@ -74,7 +85,7 @@ def run(config: TrainConfig, *, show_progress: bool = True) -> Path:
         artifact=f"teacher-score store {store.path}",
         given=f"collection {config.data.dataset}",
     )
-    candidates = read_candidates(_candidates_path(config, store))
+    candidates = _load_candidates(config, store)
     if store_inputs.get("candidates") != candidates.fingerprint:
         raise ArtifactMismatchError(
             f"teacher-score store {store.path} was not scored from candidates {candidates.path}:\n"
@@ -106,6 +117,10 @@ def run(config: TrainConfig, *, show_progress: bool = True) -> Path:
         },
     )
     model = student_spec.build()
+    saved_max_seq_length = model.max_seq_length
+    if config.train_max_seq_length is not None:
+        # Training cost grows faster than linearly with length on CPU; inference keeps the full length.
+        model.max_seq_length = config.train_max_seq_length
     train_loss = StudentDistillationLoss(model, loss, similarity=config.student.similarity, scale=config.student.scale)
     dataset = datasets.Dataset.from_dict(examples.to_columns())
 
@@ -134,6 +149,7 @@ def run(config: TrainConfig, *, show_progress: bool = True) -> Path:
 
     if trainer.is_world_process_zero():
         staged = work / "model"
+        model.max_seq_length = saved_max_seq_length
         model.save(str(staged))
         cfg = to_dict(config)
         (staged / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))

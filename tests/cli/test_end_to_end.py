@@ -131,3 +131,40 @@ def test_plugins_lists_every_registered_plugin() -> None:
     output = invoke("plugins")
     for name in ("cross-encoder", "bi-encoder", "margin-mse", "listwise-kl", "faiss-flat-ip", "temperature_teacher"):
         assert name in output
+
+
+def test_triples_file_scores_and_trains(tmp_path: Path, tiny_cross_encoder_dir: Path, tiny_st_dir: Path) -> None:
+    from conftest import TOY
+
+    triples = tmp_path / "triples.tsv"
+    triples.write_text("q1\td3\td7\nq1\td4\td12\nq3\td10\td1\nq3\td9\td2\n")
+    invoke(
+        "score-teacher",
+        "--model",
+        str(tiny_cross_encoder_dir),
+        "--dataset",
+        str(TOY),
+        "--triples",
+        str(triples),
+        "--out",
+        str(tmp_path / "scores"),
+    )
+    store = json.loads((tmp_path / "scores" / "manifest.json").read_text())
+    assert store["num_pairs"] == 8
+    invoke(
+        "train-student",
+        "--store",
+        str(tmp_path / "scores"),
+        "--student",
+        str(tiny_st_dir),
+        "--dataset",
+        str(TOY),
+        "--negatives",
+        "1",
+        "--batch-size",
+        "2",
+        "--out",
+        str(tmp_path / "student"),
+    )
+    student = json.loads((tmp_path / "student" / "manifest.json").read_text())
+    assert student["counts"]["examples"] == 4  # one per positive, each with one of the query's negatives
