@@ -33,15 +33,24 @@ def load_model(
 ) -> SentenceTransformer:
     """Load a sentence-transformers model by hub id or local path; remote code is never run.
 
+    On CPU in fp32, its linear layers run through oneDNN (:mod:`retrodistill.onednn_linear`), which
+    leaves the embeddings unchanged to float rounding and is about twice as fast on AMD CPUs.
+
     Args:
         name_or_path: a Hugging Face hub id (resolved from the local cache when
             ``HF_HUB_OFFLINE=1``) or a model directory.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` …; ``None`` lets sentence-transformers pick.
         cache_folder: the Hugging Face hub cache to use (``$HF_HOME/hub``); ``None`` for the default.
     """
+    import torch
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(str(name_or_path), device=device, cache_folder=cache_folder, trust_remote_code=False)
+    from retrodistill.onednn_linear import use_onednn_linear
+
+    model = SentenceTransformer(str(name_or_path), device=device, cache_folder=cache_folder, trust_remote_code=False)
+    dtype = "fp32" if all(p.dtype == torch.float32 for p in model.parameters()) else "other"
+    use_onednn_linear(model, "auto", model.device.type, dtype)
+    return model
 
 
 def _encode(model: Any, texts: Sequence[str], kind: str, batch_size: int, show_progress: bool) -> np.ndarray:

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from retrodistill.onednn_linear import use_onednn_linear
 from retrodistill.teachers.base import (
     TEACHERS,
     Teacher,
@@ -54,6 +55,8 @@ class BiEncoderTeacher(Teacher):
         dtype: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"`` (GPU only): the dtype the model runs in.
         trust_remote_code: allow model code from the Hub (off unless asked for).
         revision: Hub branch, tag or commit to load.
+        linear_backend: ``"auto"`` runs fp32 CPU inference through oneDNN (see
+            :mod:`retrodistill.onednn_linear`); ``"torch"`` keeps PyTorch's kernels.
     """
 
     def __init__(
@@ -66,6 +69,7 @@ class BiEncoderTeacher(Teacher):
         dtype: str = "fp32",
         trust_remote_code: bool = False,
         revision: str | None = None,
+        linear_backend: str = "auto",
     ) -> None:
         from sentence_transformers import SentenceTransformer
 
@@ -92,6 +96,7 @@ class BiEncoderTeacher(Teacher):
                 raise ValueError(f"max_length must be positive, got {max_length}")
             self.model.max_seq_length = max_length
         self.max_length = self.model.max_seq_length
+        self.linear_backend = use_onednn_linear(self.model, linear_backend, self.device, dtype)
         self.revision = model_revision(model, revision)
         # One cache per side: a text can be both a query and a document, with different prompts.
         self._cache: dict[str, _EmbeddingCache] = {"query": _EmbeddingCache(), "document": _EmbeddingCache()}
@@ -108,6 +113,7 @@ class BiEncoderTeacher(Teacher):
             "trust_remote_code": self.trust_remote_code,
             "device": self.device,
             "batch_size": self.batch_size,
+            "linear_backend": self.linear_backend,
         }
 
     def score(self, queries: Sequence[str], docs: Sequence[str], show_progress: bool = False) -> np.ndarray:

@@ -38,12 +38,12 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import types
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
+from retrodistill.onednn_linear import use_onednn_linear
 from retrodistill.teachers.base import (
     TEACHERS,
     Teacher,
@@ -55,7 +55,6 @@ from retrodistill.teachers.base import (
     torch_dtype,
 )
 
-LINEAR_BACKENDS = ("auto", "onednn", "torch")
 _TOKENIZE_CHUNK = 4096
 
 
@@ -101,8 +100,6 @@ class CrossEncoderTeacher(Teacher):
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         if max_tokens_per_batch is not None and max_tokens_per_batch < 1:
             raise ValueError(f"max_tokens_per_batch must be positive or null, got {max_tokens_per_batch}")
-        if linear_backend not in LINEAR_BACKENDS:
-            raise ValueError(f"linear_backend {linear_backend!r} is not one of {', '.join(LINEAR_BACKENDS)}")
         self.device = resolve_device(device)
         check_dtype(dtype, self.device)
         self.model_name = model
@@ -146,7 +143,7 @@ class CrossEncoderTeacher(Teacher):
         if self.tokenizer.pad_token_id is None:
             raise ValueError(f"{model}: the tokenizer has no pad token, so pairs cannot be batched")
         self.revision = model_revision(model, revision)
-        self.linear_backend = _setup_linear_backend(self.model, linear_backend, self.device, dtype)
+        self.linear_backend = use_onednn_linear(self.model, linear_backend, self.device, dtype)
 
     def describe(self) -> dict[str, Any]:
         if self.score_logit is not None:
@@ -277,51 +274,3 @@ def _batches(lengths: np.ndarray, batch_size: int, max_tokens: int | None) -> It
             size = max(1, min(size, max_tokens // int(lengths[order[start]])))
         yield order[start : start + size]
         start += size
-
-
-def _setup_linear_backend(model: Any, backend: str, device: str, dtype: str) -> str:
-    """Route the model's ``nn.Linear`` layers through oneDNN where asked and possible; return which."""
-    import torch
-
-    if backend == "torch":
-        return "torch"
-    reason = (
-        _onednn_linear_problem() if device == "cpu" and dtype == "fp32" else "it applies to fp32 on CPU only"
-    )
-    if reason is not None:
-        if backend == "onednn":
-            raise ValueError(f"linear_backend 'onednn' is unavailable: {reason}")
-        return "torch"
-    linear = torch.ops.mkldnn._linear_pointwise
-
-    def forward(module: torch.nn.Linear, input: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() or input.dtype != torch.float32 or input.device.type != "cpu":
-            return torch.nn.functional.linear(input, module.weight, module.bias)
-        return linear(input, module.weight, module.bias, "none", [], "")
-
-    for module in model.modules():
-        if type(module) is torch.nn.Linear:
-            # An instance attribute shadows nn.Linear.forward for this model only.
-            setattr(module, "forward", types.MethodType(forward, module))  # noqa: B010
-    return "onednn"
-
-
-def _onednn_linear_problem() -> str | None:
-    """``None`` when oneDNN's fused linear is present and agrees with ``F.linear``, else why not."""
-    import torch
-
-    if not torch.backends.mkldnn.is_available() or not hasattr(torch.ops.mkldnn, "_linear_pointwise"):
-        return "this PyTorch build has no oneDNN linear kernel"
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(3, 5, 64, generator=generator)
-    weight = torch.randn(48, 64, generator=generator)
-    bias = torch.randn(48, generator=generator)
-    try:
-        with torch.inference_mode():
-            got = torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-            want = torch.nn.functional.linear(x, weight, bias)
-    except RuntimeError as err:
-        return f"oneDNN linear failed: {err}"
-    if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-5, atol=1e-5):
-        return "oneDNN linear disagrees with torch.nn.functional.linear"
-    return None
