@@ -33,6 +33,12 @@ def mine_negatives(
         data = {"dataset": dataset, "data_dir": data_dir, "split": split}
         cfg = resolve(MineConfig, config, set_, {"data": data, "out": out, "k": k})
         result = mining.run(cfg)
+    unknown = result.manifest.get("unknown_judgments", {})
+    if any(unknown.values()):
+        console.print(
+            f"[yellow]note:[/] {sum(unknown.values()):,} qrels lines were skipped: "
+            f"{unknown.get('queries', 0)} name unknown query ids, {unknown.get('documents', 0)} unknown document ids"
+        )
     counts = result.manifest["counts"]
     console.print(
         f"[green]wrote[/] {result.path}: {counts['queries']:,} queries, {counts['positives']:,} judged, "

@@ -11,14 +11,17 @@ from retrodistill.cli.common import DataDirOption, console, out_console, user_er
 
 def quickstart(
     data_dir: DataDirOption = None,
-    out: Annotated[str, typer.Option(help="Where every artifact of the run goes.")] = "runs/quickstart",
+    out: Annotated[
+        str | None, typer.Option(help="Where every artifact of the run goes (default: runs/quickstart).")
+    ] = None,
     teacher: Annotated[
-        str, typer.Option(help="Bi-encoder teacher (hub id or path).")
-    ] = "sentence-transformers/all-MiniLM-L6-v2",
-    layers: Annotated[int, typer.Option(help="Student = the teacher's first k layers.")] = 2,
-    loss: Annotated[str, typer.Option(help="Distillation loss plug-in.")] = "margin-mse",
-    epochs: Annotated[int, typer.Option(help="Passes over the training positives.")] = 4,
-    max_steps: Annotated[int, typer.Option(help="Stop training after this many steps (-1: no limit).")] = -1,
+        str | None,
+        typer.Option(help="Bi-encoder teacher, hub id or path (default: sentence-transformers/all-MiniLM-L6-v2)."),
+    ] = None,
+    layers: Annotated[int | None, typer.Option(help="Student = the teacher's first k layers (default: 2).")] = None,
+    loss: Annotated[str | None, typer.Option(help="Distillation loss plug-in (default: margin-mse).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Passes over the training positives (default: 2).")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop training after this many steps (-1: no limit).")] = None,
 ) -> None:
     """Mine BM25 negatives, score them with the teacher, distil a 2-layer student, evaluate all three.
 
@@ -31,18 +34,17 @@ def quickstart(
 
     from retrodistill.quickstart import QuickstartConfig, run
 
-    config = QuickstartConfig(
-        data_dir=data_dir, out=out, teacher=teacher, layers=layers, loss=loss, epochs=epochs, max_steps=max_steps
-    )
+    given = {"data_dir": data_dir, "out": out, "teacher": teacher, "layers": layers, "loss": loss, "epochs": epochs}
+    config = QuickstartConfig(**{k: v for k, v in {**given, "max_steps": max_steps}.items() if v is not None})
     with user_errors():
         result = run(config, log=lambda msg: console.print(f"[bold]{msg}[/]", highlight=False))
     table = Table(title=f"{config.dataset} test, nDCG@10", title_justify="left")
     table.add_column("model")
     table.add_column("nDCG@10", justify="right")
     labels = {
-        "teacher": f"teacher ({teacher})",
-        "student-before": f"student before distillation (first {layers} layers)",
-        "student-after": f"student after distillation ({loss})",
+        "teacher": f"teacher ({config.teacher})",
+        "student-before": f"student before distillation (first {config.layers} layers)",
+        "student-after": f"student after distillation ({config.loss})",
     }
     for key, label in labels.items():
         table.add_row(label, f"{result.ndcg10[key]:.4f}")
