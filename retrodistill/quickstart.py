@@ -71,11 +71,11 @@ _COLLECTIONS: dict[tuple[str, str | None], Any] = {}
 
 
 def _test_collection(dataset: str, data_dir: str | None) -> Any:
-    from retrodistill.data.mining import load_collection
+    from retrodistill.data.download import load_dataset
 
     key = (dataset, data_dir)
     if key not in _COLLECTIONS:
-        _COLLECTIONS[key] = load_collection(dataset, data_dir, "test")
+        _COLLECTIONS[key] = load_dataset(dataset, "test", data_dir)
     return _COLLECTIONS[key]
 
 

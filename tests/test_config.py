@@ -49,3 +49,10 @@ def test_override_values_are_yaml() -> None:
 def test_resolved_config_round_trips() -> None:
     cfg = load_config(TrainConfig, None, ["student.layers=2", "bf16=true"])
     assert load_config(TrainConfig, None, [], base=to_dict(cfg)) == cfg
+
+
+def test_exponent_without_dot_is_a_float() -> None:
+    # PyYAML (YAML 1.1) reads "2e-4" as a string.
+    assert load_config(TrainConfig, None, ["learning_rate=2e-4"]).learning_rate == 2e-4
+    with pytest.raises(ConfigError, match="learning_rate: expected a number"):
+        load_config(TrainConfig, None, ["learning_rate=fast"])

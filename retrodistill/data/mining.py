@@ -13,16 +13,10 @@ from pathlib import Path
 
 from retrodistill.config import MineConfig, to_dict
 from retrodistill.data.candidates import Candidate, CandidateSet, read_candidates, write_candidates
-from retrodistill.data.collections import Collection, load_beir
+from retrodistill.data.collections import Collection
+from retrodistill.data.download import load_dataset
 
 STAGE = "mine-negatives"
-
-
-def load_collection(dataset: str, data_dir: str | None, split: str) -> Collection:
-    """Resolve a BEIR name or folder (downloading a missing BEIR dataset) and load one split."""
-    from retrodistill.data.download import resolve_dataset
-
-    return load_beir(resolve_dataset(dataset, data_dir), split)
 
 
 def mine(collection: Collection, k: int, k1: float, b: float, show_progress: bool = False) -> list[Candidate]:
@@ -48,7 +42,7 @@ def mine(collection: Collection, k: int, k1: float, b: float, show_progress: boo
 
 def run(config: MineConfig, *, show_progress: bool = True) -> CandidateSet:
     start = time.perf_counter()
-    collection = load_collection(config.data.dataset, config.data.data_dir, config.data.split)
+    collection = load_dataset(config.data.dataset, config.data.split, config.data.data_dir)
     if config.k < 1:
         raise ValueError(f"k must be at least 1, got {config.k}")
     rows = mine(collection, config.k, config.k1, config.b, show_progress=show_progress)

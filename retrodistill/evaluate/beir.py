@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from retrodistill.artifacts import write_json_atomic, write_manifest, write_text_atomic
+from retrodistill.artifacts import model_revision, write_json_atomic, write_manifest, write_text_atomic
 from retrodistill.evaluate.metrics import DEFAULT_MEASURES, MetricResult, compute_metrics, parse_measures
 from retrodistill.evaluate.retrieval import encode_and_search, load_model
 from retrodistill.evaluate.run_files import write_metrics_json, write_run
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
     from retrodistill.data.collections import Collection
 
-_SNAPSHOT = re.compile(r"^[0-9a-f]{40}$")
 
 
 @dataclass(frozen=True)
@@ -121,28 +120,6 @@ class Report:
         }
 
 
-def resolve_revision(model_name_or_path: str | os.PathLike[str], cache_folder: str | None = None) -> str | None:
-    """The commit hash of a hub model in the local cache, or of a path inside a cache snapshot.
-
-    Returns ``None`` for a plain local directory or a model not in the cache; never downloads.
-    """
-    path = Path(model_name_or_path)
-    if path.exists():
-        resolved = path.resolve()
-        for part in (resolved, *resolved.parents):
-            if _SNAPSHOT.match(part.name) and part.parent.name == "snapshots":
-                return part.name
-        return None
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
-
-    try:
-        snapshot = Path(snapshot_download(str(model_name_or_path), cache_dir=cache_folder, local_files_only=True))
-    except (HFValidationError, LocalEntryNotFoundError):  # not a hub id, or not cached
-        return None
-    return snapshot.name if _SNAPSHOT.match(snapshot.name) else None
-
-
 def _model_facts(model: Any) -> dict[str, Any]:
     """The settings of a loaded model that change its scores, for the manifest."""
     dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
@@ -207,7 +184,7 @@ def evaluate_collections(
     if isinstance(model_name_or_path, (str, os.PathLike)):
         model_id = str(model_name_or_path)
         model = load_model(model_name_or_path, device=device, cache_folder=cache_folder)
-        revision = resolve_revision(model_name_or_path, cache_folder)
+        revision = model_revision(str(model_name_or_path), cache_dir=cache_folder)
     else:  # an already-loaded encoder, e.g. a teacher whose embeddings are cached from scoring
         model = model_name_or_path
         model_id = str(getattr(model, "model_id", type(model).__name__))

@@ -22,10 +22,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import hashlib
-import os
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,7 +34,6 @@ TEACHERS: Registry[type[Teacher]] = Registry("teacher")
 RUNTIME_FIELDS = frozenset({"device", "batch_size", "max_tokens_per_batch", "linear_backend"})
 """Fields of :meth:`Teacher.describe` that may differ between the sessions of one resumed run."""
 
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 
 DTYPES = ("fp32", "bf16", "fp16")
 
@@ -122,44 +118,3 @@ def pair_progress(total: int, description: str, enabled: bool) -> Iterator[Calla
         yield lambda n: progress.advance(task, n)
 
 
-def model_revision(model: str, revision: str | None = None, marker: str = "config.json") -> str:
-    """Identify the exact weights of ``model``.
-
-    Args:
-        model: a local directory or a Hugging Face Hub id.
-        revision: the revision asked for (branch, tag or commit), for Hub ids.
-        marker: a file every snapshot of the model has, used to find the snapshot in the Hub cache.
-
-    Returns:
-        For a local directory, ``sha256:<hex>`` over its weight files (relative path and content, in
-        sorted order); for a Hub id, the commit hash of the cached snapshot the model was loaded from.
-    """
-    path = Path(model)
-    if path.is_dir():
-        return _sha256_weights(path)
-    from huggingface_hub import try_to_load_from_cache
-
-    cached = try_to_load_from_cache(model, marker, revision=revision)
-    if isinstance(cached, str) and Path(cached).parent.parent.name == "snapshots":
-        return Path(cached).parent.name
-    # Not in the cache under that name (it was loaded some other way): say so rather than guess.
-    return revision or "unknown"
-
-
-def _sha256_weights(directory: Path) -> str:
-    files = sorted(
-        p
-        for p in directory.rglob("*")
-        if p.is_file() and p.name.endswith(_WEIGHT_SUFFIXES) and ".git" not in p.parts
-    )
-    if not files:
-        raise FileNotFoundError(
-            f"{directory}: no weight files ({', '.join(_WEIGHT_SUFFIXES)}) to fingerprint"
-        )
-    digest = hashlib.sha256()
-    for file in files:
-        digest.update(os.fsencode(file.relative_to(directory).as_posix()) + b"\0")
-        with open(file, "rb") as f:
-            while block := f.read(1 << 20):
-                digest.update(block)
-    return "sha256:" + digest.hexdigest()

@@ -43,13 +43,13 @@ from typing import Any
 
 import numpy as np
 
+from retrodistill.artifacts import model_revision
 from retrodistill.onednn_linear import use_onednn_linear
 from retrodistill.teachers.base import (
     TEACHERS,
     Teacher,
     check_dtype,
     check_pairs,
-    model_revision,
     pair_progress,
     resolve_device,
     torch_dtype,

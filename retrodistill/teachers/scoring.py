@@ -52,7 +52,7 @@ from retrodistill.artifacts import (
     sha256_strings,
     write_manifest,
 )
-from retrodistill.config import DataConfig, ScoreTeacherConfig, to_dict
+from retrodistill.config import ScoreTeacherConfig, to_dict
 from retrodistill.data.store import STAGE, TeacherStore, part_name, write_part
 from retrodistill.teachers.base import RUNTIME_FIELDS, TEACHERS, Teacher
 
@@ -249,14 +249,6 @@ def _part_is_complete(out: Path, index: int, manifest: Mapping[str, Any]) -> boo
     return entry is not None and path.is_file() and sha256_file(path) == entry.get("sha256")
 
 
-def load_collection(data: DataConfig) -> Any:
-    """The collection named by ``data``: a BEIR folder, or a BEIR name under the data directory."""
-    from retrodistill.data.collections import load_beir
-    from retrodistill.data.download import resolve_dataset
-
-    return load_beir(resolve_dataset(data.dataset, data.data_dir), data.split)
-
-
 def run(config: ScoreTeacherConfig, *, show_progress: bool = True, teacher: Teacher | None = None) -> TeacherStore:
     """The ``score-teacher`` stage: score the candidates (or triples) of a collection into a store.
 
@@ -264,8 +256,9 @@ def run(config: ScoreTeacherConfig, *, show_progress: bool = True, teacher: Teac
     afterwards); it must be the one ``config.teacher`` describes, which the manifest records.
     """
     from retrodistill.data.candidates import candidate_order, candidates_fingerprint, read_candidates, read_triples
+    from retrodistill.data.download import load_dataset
 
-    collection = load_collection(config.data)
+    collection = load_dataset(config.data.dataset, config.data.split, config.data.data_dir)
     if config.triples:
         rows = read_triples(config.triples)
         pairs = sorted({(c.query_id, c.doc_id) for c in rows})

@@ -23,7 +23,13 @@ from typing import Any
 
 import yaml
 
-from retrodistill.artifacts import ArtifactMismatchError, check_inputs, write_manifest, write_text_atomic
+from retrodistill.artifacts import (
+    ArtifactMismatchError,
+    check_inputs,
+    model_revision,
+    write_manifest,
+    write_text_atomic,
+)
 from retrodistill.config import TrainConfig, to_dict
 from retrodistill.data.candidates import (
     CandidateSet,
@@ -52,23 +58,11 @@ def _load_candidates(config: TrainConfig, store: TeacherStore) -> CandidateSet:
     return read_candidates(recorded["candidates"])
 
 
-def _model_revision(name: str) -> str | None:
-    """The hub commit of a cached model, or ``None`` for a local path / unknown model."""
-    if Path(name).exists():
-        return None
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(name, local_files_only=True)).name
-    except Exception:  # noqa: BLE001 - a missing revision must not stop training; it is recorded as null
-        return None
-
-
 def run(config: TrainConfig, *, show_progress: bool = True) -> Path:
     import datasets
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 
-    from retrodistill.data.mining import load_collection
+    from retrodistill.data.download import load_dataset
     from retrodistill.losses import LOSSES
     from retrodistill.students import STUDENTS
     from retrodistill.train.st_loss import StudentDistillationLoss
@@ -76,7 +70,7 @@ def run(config: TrainConfig, *, show_progress: bool = True) -> Path:
     start = time.perf_counter()
     if config.epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {config.epochs}")
-    collection = load_collection(config.data.dataset, config.data.data_dir, config.data.split)
+    collection = load_dataset(config.data.dataset, config.data.split, config.data.data_dir)
     store = TeacherStore.open(config.store)
     store_inputs = store.inputs
     check_inputs(
@@ -162,7 +156,7 @@ def run(config: TrainConfig, *, show_progress: bool = True) -> Path:
                 "loss": {"name": config.loss.name, **loss.config()},
                 "student": {
                     "model": config.student.model,
-                    "revision": _model_revision(config.student.model),
+                    "revision": model_revision(config.student.model),
                     "layers": config.student.layers,
                     "similarity": config.student.similarity,
                     "scale": config.student.scale,

@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 
+from retrodistill.artifacts import model_revision
 from retrodistill.data.collections import Collection, Document, load_beir
-from retrodistill.evaluate.beir import Report, evaluate_collections, resolve_revision
+from retrodistill.evaluate.beir import Report, evaluate_collections
 from retrodistill.evaluate.retrieval import encode_and_search, load_model
 from retrodistill.evaluate.run_files import read_run
 
@@ -89,7 +90,8 @@ def test_evaluate_collections_writes_runs_metrics_table_and_manifest(
     assert set(results["datasets"]) == {"toy", "toy-train"}
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["stage"] == "evaluate"
-    assert manifest["model"]["id"] == str(tiny_st_dir) and manifest["model"]["revision"] is None
+    assert manifest["model"]["id"] == str(tiny_st_dir)
+    assert manifest["model"]["revision"] == model_revision(str(tiny_st_dir))  # a hash of the local weights
     assert manifest["model"]["embedding_dimension"] == 32
     assert manifest["inputs"]["toy/corpus"] == collections[0].fingerprints["corpus"]
     assert manifest["measures"] == ["nDCG@10", "RR@10", "R@100"]
@@ -106,9 +108,10 @@ def test_evaluate_collections_refuses_bad_input_before_loading(toy_dir: Path, tm
         evaluate_collections("unused", [collection], ["nDCG@ten"], out_dir=tmp_path)
 
 
-def test_resolve_revision_reads_a_snapshot_folder_name(tmp_path: Path) -> None:
-    snapshot = tmp_path / "models--org--m" / "snapshots" / ("ab" * 20)
-    snapshot.mkdir(parents=True)
-    assert resolve_revision(snapshot) == "ab" * 20
-    assert resolve_revision(tmp_path) is None
-    assert resolve_revision("no-such-org/no-such-model-for-retrodistill") is None
+def test_model_revision_fingerprints_local_weights(tmp_path: Path) -> None:
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    first = model_revision(str(tmp_path))
+    assert first.startswith("sha256:") and model_revision(str(tmp_path)) == first
+    (tmp_path / "model.safetensors").write_bytes(b"other weights")
+    assert model_revision(str(tmp_path)) != first
+    assert model_revision("no-such-org/no-such-model-for-retrodistill") == "unknown"
