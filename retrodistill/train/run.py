@@ -60,6 +60,7 @@ def _load_candidates(config: TrainConfig, store: TeacherStore) -> CandidateSet:
 
 def run(config: TrainConfig, *, show_progress: bool = True) -> Path:
     import datasets
+    import torch
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 
     from retrodistill.data.download import load_dataset
@@ -135,6 +136,7 @@ def run(config: TrainConfig, *, show_progress: bool = True) -> Path:
         bf16=config.bf16,
         logging_steps=config.logging_steps,
         save_strategy="no",
+        dataloader_pin_memory=torch.cuda.is_available(),
         report_to="none",
         disable_tqdm=not show_progress,
     )
