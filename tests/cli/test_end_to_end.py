@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -128,7 +131,14 @@ def test_bad_config_key_is_a_clean_error(pipeline: dict) -> None:
 
 
 def test_plugins_lists_every_registered_plugin() -> None:
-    output = invoke("plugins")
+    # A fresh interpreter, so nothing registered by other tests' imports can hide a missing one.
+    output = subprocess.run(
+        [sys.executable, "-c", "from retrodistill.cli.app import main; main()", "plugins"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "COLUMNS": "200"},
+    ).stdout
     for name in ("cross-encoder", "bi-encoder", "margin-mse", "listwise-kl", "faiss-flat-ip", "temperature_teacher"):
         assert name in output
 
