@@ -95,12 +95,14 @@ def user_errors() -> Iterator[None]:
     """Turn expected failures (bad input, mismatched artifacts) into a one-line error and exit code 2."""
     from retrodistill.artifacts import ArtifactMismatchError
     from retrodistill.data.collections import DataFormatError
+    from retrodistill.data.download import DatasetDownloadError
 
     try:
         yield
     except (
         ConfigError,
         DataFormatError,
+        DatasetDownloadError,
         ArtifactMismatchError,
         FileNotFoundError,
         ValueError,
