@@ -19,6 +19,7 @@ quickstart: setup
 
 lint: setup
 	$(BIN)/ruff check retrodistill tests benchmarks
+	$(BIN)/mypy retrodistill
 
 # The full offline suite: slow tests on the real data and model included (skipped where those are absent).
 test: setup lint

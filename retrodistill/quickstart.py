@@ -94,7 +94,7 @@ def run(config: QuickstartConfig, *, log: Any = print) -> QuickstartResult:
     mining.run(MineConfig(data=data, out=str(out / "candidates"), k=config.k))
 
     log(f"[2/6] scoring candidates with the teacher {config.teacher}")
-    teacher_params = {"model": config.teacher, "similarity": "cosine"}
+    teacher_params: dict[str, Any] = {"model": config.teacher, "similarity": "cosine"}
     teacher = BiEncoderTeacher(**teacher_params)
     scoring.run(
         ScoreTeacherConfig(

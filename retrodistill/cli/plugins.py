@@ -37,10 +37,9 @@ def plugins() -> None:
             doc = (inspect.getdoc(obj) or "").splitlines()
             params = parameters(obj)
             first = True
-            for p in params or [None]:
-                if p is None:
-                    table.add_row(name, "-", "", doc[0] if doc else "")
-                    continue
+            if not params:
+                table.add_row(name, "-", "", doc[0] if doc else "")
+            for p in params:
                 default = (
                     "required"
                     if p.default in (inspect.Parameter.empty, dataclasses.MISSING)

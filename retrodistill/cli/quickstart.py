@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -34,8 +34,16 @@ def quickstart(
 
     from retrodistill.quickstart import QuickstartConfig, run
 
-    given = {"data_dir": data_dir, "out": out, "teacher": teacher, "layers": layers, "loss": loss, "epochs": epochs}
-    config = QuickstartConfig(**{k: v for k, v in {**given, "max_steps": max_steps}.items() if v is not None})
+    given: dict[str, Any] = {
+        "data_dir": data_dir,
+        "out": out,
+        "teacher": teacher,
+        "layers": layers,
+        "loss": loss,
+        "epochs": epochs,
+        "max_steps": max_steps,
+    }
+    config = QuickstartConfig(**{k: v for k, v in given.items() if v is not None})
     with user_errors():
         result = run(config, log=lambda msg: console.print(f"[bold]{msg}[/]", highlight=False))
     table = Table(title=f"{config.dataset} test, nDCG@10", title_justify="left")

@@ -184,7 +184,7 @@ def evaluate_collections(
     if isinstance(model_name_or_path, (str, os.PathLike)):
         model_id = str(model_name_or_path)
         model = load_model(model_name_or_path, device=device, cache_folder=cache_folder)
-        revision = model_revision(str(model_name_or_path), cache_dir=cache_folder)
+        revision: str | None = model_revision(str(model_name_or_path), cache_dir=cache_folder)
     else:  # an already-loaded encoder, e.g. a teacher whose embeddings are cached from scoring
         model = model_name_or_path
         model_id = str(getattr(model, "model_id", type(model).__name__))

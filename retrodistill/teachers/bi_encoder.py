@@ -189,7 +189,10 @@ class CachedTeacherEncoder:
         self.similarity_fn_name = teacher.similarity
 
     def get_embedding_dimension(self) -> int:
-        return int(self.teacher.model.get_embedding_dimension())
+        dimension = self.teacher.model.get_embedding_dimension()
+        if dimension is None:
+            raise ValueError(f"{self.model_id} does not report its embedding dimension")
+        return int(dimension)
 
     def _encode(self, side: str, texts: Sequence[str], show_progress_bar: bool = False, **_: Any) -> np.ndarray:
         rows = self.teacher._embed(side, list(texts), show_progress_bar)
