@@ -58,6 +58,14 @@ class Teacher(abc.ABC):
     def describe(self) -> dict[str, Any]:
         """Identify the scores this teacher produces (written into manifests, compared on resume)."""
 
+    def prepare(self, queries: Sequence[str], docs: Sequence[str], show_progress: bool = False) -> None:  # noqa: B027
+        """See every text of a scoring run before its parts are scored (default: nothing to do).
+
+        A teacher whose scores depend on what it computed for other pairs (a shared embedding
+        cache) uses this to compute everything in one canonical pass, so a resumed run ends with
+        exactly the scores of an uninterrupted one.
+        """
+
 
 def check_pairs(queries: Sequence[str], docs: Sequence[str]) -> None:
     """Raise ``ValueError`` unless ``queries`` and ``docs`` are two sequences of strings of equal length."""

@@ -116,6 +116,17 @@ class BiEncoderTeacher(Teacher):
             "linear_backend": self.linear_backend,
         }
 
+    def prepare(self, queries: Sequence[str], docs: Sequence[str], show_progress: bool = False) -> None:
+        """Encode every distinct text of the run in one pass.
+
+        An embedding depends on its batch (padding length, kernel blocking) at the 1e-7 level. Were
+        texts encoded part by part, a resumed run would batch them differently from an
+        uninterrupted one; encoding the whole run's texts up front, in the same order every time,
+        makes the stores bit-identical (at the price of re-encoding finished parts' texts on resume).
+        """
+        self._embed("query", queries, show_progress)
+        self._embed("document", docs, show_progress)
+
     def score(self, queries: Sequence[str], docs: Sequence[str], show_progress: bool = False) -> np.ndarray:
         check_pairs(queries, docs)
         if not queries:

@@ -158,6 +158,11 @@ def score_pairs_to_store(
 
     out.mkdir(parents=True, exist_ok=True)
     save()
+    if not all(_part_is_complete(out, i, manifest) for i in range(num_parts)):
+        # Same texts in the same order whether the run is fresh or resumed (see Teacher.prepare).
+        teacher.prepare(
+            [query_text[q] for q, _ in pairs], [doc_text[d] for _, d in pairs], show_progress=show_progress
+        )
     for index in range(num_parts):
         if _part_is_complete(out, index, manifest):
             continue
