@@ -14,6 +14,7 @@ the three nDCG@10 figures and the wall time.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,16 +68,12 @@ def _evaluate(model: str | Path | Any, dataset: str, data_dir: str | None, out: 
     return dict(report.datasets[0].metrics.aggregate)
 
 
-_COLLECTIONS: dict[tuple[str, str | None], Any] = {}
-
-
+@functools.cache
 def _test_collection(dataset: str, data_dir: str | None) -> Any:
+    """Loaded once, for the three evaluations."""
     from retrodistill.data.download import load_dataset
 
-    key = (dataset, data_dir)
-    if key not in _COLLECTIONS:
-        _COLLECTIONS[key] = load_dataset(dataset, "test", data_dir)
-    return _COLLECTIONS[key]
+    return load_dataset(dataset, "test", data_dir)
 
 
 def run(config: QuickstartConfig, *, log: Any = print) -> QuickstartResult:

@@ -76,6 +76,11 @@ class Collection:
             f"{self.name} ({self.split}): {len(self.corpus):,} documents, {len(self.queries):,} queries, "
             f"{judged:,} judgments"
         )
+        empty_docs = sum(1 for doc in self.corpus.values() if not doc.joined())
+        empty_queries = sum(1 for text in self.queries.values() if not text.strip())
+        if empty_docs or empty_queries:
+            # Kept (BEIR corpora have some), but an encoder sees an empty string: worth knowing.
+            text += f"; {empty_docs:,} empty documents, {empty_queries:,} empty queries"
         unknown_q, unknown_d = self.unknown_judgments["queries"], self.unknown_judgments["documents"]
         if unknown_q or unknown_d:
             text += (

@@ -28,7 +28,6 @@ from retrodistill.artifacts import (
     check_inputs,
     model_revision,
     write_manifest,
-    write_text_atomic,
 )
 from retrodistill.config import TrainConfig, to_dict
 from retrodistill.data.candidates import (
@@ -123,73 +122,76 @@ def run(config: TrainConfig, *, show_progress: bool = True) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     # Stage beside the destination so the final rename is atomic (same filesystem).
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    args = SentenceTransformerTrainingArguments(
-        output_dir=str(work / "checkpoints"),
-        num_train_epochs=1,  # epochs are unrolled into the dataset, each with fresh negatives
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        warmup_steps=config.warmup_ratio,  # transformers v5: a float below 1 is a ratio of the total steps
-        weight_decay=config.weight_decay,
-        seed=config.seed,
-        data_seed=config.seed,
-        bf16=config.bf16,
-        logging_steps=config.logging_steps,
-        save_strategy="no",
-        dataloader_pin_memory=torch.cuda.is_available(),
-        report_to="none",
-        disable_tqdm=not show_progress,
-    )
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=train_loss)
-    result = trainer.train()
-
-    if trainer.is_world_process_zero():
-        staged = work / "model"
-        model.max_seq_length = saved_max_seq_length
-        model.save(str(staged))
-        cfg = to_dict(config)
-        (staged / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-        (staged / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=2) + "\n")
-        write_manifest(
-            staged,
-            {
-                "stage": STAGE,
-                "config": cfg,
-                "loss": {"name": config.loss.name, **loss.config()},
-                "student": {
-                    "model": config.student.model,
-                    "revision": model_revision(config.student.model),
-                    "layers": config.student.layers,
-                    "similarity": config.student.similarity,
-                    "scale": config.student.scale,
-                    "max_seq_length": model.max_seq_length,
-                },
-                "teacher": store.manifest.get("teacher", {}),
-                "inputs": {
-                    **{k: v for k, v in collection.fingerprints.items()},
-                    "candidates": candidates.fingerprint,
-                    "teacher_scores": store.fingerprint,
-                },
-                "counts": {
-                    "examples": len(examples),
-                    "documents_per_example": len(examples.docs[0]),
-                    "skipped_queries": examples.skipped_queries,
-                    "steps": trainer.state.global_step,
-                },
-                "train_loss": result.training_loss,
-                "wall_time_s": round(time.perf_counter() - start, 3),
-            },
+    try:
+        args = SentenceTransformerTrainingArguments(
+            output_dir=str(work / "checkpoints"),
+            num_train_epochs=1,  # epochs are unrolled into the dataset, each with fresh negatives
+            max_steps=config.max_steps,
+            per_device_train_batch_size=config.batch_size,
+            learning_rate=config.learning_rate,
+            warmup_steps=config.warmup_ratio,  # transformers v5: a float below 1 is a ratio of the total steps
+            weight_decay=config.weight_decay,
+            seed=config.seed,
+            data_seed=config.seed,
+            bf16=config.bf16,
+            logging_steps=config.logging_steps,
+            save_strategy="no",
+            dataloader_pin_memory=torch.cuda.is_available(),
+            report_to="none",
+            disable_tqdm=not show_progress,
         )
-        if out.exists():
-            backup = out.with_name(f".{out.name}.old")
-            shutil.rmtree(backup, ignore_errors=True)
-            out.rename(backup)
-            staged.rename(out)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            staged.rename(out)
-        write_text_atomic(out / "README.retrodistill.md", _card(config, loss.config(), len(examples)))
-    shutil.rmtree(work, ignore_errors=True)
+        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=train_loss)
+        result = trainer.train()
+
+        if trainer.is_world_process_zero():
+            staged = work / "model"
+            model.max_seq_length = saved_max_seq_length
+            model.save(str(staged))
+            cfg = to_dict(config)
+            (staged / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+            (staged / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=2) + "\n")
+            write_manifest(
+                staged,
+                {
+                    "stage": STAGE,
+                    "config": cfg,
+                    "loss": {"name": config.loss.name, **loss.config()},
+                    "student": {
+                        "model": config.student.model,
+                        "revision": model_revision(config.student.model),
+                        "layers": config.student.layers,
+                        "similarity": config.student.similarity,
+                        "scale": config.student.scale,
+                        "max_seq_length": model.max_seq_length,
+                    },
+                    "teacher": store.manifest.get("teacher", {}),
+                    "inputs": {
+                        **{k: v for k, v in collection.fingerprints.items()},
+                        "candidates": candidates.fingerprint,
+                        "teacher_scores": store.fingerprint,
+                    },
+                    "counts": {
+                        "examples": len(examples),
+                        "documents_per_example": len(examples.docs[0]),
+                        "skipped_queries": examples.skipped_queries,
+                        "steps": trainer.state.global_step,
+                    },
+                    "train_loss": result.training_loss,
+                    "wall_time_s": round(time.perf_counter() - start, 3),
+                },
+            )
+            (staged / "README.retrodistill.md").write_text(_card(config, loss.config(), len(examples)))
+            if out.exists():
+                backup = out.with_name(f".{out.name}.old")
+                shutil.rmtree(backup, ignore_errors=True)
+                out.rename(backup)
+                staged.rename(out)
+                shutil.rmtree(backup, ignore_errors=True)
+            else:
+                staged.rename(out)
+    finally:
+        # A failed or interrupted run leaves neither a half-written student nor its staging folder.
+        shutil.rmtree(work, ignore_errors=True)
     return out
 
 

@@ -262,3 +262,12 @@ def test_official_dl19_trec_qrels() -> None:
     assert len(qrels) == 43
     assert sum(len(docs) for docs in qrels.values()) == 9_260
     assert {grade for docs in qrels.values() for grade in docs.values()} == {0, 1, 2, 3}
+
+
+def test_describe_counts_empty_texts(tmp_path: Path) -> None:
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "corpus.jsonl").write_text('{"_id": "d1", "title": "", "text": ""}\n{"_id": "d2", "text": "x"}\n')
+    (tmp_path / "queries.jsonl").write_text('{"_id": "q1", "text": " "}\n')
+    (tmp_path / "qrels" / "test.tsv").write_text("q1\td2\t1\n")
+    text = load_beir(tmp_path, "test").describe()
+    assert "1 empty documents, 1 empty queries" in text
