@@ -7,7 +7,10 @@ A dataset is named either by a folder path (used as is) or by its BEIR name (``s
 publishes (:data:`BEIR_MD5`), extracted into a temporary folder inside ``DATA_DIR`` and renamed into
 place in one step, so ``DATA_DIR/NAME`` is either complete or absent, never half-written.
 
-CQADupStack unpacks to one folder per forum; name one as ``cqadupstack/android``.
+CQADupStack unpacks to one folder per forum; name one as ``cqadupstack/android``. The four BEIR
+datasets that may not be redistributed (:data:`BEIR_NOT_HOSTED`) are never downloaded: a local folder
+works, and a missing one raises :class:`DatasetDownloadError` saying how to build it
+(:data:`BEIR_REBUILD`). :func:`download_file` fetches one file (e.g. TREC qrels) the same careful way.
 
 Example::
 
@@ -53,6 +56,27 @@ BEIR_MD5: dict[str, str] = {
 
 #: BEIR datasets whose licences forbid redistribution: BEIR documents how to rebuild them instead.
 BEIR_NOT_HOSTED = ("bioasq", "signal1m", "trec-news", "robust04")
+
+_HOW_TO = "https://github.com/beir-cellar/beir/blob/main/examples/dataset"
+#: How to obtain each not-hosted dataset, summarised from BEIR's examples/dataset/README.md.
+BEIR_REBUILD: dict[str, str] = {
+    "bioasq": (
+        "register at http://bioasq.org and take the BioASQ Task 9a corpus and the Task 8b questions "
+        f"({_HOW_TO}#2-bioasq)"
+    ),
+    "signal1m": (
+        "request the Signal-1M queries and qrels from https://research.signal-ai.com/datasets/signal1m-tweetir.html "
+        f"and crawl the tweets it lists ({_HOW_TO}#4-signal-1m)"
+    ),
+    "trec-news": (
+        "apply for the Washington Post corpus at https://trec.nist.gov/data/wapost/ and take the 2019 News "
+        f"Track background-linking topics and qrels ({_HOW_TO}#1-trec-news)"
+    ),
+    "robust04": (
+        "apply for TREC disks 4 and 5 at https://trec.nist.gov/data/cd45/index.html; topics and qrels are "
+        f"ir_datasets' trec-robust04 ({_HOW_TO}#3-robust04)"
+    ),
+}
 
 #: Archives that unpack to several collections, one sub-folder each.
 NESTED = ("cqadupstack",)
@@ -107,15 +131,16 @@ def resolve_dataset(
     target = root / name
     if target.is_dir():
         return target
+    if archive in BEIR_NOT_HOSTED:  # before the `download` check: allowing downloads would not help
+        raise DatasetDownloadError(
+            f"BEIR does not distribute {archive!r} (its licence forbids it), so it cannot be downloaded. "
+            f"To obtain it: {BEIR_REBUILD[archive]}. Convert it to the BEIR layout (corpus.jsonl, "
+            f"queries.jsonl, qrels/test.tsv) and put it at {root / archive}, or pass its folder."
+        )
     if not download:
         raise FileNotFoundError(
             f"dataset {name!r} not found at {target}. Pass its folder, point --data-dir or "
             f"{DATA_ENV} at a folder holding {name}/, or allow downloading."
-        )
-    if archive in BEIR_NOT_HOSTED:
-        raise DatasetDownloadError(
-            f"BEIR does not distribute {archive!r} (licence); rebuild it as BEIR describes "
-            f"(beir-cellar/beir, examples/dataset) and pass its folder or put it at {root / archive}"
         )
     if not (root / archive).is_dir():
         _download_beir(archive, root)
@@ -149,7 +174,11 @@ def _download_beir(name: str, root: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=root))
     try:
         zip_path = tmp / f"{name}.zip"
-        md5 = _fetch(url, zip_path, name, root)
+        not_found = (
+            f"{url}: HTTP 404, BEIR has no dataset named {name!r}. Downloadable names: "
+            f"{', '.join(sorted(BEIR_MD5))}. For another collection pass its folder instead."
+        )
+        md5 = _fetch(url, zip_path, f"{name}.zip", _offline_hint(name, root), not_found)
         expected = BEIR_MD5.get(name)
         if expected is not None and md5 != expected:
             raise DatasetDownloadError(
@@ -173,8 +202,38 @@ def _download_beir(name: str, root: Path) -> Path:
             root.rmdir()
 
 
-def _fetch(url: str, dest: Path, name: str, root: Path) -> str:
-    """Stream ``url`` to ``dest`` with a progress bar; return the md5 of the bytes received."""
+def download_file(url: str, dest: str | os.PathLike[str], *, md5: str | None = None, hint: str = "") -> Path:
+    """Download one file to ``dest`` atomically, checking its md5 when one is given.
+
+    ``dest`` appears complete or not at all (a temporary file beside it is renamed into place).
+
+    Args:
+        url: what to fetch (``file://`` URLs work too, which tests use).
+        dest: the file to create; its folder is created if needed.
+        md5: the published checksum; a mismatch raises and keeps nothing.
+        hint: appended to network errors, e.g. where to put a copy made by hand.
+
+    Raises:
+        DatasetDownloadError: network failure, HTTP error or md5 mismatch.
+    """
+    from retrodistill.artifacts import atomic_path
+
+    dest = Path(dest)
+    with atomic_path(dest) as tmp:
+        got = _fetch(url, tmp, dest.name, hint, f"{url}: HTTP 404, no such file. {hint}".strip())
+        if md5 is not None and got != md5:
+            raise DatasetDownloadError(
+                f"{url}: md5 {got} does not match the published {md5}; the download is corrupt or the file "
+                "changed upstream. Nothing was kept."
+            )
+    return dest
+
+
+def _fetch(url: str, dest: Path, label: str, hint: str, not_found: str) -> str:
+    """Stream ``url`` to ``dest`` with a progress bar; return the md5 of the bytes received.
+
+    ``hint`` is appended to network errors; ``not_found`` is the whole message for HTTP 404.
+    """
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
@@ -183,7 +242,7 @@ def _fetch(url: str, dest: Path, name: str, root: Path) -> str:
         with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
-            columns = (TextColumn(f"{name}.zip"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+            columns = (TextColumn(label), BarColumn(), DownloadColumn(), TransferSpeedColumn())
             progress = Progress(*columns, console=Console(stderr=True), transient=True)
             with progress, open(dest, "wb") as out:
                 task = progress.add_task("download", total=total)
@@ -193,15 +252,10 @@ def _fetch(url: str, dest: Path, name: str, root: Path) -> str:
                     progress.advance(task, len(block))
     except urllib.error.HTTPError as err:
         if err.code == 404:
-            raise DatasetDownloadError(
-                f"{url}: HTTP 404, BEIR has no dataset named {name!r}. Downloadable names: "
-                f"{', '.join(sorted(BEIR_MD5))}. For another collection pass its folder instead."
-            ) from None
-        hint = _offline_hint(name, root)
+            raise DatasetDownloadError(not_found) from None
         raise DatasetDownloadError(f"{url}: HTTP {err.code} {err.reason}. {hint}") from None
     except OSError as err:  # URLError, timeouts, refused connections, a full disk
         reason = getattr(err, "reason", None) or err
-        hint = _offline_hint(name, root)
         raise DatasetDownloadError(f"could not download {url}: {reason}. {hint}") from None
     return digest.hexdigest()
 

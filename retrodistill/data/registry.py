@@ -1,0 +1,598 @@
+"""The evaluation datasets: where each comes from and the rules its scores follow.
+
+Each entry of :data:`DATASETS` is a :class:`DatasetSpec`; :func:`load_entry` turns a name (or a
+BEIR-layout folder) into a :class:`SuiteEntry`, the collections one row of a results table is
+computed on, with the two per-dataset evaluation rules made explicit:
+
+* ``ignore_identical_ids`` — drop a retrieved document whose id equals the query id before scoring.
+  BEIR's ``EvaluateRetrieval.evaluate`` does this by default for every dataset
+  (beir-cellar/beir, ``beir/retrieval/evaluation.py``) and Pyserini's BEIR runs pass ``--remove-query``.
+  It changes scores only where queries are themselves corpus documents under the same id: ArguAna
+  (each query argument is in the corpus) and Quora (each query question is in the corpus). MTEB sets
+  ``ignore_identical_ids = True`` for exactly these two BEIR tasks (``ArguAna``, ``QuoraRetrieval``),
+  and so does this registry; elsewhere it is False, because an equal id is a coincidence there
+  (MS MARCO query and passage ids are separate number ranges; a passage that shares its number
+  with a query is a legitimate result).
+* ``rel_threshold`` — the least grade counted as relevant by binary measures (recall, MAP, MRR,
+  P@k); nDCG always uses the graded judgments. 1 for BEIR (pytrec_eval's default, which BEIR uses).
+  2 for TREC DL passage ranking: NIST judged passages 0 (not relevant), 1 (related), 2 (highly
+  relevant), 3 (perfect), and "for Passage Ranking task runs (only), to compute evaluation measures
+  that use binary relevance judgments using trec_eval, you either need to use trec_eval's -l option
+  [trec_eval -l 2 qrelsfile runfile] or modify the qrels file to change all 1 judgments to 0"
+  (https://trec.nist.gov/data/deep2019.html; the 2021 and 2022 pages repeat it). For 2020 the
+  Anserini/Pyserini reproductions do the same (``trec_eval -c -l 2 -m recall.1000 dl20-passage``).
+  BEIR's ``msmarco`` ``test`` split *is* TREC DL 2019 (43 queries; beir-cellar/beir#95), so it gets 2.
+
+Names and where their data lives (``DATA_DIR`` as in :mod:`retrodistill.data.download`)::
+
+    the 18 BEIR datasets + msmarco   DATA_DIR/NAME/            (BEIR zip; 4 not redistributable)
+    cqadupstack                      DATA_DIR/cqadupstack/FORUM/, 12 forums; also "cqadupstack/FORUM"
+    msmarco-dev-small                DATA_DIR/msmarco/, split dev (6,980 queries)
+    trec-dl-2019, trec-dl-2020       corpus DATA_DIR/msmarco/; official qrels and topics in
+                                     DATA_DIR/trec-dl/ or DATA_DIR/msmarco/[official/] (see load_trec_dl)
+
+A group such as CQADupStack is one :class:`SuiteEntry` holding 12 collections; the evaluation suite
+reports it as one row, the unweighted mean over forums (the BEIR convention).
+
+Example::
+
+    >>> entry = load_entry("scifact", data_dir="../shared/data/beir", download=False)  # doctest: +SKIP
+    >>> entry.collections[0].describe(), entry.rel_threshold  # doctest: +SKIP
+    ('scifact (test): 5,183 documents, 300 queries, 339 judgments', 1)
+"""
+
+from __future__ import annotations
+
+import difflib
+import gzip
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from retrodistill.artifacts import sha256_file
+from retrodistill.data.collections import Collection, DataFormatError, Qrels, load_beir, read_corpus, read_qrels
+from retrodistill.data.download import (
+    BEIR_MD5,
+    BEIR_NOT_HOSTED,
+    BEIR_REBUILD,
+    BEIR_URL,
+    DatasetDownloadError,
+    default_data_dir,
+    download_file,
+    load_dataset,
+    resolve_dataset,
+)
+
+logger = logging.getLogger(__name__)
+
+BEIR_CITATION = "Thakur et al., BEIR: A Heterogeneous Benchmark for Zero-shot Evaluation of IR Models, NeurIPS 2021"
+#: CQADupStack's forums, one sub-folder each in BEIR's cqadupstack.zip.
+CQADUPSTACK_FORUMS = tuple(
+    "android english gaming gis mathematica physics programmers stats tex unix webmasters wordpress".split()
+)
+_MSMARCO_URL = "https://msmarco.z22.web.core.windows.net/msmarcoranking"
+
+
+class UnknownDatasetError(ValueError):
+    """A name that is neither a registered dataset nor a folder; the message suggests close matches."""
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file a dataset is built from, and where it is published.
+
+    ``md5`` is the checksum its publisher (or, for TREC DL, ir_datasets' ``downloads.json``) lists,
+    None where none is published. ``file`` is the local file name; ``aliases`` are other names a
+    local copy may have (e.g. Anserini's ``qrels.dl19-passage.txt``).
+    """
+
+    role: str  # "archive" (a BEIR zip), "qrels" or "topics"
+    url: str
+    md5: str | None
+    file: str
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered evaluation dataset (see the module docstring for the two rules).
+
+    ``folder`` is the ``DATA_DIR`` sub-folder holding its BEIR-layout data (for TREC DL: the corpus).
+    ``split_rel_thresholds`` overrides ``rel_threshold`` for single splits. ``hosted`` is False for
+    data that may not be redistributed: it loads from a local folder only.
+    """
+
+    name: str
+    kind: str  # "beir" (a BEIR-layout folder, or a group of them) or "trec-dl"
+    folder: str
+    splits: tuple[str, ...]
+    default_split: str
+    downloads: tuple[RemoteFile, ...] = ()
+    ignore_identical_ids: bool = False
+    rel_threshold: int = 1
+    split_rel_thresholds: tuple[tuple[str, int], ...] = ()
+    members: tuple[str, ...] = ()
+    hosted: bool = True
+    note: str = ""
+    citation: str = ""
+    source: str = ""
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        return tuple(f.url for f in self.downloads)
+
+    @property
+    def md5s(self) -> dict[str, str | None]:
+        """Checksum by URL (None where none is published)."""
+        return {f.url: f.md5 for f in self.downloads}
+
+    def threshold_for(self, split: str) -> int:
+        return dict(self.split_rel_thresholds).get(split, self.rel_threshold)
+
+
+@dataclass(frozen=True)
+class SuiteEntry:
+    """What one row of a results table is computed on, with its evaluation rules."""
+
+    name: str  # row name in results tables
+    collections: list[Collection]  # 1, or 12 for cqadupstack (each named e.g. "cqadupstack/android")
+    ignore_identical_ids: bool
+    rel_threshold: int
+    split: str
+    note: str = ""
+
+
+_MSMARCO_TERMS = "MS MARCO terms: non-commercial research"
+_SAME_ID_NOTE = "queries are corpus documents: a retrieved document with the query's id is dropped"
+
+#: The BEIR datasets: name -> (splits, homepage, original paper, note). Homepages and splits are
+#: BEIR's README table (beir-cellar/beir); BEIR itself is cited for every entry.
+_BEIR_TABLE: dict[str, tuple[str, str, str, str]] = {
+    "msmarco": (
+        "train dev test",
+        "https://microsoft.github.io/msmarco/",
+        "Bajaj et al., MS MARCO, arXiv:1611.09268",
+        f"dev = passage dev small (6,980 queries); test = TREC DL 2019 (43 queries, binary at >= 2). {_MSMARCO_TERMS}",
+    ),
+    "trec-covid": ("test", "https://ir.nist.gov/covidSubmit/index.html", "Voorhees et al., SIGIR Forum 2020", ""),
+    "nfcorpus": (
+        "train dev test",
+        "https://www.cl.uni-heidelberg.de/statnlpgroup/nfcorpus/",
+        "Boteva et al., ECIR 2016",
+        "",
+    ),
+    "bioasq": ("train test", "http://bioasq.org", "Tsatsaronis et al., BMC Bioinformatics 2015", ""),
+    "nq": ("test", "https://ai.google.com/research/NaturalQuestions", "Kwiatkowski et al., TACL 2019", ""),
+    "hotpotqa": ("train dev test", "https://hotpotqa.github.io", "Yang et al., EMNLP 2018", ""),
+    "fiqa": ("train dev test", "https://sites.google.com/view/fiqa/", "Maia et al., WWW 2018 Companion", ""),
+    "signal1m": (
+        "test",
+        "https://research.signal-ai.com/datasets/signal1m-tweetir.html",
+        "Suarez et al., ECIR 2018",
+        "",
+    ),
+    "trec-news": ("test", "https://trec.nist.gov/data/news2019.html", "Soboroff et al., TREC 2019 News Track", ""),
+    "robust04": ("test", "https://trec.nist.gov/data/robust/04.guidelines.html", "Voorhees, TREC 2004 Robust", ""),
+    "arguana": ("test", "http://argumentation.bplaced.net/arguana/data", "Wachsmuth et al., ACL 2018", _SAME_ID_NOTE),
+    "webis-touche2020": (
+        "test",
+        "https://webis.de/events/touche-20/shared-task-1.html",
+        "Bondarenko et al., CLEF 2020",
+        "BEIR's current zip: Touché v2 judgments",
+    ),
+    "cqadupstack": (
+        "test",
+        "http://nlp.cis.unimelb.edu.au/resources/cqadupstack/",
+        "Hoogeveen et al., ADCS 2015",
+        "12 forums, reported as one row: the unweighted mean over forums (BEIR)",
+    ),
+    "quora": (
+        "dev test",
+        "https://www.quora.com/q/quoradata/First-Quora-Dataset-Release-Question-Pairs",
+        "Iyer et al., First Quora Dataset Release, 2017",
+        _SAME_ID_NOTE,
+    ),
+    "dbpedia-entity": ("dev test", "https://github.com/iai-group/DBpedia-Entity/", "Hasibi et al., SIGIR 2017", ""),
+    "scidocs": ("test", "https://allenai.org/data/scidocs", "Cohan et al., ACL 2020", ""),
+    "fever": ("train dev test", "http://fever.ai", "Thorne et al., NAACL 2018", ""),
+    "climate-fever": ("test", "http://climatefever.ai", "Diggelmann et al., arXiv:2012.00614", ""),
+    "scifact": ("train test", "https://github.com/allenai/scifact", "Wadden et al., EMNLP 2020", ""),
+}
+_IDENTICAL_IDS_DROPPED = ("arguana", "quora")
+_BEIR_ZIP = {
+    name: RemoteFile("archive", BEIR_URL.format(name=name), md5, f"{name}.zip") for name, md5 in BEIR_MD5.items()
+}
+
+
+def _beir(name: str) -> DatasetSpec:
+    splits, source, citation, note = _BEIR_TABLE[name]
+    hosted = name not in BEIR_NOT_HOSTED
+    return DatasetSpec(
+        name=name,
+        kind="beir",
+        folder=name,
+        splits=tuple(splits.split()),
+        default_split="dev" if name == "msmarco" else "test",  # BEIR reports MS MARCO on dev
+        downloads=(_BEIR_ZIP[name],) if hosted else (),
+        ignore_identical_ids=name in _IDENTICAL_IDS_DROPPED,
+        split_rel_thresholds=(("test", 2),) if name == "msmarco" else (),
+        members=CQADUPSTACK_FORUMS if name == "cqadupstack" else (),
+        hosted=hosted,
+        note=note if hosted else f"not redistributable; to obtain it: {BEIR_REBUILD[name]}",
+        citation=f"{citation}; {BEIR_CITATION}",
+        source=source,
+    )
+
+
+def _trec_dl(year: int) -> DatasetSpec:
+    """TREC DL passage; md5s as listed in ir_datasets' downloads.json (msmarco-passage/trec-dl-YEAR)."""
+    yy = str(year)[2:]
+    qrels_md5 = {2019: "2f4be390198da108f6845c822e5ada14", 2020: "0355ccee7509ac0463e8278186cdd8d1"}[year]
+    topics_md5 = {2019: "eda71eccbe4d251af83150abe065368c", 2020: "00a406fb0d14ed3752d70d1e4eb98600"}[year]
+    topics = f"msmarco-test{year}-queries.tsv"
+    files = (
+        _BEIR_ZIP["msmarco"],
+        RemoteFile(
+            "qrels",
+            f"https://trec.nist.gov/data/deep/{year}qrels-pass.txt",
+            qrels_md5,
+            f"{year}qrels-pass.txt",
+            (f"qrels.dl{yy}-passage.txt",),
+        ),
+        RemoteFile(
+            "topics",
+            f"{_MSMARCO_URL}/{topics}.gz",
+            topics_md5,
+            f"{topics}.gz",
+            (topics, f"topics.dl{yy}-passage.txt", f"topics.dl{yy}.txt"),
+        ),
+    )
+    overview = {2019: "arXiv:2003.07820", 2020: "arXiv:2102.07662"}[year]
+    return DatasetSpec(
+        name=f"trec-dl-{year}",
+        kind="trec-dl",
+        folder="msmarco",
+        splits=("test",),
+        default_split="test",
+        downloads=files,
+        rel_threshold=2,
+        note=f"passage task: MS MARCO corpus, NIST graded qrels (0-3), judged queries only. {_MSMARCO_TERMS}",
+        citation=f"Craswell et al., Overview of the TREC {year} Deep Learning Track, {overview}",
+        source=f"https://trec.nist.gov/data/deep{year}.html",
+    )
+
+
+def _build() -> dict[str, DatasetSpec]:
+    dev_small = DatasetSpec(
+        name="msmarco-dev-small",
+        kind="beir",
+        folder="msmarco",
+        splits=("dev",),
+        default_split="dev",
+        downloads=(_BEIR_ZIP["msmarco"],),
+        note=f"MS MARCO passage dev small (6,980 queries): the BEIR msmarco folder's dev split. {_MSMARCO_TERMS}",
+        citation="Bajaj et al., MS MARCO, arXiv:1611.09268",
+        source="https://microsoft.github.io/msmarco/",
+    )
+    specs = [*(_beir(name) for name in _BEIR_TABLE), dev_small, _trec_dl(2019), _trec_dl(2020)]
+    return {spec.name: spec for spec in specs}
+
+
+#: Every registered dataset by name: the 18 BEIR datasets, msmarco, msmarco-dev-small and TREC DL.
+DATASETS: dict[str, DatasetSpec] = _build()
+
+
+def spec_for(name: str) -> DatasetSpec:
+    """The registered spec of ``name``; an unknown name raises :class:`UnknownDatasetError`."""
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise UnknownDatasetError(_unknown_message(name)) from None
+
+
+def _unknown_message(name: str) -> str:
+    known = [*DATASETS, *(f"cqadupstack/{forum}" for forum in CQADUPSTACK_FORUMS)]
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    return (
+        f"{name!r} is neither a registered dataset nor a dataset folder; {hint}"
+        f"registered: {', '.join(DATASETS)} (see `retrodistill datasets`)"
+    )
+
+
+def load_entry(
+    name_or_path: str,
+    split: str | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    rel_threshold: int | None = None,
+    download: bool = True,
+) -> SuiteEntry:
+    """Load a registered dataset, one CQADupStack forum, or a BEIR-layout folder as a suite entry.
+
+    Args:
+        name_or_path: a name in :data:`DATASETS`, ``cqadupstack/FORUM``, or a dataset folder. A folder
+            gets no special rules (``ignore_identical_ids`` False) and is named after itself.
+        split: qrels split; defaults to the dataset's ``default_split`` (``test`` for a folder).
+        data_dir: where named datasets live; defaults to ``$RETRODISTILL_DATA`` or ``./data``.
+        rel_threshold: overrides the dataset's least relevant grade for binary measures.
+        download: fetch missing public data; when False, a missing dataset is an error.
+
+    Raises:
+        UnknownDatasetError: not a name and not a folder (the message lists close matches).
+        ValueError: ``split`` is not one of the dataset's splits.
+        FileNotFoundError: data missing and ``download`` is False.
+        DatasetDownloadError: a download failed, or the dataset is not redistributable and absent.
+    """
+    name = str(name_or_path)
+    if name in DATASETS:
+        spec = DATASETS[name]
+        split = _check_split(spec, split)
+        collections = _LOADERS[spec.kind](spec, split, data_dir, download)
+        threshold = spec.threshold_for(split) if rel_threshold is None else rel_threshold
+        return SuiteEntry(spec.name, collections, spec.ignore_identical_ids, threshold, split, spec.note)
+    group, _, member = name.partition("/")
+    if group in DATASETS and DATASETS[group].members and member in DATASETS[group].members:
+        spec = DATASETS[group]
+        split = _check_split(spec, split)
+        collection = load_dataset(name, split, data_dir, download=download)
+        threshold = spec.threshold_for(split) if rel_threshold is None else rel_threshold
+        return SuiteEntry(name, [collection], spec.ignore_identical_ids, threshold, split, spec.note)
+    folder = Path(name_or_path)
+    if folder.is_dir():
+        collection = load_beir(folder, split or "test")
+        return SuiteEntry(
+            collection.name, [collection], False, 1 if rel_threshold is None else rel_threshold, collection.split
+        )
+    raise UnknownDatasetError(_unknown_message(name))
+
+
+def _check_split(spec: DatasetSpec, split: str | None) -> str:
+    split = split or spec.default_split
+    if split not in spec.splits:
+        raise ValueError(f"{spec.name} has no split {split!r}; its splits: {', '.join(spec.splits)}")
+    return split
+
+
+def _load_beir_spec(
+    spec: DatasetSpec, split: str, data_dir: str | os.PathLike[str] | None, download: bool
+) -> list[Collection]:
+    if spec.members:
+        names = [f"{spec.folder}/{member}" for member in spec.members]
+        return [load_dataset(name, split, data_dir, download=download) for name in names]
+    collection = load_dataset(spec.folder, split, data_dir, download=download)
+    collection.name = spec.name  # "msmarco-dev-small" reads the msmarco folder
+    return [collection]
+
+
+def _load_trec_dl_spec(
+    spec: DatasetSpec, split: str, data_dir: str | os.PathLike[str] | None, download: bool
+) -> list[Collection]:
+    return [load_trec_dl(spec.name, data_dir, download=download).collections[0]]
+
+
+_LOADERS: dict[str, Callable[[DatasetSpec, str, str | os.PathLike[str] | None, bool], list[Collection]]] = {
+    "beir": _load_beir_spec,
+    "trec-dl": _load_trec_dl_spec,
+}
+
+
+def load_trec_dl(
+    name: str,
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    qrels: str | os.PathLike[str] | None = None,
+    topics: str | os.PathLike[str] | None = None,
+    corpus: str | os.PathLike[str] | None = None,
+    rel_threshold: int | None = None,
+    download: bool = True,
+) -> SuiteEntry:
+    """Load TREC DL passage (``trec-dl-2019`` / ``trec-dl-2020``) from local files, downloading what is missing.
+
+    The corpus is the BEIR ``msmarco`` folder (``corpus`` or ``DATA_DIR/msmarco``). The qrels and
+    topics are the official files, looked for in this order: the ``qrels`` / ``topics`` argument (a
+    file, or a folder to search), then ``DATA_DIR/trec-dl/``, ``DATA_DIR/msmarco/`` and
+    ``DATA_DIR/msmarco/official/``, under their official names (``2019qrels-pass.txt``,
+    ``msmarco-test2019-queries.tsv.gz``) or Anserini's (``qrels.dl19-passage.txt``,
+    ``topics.dl19-passage.txt``, ``topics.dl20.txt``). Missing files are downloaded into
+    ``DATA_DIR/trec-dl/`` and checked against their md5.
+
+    Only judged queries are kept; grades stay as NIST gave them (0-3, grade-0 judgments included).
+    A local qrels file that differs from the official one is used, with a logged warning.
+
+    Raises:
+        FileNotFoundError: something is missing and ``download`` is False (the message lists what
+            to put where).
+        DatasetDownloadError: a download failed (the message lists what to put where).
+    """
+    spec = spec_for(name)
+    if spec.kind != "trec-dl":
+        raise ValueError(f"{name} is not a TREC DL dataset; use load_entry")
+    root = Path(data_dir) if data_dir is not None else default_data_dir()
+    by_role = {f.role: f for f in spec.downloads}
+    corpus_path = _corpus_file(corpus, root)
+    local = {role: _find_local(by_role[role], given, root) for role, given in (("qrels", qrels), ("topics", topics))}
+    paths = {role: path for role, path in local.items() if path is not None}
+
+    def missing() -> list[str]:
+        return (["corpus"] if corpus_path is None else []) + [r for r in ("qrels", "topics") if r not in paths]
+
+    if missing() and not download:
+        raise FileNotFoundError(f"{spec.name}: missing {', '.join(missing())}. {_where_to_put(spec, missing(), root)}")
+    try:
+        if corpus_path is None:
+            folder = resolve_dataset(spec.folder, root, download=True)
+            if not (folder / "corpus.jsonl").is_file():  # a msmarco/ folder holding only the TREC files
+                raise FileNotFoundError(
+                    f"{folder / 'corpus.jsonl'}: no such file. {_where_to_put(spec, missing(), root)}"
+                )
+            corpus_path = folder / "corpus.jsonl"
+        for role in ("qrels", "topics"):
+            if role not in paths:
+                remote = by_role[role]
+                paths[role] = download_file(remote.url, root / "trec-dl" / remote.file, md5=remote.md5)
+    except DatasetDownloadError as err:
+        raise DatasetDownloadError(f"{err} {_where_to_put(spec, missing(), root)}") from None
+    _warn_if_not_official(paths["qrels"], by_role["qrels"])
+    collection = _trec_dl_collection(spec.name, corpus_path, paths["topics"], paths["qrels"])
+    threshold = spec.rel_threshold if rel_threshold is None else rel_threshold
+    return SuiteEntry(spec.name, [collection], spec.ignore_identical_ids, threshold, "test", spec.note)
+
+
+def _corpus_file(corpus: str | os.PathLike[str] | None, root: Path) -> Path | None:
+    if corpus is not None:
+        given = Path(corpus)
+        path = given / "corpus.jsonl" if given.is_dir() else given
+        if not path.is_file():
+            raise FileNotFoundError(f"{given}: expected the BEIR msmarco folder or its corpus.jsonl")
+        return path
+    path = root / "msmarco" / "corpus.jsonl"
+    return path if path.is_file() else None
+
+
+def _find_local(remote: RemoteFile, given: str | os.PathLike[str] | None, root: Path) -> Path | None:
+    names = (remote.file, *remote.aliases)
+    if given is not None:
+        given = Path(given)
+        if given.is_file():
+            return given
+        if not given.is_dir():
+            raise FileNotFoundError(f"{given}: no such file or folder (expected the {remote.role} file)")
+        hit = next((given / n for n in names if (given / n).is_file()), None)
+        if hit is None:
+            raise FileNotFoundError(f"{given}: holds none of {', '.join(names)}")
+        return hit
+    folders = (root / "trec-dl", root / "msmarco", root / "msmarco" / "official")
+    return next((f / n for f in folders for n in names if (f / n).is_file()), None)
+
+
+def _where_to_put(spec: DatasetSpec, missing: list[str], root: Path) -> str:
+    by_role = {f.role: f for f in spec.downloads}
+    parts = []
+    for role in missing:
+        remote = by_role["archive" if role == "corpus" else role]
+        if role == "corpus":
+            parts.append(f"the BEIR msmarco folder ({remote.url}, unzipped) at {root / 'msmarco'}")
+        else:
+            also = f" (or {', '.join(remote.aliases)})" if remote.aliases else ""
+            parts.append(f"{remote.file}{also} from {remote.url} in {root / 'trec-dl'} or {root / 'msmarco'}")
+    return f"Put {'; '.join(parts)}. Or pass the files to load_trec_dl(qrels=..., topics=..., corpus=...)."
+
+
+def _warn_if_not_official(path: Path, remote: RemoteFile) -> None:
+    digest = hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+    if remote.md5 is not None and digest != remote.md5:
+        logger.warning(
+            "%s: md5 %s differs from the official %s (%s); scores may not compare with published ones",
+            path,
+            digest,
+            remote.file,
+            remote.md5,
+        )
+
+
+def _read_topics(path: Path) -> dict[str, str]:
+    """Read ``qid <TAB> text`` lines (plain or ``.gz``), with ``FILE:LINE`` errors."""
+    topics: dict[str, str] = {}
+    first_line: dict[str, int] = {}
+    for number, line in _lines(path):
+        qid, tab, text = line.partition("\t")
+        qid = qid.strip()
+        if not tab or not qid:
+            raise DataFormatError(path, number, f"expected 'query-id<TAB>text', got {line[:80]!r}")
+        if qid in topics:
+            raise DataFormatError(path, number, f"duplicate query id {qid!r} (first on line {first_line[qid]})")
+        topics[qid] = text.strip()
+        first_line[qid] = number
+    if not topics:
+        raise DataFormatError(path, None, "empty file: no topics")
+    return topics
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            line = line.rstrip("\r\n")
+            if line.strip():
+                yield number, line
+
+
+def _trec_dl_collection(name: str, corpus_path: Path, topics_path: Path, qrels_path: Path) -> Collection:
+    """Judged topics, graded qrels restricted to known documents, and the corpus."""
+    corpus = read_corpus(corpus_path)
+    topics = _read_topics(topics_path)
+    kept: Qrels = {}
+    unknown = {"queries": 0, "documents": 0}
+    for qid, docs in read_qrels(qrels_path).items():
+        if qid not in topics:
+            unknown["queries"] += len(docs)
+            continue
+        for doc_id, grade in docs.items():
+            if doc_id in corpus:
+                kept.setdefault(qid, {})[doc_id] = grade
+            else:
+                unknown["documents"] += 1
+    if not kept:
+        judged = sum(unknown.values())
+        raise ValueError(
+            f"{qrels_path}: none of its {judged:,} judgments names both a topic in {topics_path} and a passage "
+            f"in {corpus_path}; is that the MS MARCO passage corpus (BEIR msmarco)?"
+        )
+    queries = {qid: topics[qid] for qid in kept}
+    fingerprints = {
+        "corpus": sha256_file(corpus_path),
+        "queries": sha256_file(topics_path),
+        "qrels/test": sha256_file(qrels_path),
+    }
+    return Collection(name, corpus, queries, kept, "test", fingerprints, unknown)
+
+
+def describe_rules(entries: Sequence[SuiteEntry]) -> str:
+    """One line naming the entries evaluated under a non-default rule, for a table header.
+
+    E.g. ``"identical query/doc ids dropped: arguana, quora; relevance ≥ 2 for binary measures:
+    trec-dl-2019"``; an empty string when every entry follows the defaults (ids kept, threshold 1).
+    """
+    clauses = []
+    dropped = [e.name for e in entries if e.ignore_identical_ids]
+    if dropped:
+        clauses.append(f"identical query/doc ids dropped: {', '.join(dropped)}")
+    for threshold in sorted({e.rel_threshold for e in entries} - {1}):
+        names = [e.name for e in entries if e.rel_threshold == threshold]
+        clauses.append(f"relevance ≥ {threshold} for binary measures: {', '.join(names)}")
+    return "; ".join(clauses)
+
+
+def registry_table() -> list[dict[str, str | int | bool]]:
+    """One row per registered dataset, for the ``retrodistill datasets`` listing."""
+    return [
+        {
+            "name": spec.name,
+            "kind": spec.kind,
+            "splits": ", ".join(spec.splits),
+            "default_split": spec.default_split,
+            "ignore_identical_ids": spec.ignore_identical_ids,
+            "rel_threshold": spec.rel_threshold,
+            "hosted": spec.hosted,
+            "note": spec.note,
+        }
+        for spec in DATASETS.values()
+    ]
+
+
+__all__ = [
+    "DATASETS",
+    "DatasetSpec",
+    "RemoteFile",
+    "SuiteEntry",
+    "UnknownDatasetError",
+    "describe_rules",
+    "load_entry",
+    "load_trec_dl",
+    "registry_table",
+    "spec_for",
+]
