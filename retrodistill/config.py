@@ -116,15 +116,31 @@ class TrainConfig:
 
 @dataclass
 class EvaluateConfig:
+    """``retrodistill evaluate``: models × datasets → one table (see :mod:`retrodistill.evaluate.suite`).
+
+    ``model`` is the default single model; ``models`` (when non-empty) replaces it. ``split`` and
+    ``rel_threshold`` left ``None`` take each dataset's registry default (test / 1; 2 for TREC DL).
+    """
+
     model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    models: list[str] = field(default_factory=list)
     beir: list[str] = field(default_factory=list)
     datasets: list[str] = field(default_factory=list)
     data_dir: str | None = None
-    split: str = "test"
+    split: str | None = None
     measures: list[str] = field(default_factory=lambda: ["nDCG@10", "RR@10", "R@100", "R@1000"])
+    rel_threshold: int | None = None
     k: int = 1000
     batch_size: int = 64
     out: str = "runs/eval"
+    baseline: str | None = None
+    rerank: str | None = None
+    rerank_depth: int = 100
+    cache_dir: str | None = None
+    use_cache: bool = True
+    alpha: float = 0.05
+    permutations: int = 10000
+    seed: int = 0
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

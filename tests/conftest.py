@@ -33,6 +33,12 @@ def _toy_vocab() -> list[str]:
     return special + sorted(words) + letters + [f"##{c}" for c in letters]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_run_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep evaluation's run cache out of the user's home directory."""
+    os.environ["RETRODISTILL_CACHE"] = str(tmp_path_factory.mktemp("retrodistill-cache"))
+
+
 @pytest.fixture(scope="session")
 def toy_dir() -> Path:
     return TOY

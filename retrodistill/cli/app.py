@@ -10,10 +10,12 @@ from typing import Annotated
 import typer
 
 from retrodistill.cli.common import setup_logging
+from retrodistill.cli.datasets import datasets
 from retrodistill.cli.evaluate import evaluate
 from retrodistill.cli.mine import mine_negatives
 from retrodistill.cli.plugins import plugins
 from retrodistill.cli.quickstart import quickstart
+from retrodistill.cli.reproduce import reproduce
 from retrodistill.cli.score import score_teacher
 from retrodistill.cli.train import train_student
 
@@ -37,9 +39,15 @@ app.command("mine-negatives")(mine_negatives)
 app.command("score-teacher")(score_teacher)
 app.command("train-student")(train_student)
 app.command("evaluate")(evaluate)
+app.command("datasets")(datasets)
 app.command("plugins")(plugins)
 app.command("quickstart")(quickstart)
+app.command("reproduce")(reproduce)
 
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

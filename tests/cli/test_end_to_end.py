@@ -91,8 +91,10 @@ def test_evaluate_prints_and_writes_the_table(pipeline: dict) -> None:
     assert "nDCG@10" in pipeline["eval_output"] and "mean" in pipeline["eval_output"]
     results = json.loads(Path(pipeline["eval"], "results.json").read_text())
     (name,) = results["datasets"]
-    assert 0.0 <= results["datasets"][name]["nDCG@10"] <= 1.0
-    run_lines = (Path(pipeline["eval"]) / name / "run.trec").read_text().splitlines()
+    (label,) = results["models"]
+    assert 0.0 <= results["results"][label][name]["nDCG@10"] <= 1.0
+    metrics_path = Path(pipeline["eval"], results["per_query"][label][name])
+    run_lines = (metrics_path.parent / "run.trec").read_text().splitlines()
     assert run_lines and len(run_lines[0].split()) == 6
 
 

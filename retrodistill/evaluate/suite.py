@@ -1,0 +1,562 @@
+"""Evaluate several models on several datasets into one table, with a run cache and significance tests.
+
+A *model* is named by a string:
+
+=====================  ===============================================================================
+``bm25s``              BM25 through bm25s (k1 = 0.9, b = 0.4, English stemming and stopwords)
+``pyserini-bm25``      BM25 through Pyserini / Lucene, BEIR "flat" (k1 = 0.9, b = 0.4); the
+                       ``pyserini`` extra
+anything else          a sentence-transformers model: hub id or directory, dense retrieval through
+                       FAISS (:mod:`retrodistill.evaluate.retrieval`)
+=====================  ===============================================================================
+
+With ``rerank``, each model's top ``rerank_depth`` documents per query are also rescored by a
+cross-encoder, which adds a column labelled ``MODEL>>rerank:RERANKER@DEPTH`` beside the model's own.
+The reranked documents come first, ordered by the cross-encoder's score; the documents below the
+depth keep their first-stage order beneath them, so recall at depths past ``rerank_depth`` is the first stage's.
+
+A *dataset* is a :class:`~retrodistill.data.registry.SuiteEntry`: one collection, or a group
+(CQADupStack's 12 forums) whose row is the unweighted mean over its members, with the
+identical-id rule and the relevance threshold of that dataset.
+
+Output folder (``out_dir``)::
+
+    results.md / results.csv / results.json / manifest.json
+    runs/<model_slug>/<dataset_slug>/run.trec       the run (a group: one file per member, merged ids)
+    runs/<model_slug>/<dataset_slug>/metrics.json   aggregate and per-query scores
+
+Cache: every run is also kept under ``cache_dir/<key>/run.trec``, where the key is a sha256 over
+the model's identity (kind, id, revision or weight hash, the settings that change its ranking,
+the reranker's identity and depth) and the collection's corpus and queries fingerprints, ``k``
+and the identical-id rule. A re-run with the same key reads the run instead of recomputing it;
+metrics are always recomputed from the run (they are cheap), so changing the measures or the
+relevance threshold never needs new runs.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from retrodistill.artifacts import model_revision, write_json_atomic, write_manifest, write_text_atomic
+from retrodistill.evaluate.metrics import DEFAULT_MEASURES, Run, compute_metrics, parse_measures
+from retrodistill.evaluate.run_files import read_run, write_metrics_json, write_run
+
+if TYPE_CHECKING:
+    from retrodistill.data.collections import Collection
+    from retrodistill.data.registry import SuiteEntry
+    from retrodistill.evaluate.significance import Comparison
+
+logger = logging.getLogger(__name__)
+
+LEXICAL = ("bm25s", "pyserini-bm25")
+CACHE_ENV = "RETRODISTILL_CACHE"
+#: Bump when a change to retrieval code changes runs, so old cache entries are not reused.
+CACHE_VERSION = 1
+
+
+def default_cache_dir() -> Path:
+    """``$RETRODISTILL_CACHE/runs`` if set, else ``~/.cache/retrodistill/runs``."""
+    root = os.environ.get(CACHE_ENV)
+    return Path(root) / "runs" if root else Path.home() / ".cache" / "retrodistill" / "runs"
+
+
+def slug(text: str) -> str:
+    """A file-name-safe form of a label: ``/`` becomes ``__``, other odd characters ``_``."""
+    return re.sub(r"[^A-Za-z0-9._@+-]", "_", text.replace("/", "__")) or "_"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One column of the table: a first-stage retriever and, optionally, a reranker."""
+
+    name: str
+    rerank: str | None = None
+    rerank_depth: int = 100
+
+    @property
+    def kind(self) -> str:
+        return self.name if self.name in LEXICAL else "dense"
+
+    @property
+    def label(self) -> str:
+        if self.rerank is None:
+            return self.name
+        return f"{self.name}>>rerank:{self.rerank}@{self.rerank_depth}"
+
+
+@dataclass
+class SuiteResult:
+    """What :func:`evaluate_suite` computed; ``results[label][dataset][measure]``."""
+
+    models: dict[str, dict[str, Any]]
+    datasets: dict[str, dict[str, Any]]
+    measures: tuple[str, ...]
+    results: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    per_query: dict[str, dict[str, dict[str, dict[str, float]]]] = field(default_factory=dict)
+    per_query_paths: dict[str, dict[str, str]] = field(default_factory=dict)
+    baseline: str | None = None
+    significance: list[Comparison] = field(default_factory=list)
+    rules: str = ""
+    out_dir: Path | None = None
+    wall_time_s: float = 0.0
+    cache_hits: int = 0
+    cache_misses: int = 0
+
+    def marks(self) -> dict[tuple[str, str, str], str]:
+        """(model, dataset, measure) → ``"▲"``/``"▼"``/``""`` from the significance tests."""
+        return {(c.model, c.dataset, c.measure): c.mark() for c in self.significance}
+
+    def tables(self) -> dict[str, list[list[str]]]:
+        """One table per measure: header ``["dataset", *models]``, a row per dataset, then ``mean``."""
+        marks = self.marks()
+        labels = list(self.models)
+        out: dict[str, list[list[str]]] = {}
+        for measure in self.measures:
+            rows = [["dataset", *labels]]
+            for dataset in [*self.datasets, "mean"]:
+                row = [dataset]
+                for label in labels:
+                    value = self.results[label][dataset][measure]
+                    row.append(f"{value:.4f}{marks.get((label, dataset, measure), '')}")
+                rows.append(row)
+            out[measure] = rows
+        return out
+
+    def to_markdown(self) -> str:
+        lines: list[str] = []
+        if self.rules:
+            lines += [f"_{self.rules}_", ""]
+        for measure, (header, *body) in self.tables().items():
+            lines += [f"### {measure}", ""]
+            lines.append("| " + " | ".join(header) + " |")
+            lines.append("|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|")
+            lines += ["| " + " | ".join(row) + " |" for row in body]
+            lines.append("")
+        if self.baseline is not None and self.significance:
+            lines.append(
+                f"▲/▼: better/worse than {self.baseline}, significant at α = 0.05 by both a paired t-test and a "
+                "paired randomization test, Holm–Bonferroni-corrected across datasets. The mean row is not tested."
+            )
+        return "\n".join(lines).rstrip() + "\n"
+
+    def to_csv(self) -> str:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["model", "dataset", "measure", "value"])
+        for label, by_dataset in self.results.items():
+            for dataset, values in by_dataset.items():
+                for measure in self.measures:
+                    writer.writerow([label, dataset, measure, repr(values[measure])])
+        return buffer.getvalue()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "measures": list(self.measures),
+            "baseline": self.baseline,
+            "rules": self.rules,
+            "models": self.models,
+            "datasets": self.datasets,
+            "results": self.results,
+            "per_query": self.per_query_paths,
+            "significance": [c.to_json() for c in self.significance],
+            "cache": {"hits": self.cache_hits, "misses": self.cache_misses},
+            "wall_time_s": round(self.wall_time_s, 3),
+        }
+
+    def to_rich_tables(self) -> list[Any]:
+        from rich.table import Table
+
+        tables = []
+        for measure, (header, *body) in self.tables().items():
+            table = Table(title=measure, caption=self.rules or None)
+            table.add_column(header[0])
+            for name in header[1:]:
+                table.add_column(name, justify="right")
+            for i, row in enumerate(body):
+                table.add_row(*row, end_section=i == len(body) - 2)
+            tables.append(table)
+        return tables
+
+
+class _Retrievers:
+    """Loads each model once, on first need (a fully cached suite loads none)."""
+
+    def __init__(self, *, batch_size: int, device: str | None, cache_folder: str | None, show_progress: bool):
+        self.batch_size = batch_size
+        self.device = device
+        self.cache_folder = cache_folder
+        self.show_progress = show_progress
+        self._dense: dict[str, Any] = {}
+        self._rerankers: dict[str, Any] = {}
+
+    def dense(self, name: str) -> Any:
+        if name not in self._dense:
+            from retrodistill.evaluate.retrieval import load_model
+
+            self._dense[name] = load_model(name, device=self.device, cache_folder=self.cache_folder)
+        return self._dense[name]
+
+    def reranker(self, name: str) -> Any:
+        if name not in self._rerankers:
+            from retrodistill.teachers.cross_encoder import CrossEncoderTeacher
+
+            self._rerankers[name] = CrossEncoderTeacher(name, device=self.device)
+        return self._rerankers[name]
+
+    def first_stage(self, spec: ModelSpec, collection: Collection, k: int, ignore_identical_ids: bool) -> Run:
+        if spec.kind == "dense":
+            from retrodistill.evaluate.retrieval import encode_and_search
+
+            return encode_and_search(
+                self.dense(spec.name),
+                collection,
+                k=k,
+                batch_size=self.batch_size,
+                show_progress=self.show_progress,
+                ignore_identical_ids=ignore_identical_ids,
+            )
+        return lexical_run(_lexical(spec.name), collection, k, ignore_identical_ids, self.show_progress)
+
+
+def _lexical(name: str) -> Any:
+    if name == "bm25s":
+        from retrodistill.index.bm25 import BM25Retriever
+
+        return BM25Retriever()
+    from retrodistill.index.pyserini_bm25 import PyseriniBM25
+
+    return PyseriniBM25()
+
+
+def lexical_run(
+    retriever: Any, collection: Collection, k: int, ignore_identical_ids: bool = False, show_progress: bool = False
+) -> Run:
+    """Index ``collection.corpus`` (``title + " " + text``) with a lexical retriever and search every query.
+
+    ``retriever`` has ``index(doc_ids, texts)`` and ``search(queries, k)`` (:class:`~retrodistill.index.bm25.
+    BM25Retriever` or :class:`~retrodistill.index.pyserini_bm25.PyseriniBM25`). With ``ignore_identical_ids``
+    the top ``k + 1`` are searched and a document whose id equals the query id is dropped.
+    """
+    doc_ids = list(collection.corpus)
+    retriever.index(doc_ids, [collection.corpus[d].joined() for d in doc_ids], show_progress=show_progress)
+    query_ids = list(collection.queries)
+    hits = retriever.search(
+        [collection.queries[q] for q in query_ids], k + 1 if ignore_identical_ids else k, show_progress=show_progress
+    )
+    run: Run = {}
+    for qid, ranked in zip(query_ids, hits, strict=True):
+        docs = {d: s for d, s in ranked if not (ignore_identical_ids and d == qid)}
+        run[qid] = dict(list(docs.items())[:k])
+    return run
+
+
+def rerank_run(
+    run: Mapping[str, Mapping[str, float]],
+    collection: Collection,
+    score: Callable[[Sequence[str], Sequence[str]], Any],
+    depth: int,
+) -> Run:
+    """Rescore each query's top ``depth`` documents with ``score(queries, docs)``; keep the rest below them.
+
+    The reranked documents take their new scores; each document below the depth gets a score under
+    the lowest reranked one, in its first-stage order, so the run's order is: reranked top ``depth``,
+    then the first-stage tail.
+    """
+    from retrodistill.evaluate.metrics import trec_order
+
+    if depth < 1:
+        raise ValueError(f"rerank depth must be at least 1, got {depth}")
+    ranked = {qid: trec_order(docs) for qid, docs in run.items()}
+    pairs = [(qid, doc_id) for qid, docs in ranked.items() for doc_id, _ in docs[:depth]]
+    scores = score([collection.queries[q] for q, _ in pairs], [collection.doc_text(d) for _, d in pairs])
+    new: Run = {qid: {} for qid in ranked}
+    for (qid, doc_id), value in zip(pairs, scores, strict=True):
+        new[qid][doc_id] = float(value)
+    for qid, docs in ranked.items():
+        floor = min(new[qid].values(), default=0.0)
+        for offset, (doc_id, _) in enumerate(docs[depth:], start=1):
+            new[qid][doc_id] = floor - offset
+    return new
+
+
+class _RunCache:
+    """Runs on disk by key (see the module docstring); ``root=None`` computes every run."""
+
+    def __init__(self, root: Path | None) -> None:
+        self.root = root
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: str, compute: Callable[[], Run], what: str) -> Run:
+        path = self.root / key / "run.trec" if self.root is not None else None
+        if path is not None and path.is_file():
+            self.hits += 1
+            logger.info("cache hit: %s (%s)", what, path)
+            return read_run(path)
+        self.misses += 1
+        run = compute()
+        if path is not None:
+            write_run(path, run, tag="retrodistill")
+            write_json_atomic(path.parent / "key.json", {"what": what})
+        return run
+
+
+def _identity(spec: ModelSpec, identities: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    if spec.rerank is None:
+        return identities[spec.name]
+    return {"first_stage": identities[spec.name], "rerank": identities[spec.rerank], "depth": spec.rerank_depth}
+
+
+def _run(
+    spec: ModelSpec,
+    collection: Collection,
+    ignore_identical_ids: bool,
+    k: int,
+    retrievers: _Retrievers,
+    cache: _RunCache,
+    identities: Mapping[str, dict[str, Any]],
+) -> Run:
+    """The model's run on one collection: from the cache, or retrieved (and reranked) and cached."""
+    first_key = _cache_key(identities[spec.name], collection, k, ignore_identical_ids)
+    run = cache.get(
+        first_key,
+        lambda: retrievers.first_stage(spec, collection, k, ignore_identical_ids),
+        f"{spec.name} on {collection.name}",
+    )
+    if spec.rerank is None:
+        return run
+    reranker = spec.rerank
+    return cache.get(
+        _cache_key(_identity(spec, identities), collection, k, ignore_identical_ids),
+        lambda: rerank_run(run, collection, retrievers.reranker(reranker).score, spec.rerank_depth),
+        f"{spec.label} on {collection.name}",
+    )
+
+
+def _dir_config_hash(path: Path) -> str:
+    """sha256 over a model directory's small config files (json/txt), which change its outputs too."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in (".json", ".txt")):
+        if file.name in ("manifest.json", "train_log.json"):
+            continue
+        digest.update(os.fsencode(file.relative_to(path).as_posix()) + b"\0" + file.read_bytes() + b"\0")
+    return "sha256:" + digest.hexdigest()
+
+
+def model_identity(name: str, cache_folder: str | None = None) -> dict[str, Any]:
+    """What identifies a model's runs: kind, id, revision (hub commit or weight hash), settings."""
+    if name == "bm25s":
+        from retrodistill.index.bm25 import BM25Retriever
+
+        r = BM25Retriever()
+        return {"kind": "bm25s", "id": "bm25s", "k1": r.k1, "b": r.b, "stemmer": r.stemmer, "stopwords": r.stopwords}
+    if name == "pyserini-bm25":
+        return {"kind": "pyserini-bm25", "id": "pyserini-bm25", "k1": 0.9, "b": 0.4, "recipe": "beir-flat"}
+    identity: dict[str, Any] = {"kind": "dense", "id": name, "revision": model_revision(name, cache_dir=cache_folder)}
+    if Path(name).is_dir():
+        identity["config"] = _dir_config_hash(Path(name))
+    return identity
+
+
+def _cache_key(identity: Mapping[str, Any], collection: Collection, k: int, ignore_identical_ids: bool) -> str:
+    payload = {
+        "version": CACHE_VERSION,
+        "model": identity,
+        "corpus": collection.fingerprints.get("corpus"),
+        "queries": collection.fingerprints.get("queries"),
+        "k": k,
+        "ignore_identical_ids": ignore_identical_ids,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _mean(values: Sequence[Mapping[str, float]], measures: Sequence[str]) -> dict[str, float]:
+    return {m: sum(v[m] for v in values) / len(values) for m in measures}
+
+
+def evaluate_suite(
+    models: Sequence[str],
+    entries: Sequence[SuiteEntry],
+    measures: Sequence[str] = DEFAULT_MEASURES,
+    out_dir: str | os.PathLike[str] = "runs/eval",
+    k: int = 1000,
+    *,
+    baseline: str | None = None,
+    rerank: str | None = None,
+    rerank_depth: int = 100,
+    batch_size: int = 64,
+    device: str | None = None,
+    cache_folder: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    use_cache: bool = True,
+    alpha: float = 0.05,
+    permutations: int = 10_000,
+    seed: int = 0,
+    show_progress: bool = True,
+) -> SuiteResult:
+    """Run every model on every dataset, score the runs, test against a baseline and write the tables.
+
+    Args:
+        models: model names (see the module docstring), in column order; unique.
+        entries: datasets (:func:`retrodistill.data.registry.load_entry`), in row order; unique names.
+        measures: ir-measures strings; binary ones use each entry's ``rel_threshold``.
+        out_dir: where the files listed in the module docstring go.
+        k: documents retrieved per query.
+        baseline: a column label (a model name, or a reranked label); ``None`` for no tests.
+        rerank: a cross-encoder to rerank every model's run with, adding a column per model;
+            ``rerank_depth`` its depth.
+        batch_size: texts per dense encoding batch.
+        device: torch device for dense models and the reranker.
+        cache_folder: the Hugging Face hub cache to load hub ids from.
+        cache_dir: the run cache (default :func:`default_cache_dir`); ``use_cache=False`` ignores it.
+        alpha, permutations, seed: significance level, randomization-test samples and its seed.
+        show_progress: progress bars.
+    """
+    from retrodistill.evaluate.significance import compare_to_baseline
+
+    if not models:
+        raise ValueError("no models to evaluate")
+    if not entries:
+        raise ValueError("no datasets to evaluate")
+    for what, names in (("model", list(models)), ("dataset", [e.name for e in entries])):
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"{what} names must be unique; repeated: {', '.join(repeated)}")
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    measures = tuple(measures)
+    for entry in entries:
+        parse_measures(measures, entry.rel_threshold)  # fail on a bad measure before any work
+    specs = [ModelSpec(m) for m in models]
+    if rerank is not None:
+        specs += [ModelSpec(m, rerank, rerank_depth) for m in models]
+    labels = [s.label for s in specs]
+    if baseline is not None and baseline not in labels:
+        raise ValueError(f"baseline {baseline!r} is not one of the models: {', '.join(labels)}")
+    cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    out = Path(out_dir)
+    started = time.perf_counter()
+    retrievers = _Retrievers(
+        batch_size=batch_size, device=device, cache_folder=cache_folder, show_progress=show_progress
+    )
+    from retrodistill.data.registry import describe_rules
+
+    result = SuiteResult(models={}, datasets={}, measures=measures, out_dir=out, rules=describe_rules(entries))
+    identities = {name: model_identity(name, cache_folder) for name in {*models, *([rerank] if rerank else [])}}
+
+    for entry in entries:
+        result.datasets[entry.name] = {
+            "split": entry.split,
+            "queries": sum(len(c.queries) for c in entry.collections),
+            "documents": sum(len(c.corpus) for c in entry.collections),
+            "ignore_identical_ids": entry.ignore_identical_ids,
+            "rel_threshold": entry.rel_threshold,
+            "members": [c.name for c in entry.collections] if len(entry.collections) > 1 else None,
+            "note": entry.note,
+            "fingerprints": {c.name: c.fingerprints for c in entry.collections},
+        }
+
+    cache = _RunCache(cache_root if use_cache else None)
+
+    for spec in specs:
+        result.models[spec.label] = {
+            **_identity(spec, identities),
+            "id": spec.name,
+            "kind": spec.kind,
+            "rerank": None if spec.rerank is None else {"model": spec.rerank, "depth": spec.rerank_depth},
+            "slug": slug(spec.label),
+        }
+        result.results[spec.label] = {}
+        result.per_query[spec.label] = {}
+        result.per_query_paths[spec.label] = {}
+        for entry in entries:
+            member_scores = []
+            pooled: dict[str, dict[str, float]] = {}
+            for collection in entry.collections:
+                run = _run(spec, collection, entry.ignore_identical_ids, k, retrievers, cache, identities)
+                metrics = compute_metrics(collection.qrels, run, measures, rel_threshold=entry.rel_threshold)
+                member_scores.append(metrics.aggregate)
+                prefix = f"{collection.name.split('/', 1)[1]}/" if len(entry.collections) > 1 else ""
+                pooled.update({prefix + qid: values for qid, values in metrics.per_query.items()})
+                folder = out / "runs" / slug(spec.label) / slug(collection.name)
+                write_run(folder / "run.trec", run, tag=slug(spec.name))
+                write_metrics_json(
+                    folder / "metrics.json",
+                    metrics,
+                    {"dataset": collection.name, "split": collection.split, "model": spec.label, "k": k},
+                )
+            aggregate = _mean(member_scores, measures)
+            result.results[spec.label][entry.name] = aggregate
+            result.per_query[spec.label][entry.name] = pooled
+            if len(entry.collections) > 1:  # the group row's pooled per-query scores, for tests and plots
+                from retrodistill.evaluate.metrics import MetricResult
+
+                path = out / "runs" / slug(spec.label) / slug(entry.name) / "metrics.json"
+                write_metrics_json(
+                    path,
+                    MetricResult(aggregate, pooled, measures),
+                    {"dataset": entry.name, "split": entry.split, "model": spec.label, "members": len(member_scores)},
+                )
+            rel = (
+                Path("runs")
+                / slug(spec.label)
+                / slug(entry.name if len(entry.collections) > 1 else entry.collections[0].name)
+            )
+            result.per_query_paths[spec.label][entry.name] = (rel / "metrics.json").as_posix()
+        result.results[spec.label]["mean"] = _mean([result.results[spec.label][e.name] for e in entries], measures)
+
+    result.cache_hits, result.cache_misses = cache.hits, cache.misses
+    if baseline is not None:
+        result.baseline = baseline
+        result.significance = compare_to_baseline(
+            result.per_query, baseline, measures, alpha=alpha, n_samples=permutations, seed=seed
+        )
+
+    result.wall_time_s = time.perf_counter() - started
+    write_text_atomic(out / "results.md", result.to_markdown())
+    write_text_atomic(out / "results.csv", result.to_csv())
+    write_json_atomic(out / "results.json", result.to_json())
+    write_manifest(
+        out,
+        {
+            "stage": "evaluate",
+            "config": {
+                "models": list(models),
+                "k": k,
+                "batch_size": batch_size,
+                "device": device,
+                "baseline": baseline,
+                "rerank": rerank,
+                "rerank_depth": rerank_depth,
+                "alpha": alpha,
+                "permutations": permutations,
+                "seed": seed,
+            },
+            "models": result.models,
+            "measures": list(measures),
+            "inputs": {
+                f"{c.name}/{key}": fp for e in entries for c in e.collections for key, fp in c.fingerprints.items()
+            },
+            "datasets": {
+                name: {k_: v for k_, v in d.items() if k_ != "fingerprints"} for name, d in result.datasets.items()
+            },
+            "cache": {
+                "dir": str(cache_root) if use_cache else None,
+                "hits": result.cache_hits,
+                "misses": result.cache_misses,
+            },
+            "wall_time_s": round(result.wall_time_s, 3),
+        },
+    )
+    return result
