@@ -46,6 +46,7 @@ def test_two_models_one_table_with_significance(tmp_path: Path, toy: Collection,
         show_progress=False,
     )
     data = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert data["results"] == json.loads(json.dumps(result.results))
     assert list(data["models"]) == [dense, "bm25s"]
     assert data["baseline"] == "bm25s"
     for label in (dense, "bm25s"):
