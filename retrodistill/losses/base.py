@@ -6,14 +6,21 @@ returns a scalar and knows nothing about models, so every loss is tested with ha
 Conventions that differ between toolkits (temperatures, signed margins, …) are constructor
 parameters, and ``config()`` returns them for the run manifest.
 
+Every loss also takes ``teacher_normalization`` and ``student_normalization`` (keyword-only,
+default ``"none"``): a per-query normalisation from :mod:`retrodistill.losses.normalization`
+applied to each side before ``compute``. A loss whose teacher input is not a ``(B, 1+N)`` score
+matrix (``pairwise-kl``) overrides ``validate`` and documents its own teacher shape.
+
 torch is imported inside the functions that need it, so listing the plug-ins stays instant.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from retrodistill.losses.normalization import NORMALIZATIONS, check_normalization, normalize_scores
 from retrodistill.registry import Registry, parameters
 
 if TYPE_CHECKING:
@@ -21,20 +28,45 @@ if TYPE_CHECKING:
 
 LOSSES: Registry[type[DistillationLoss]] = Registry("loss")
 
+_NORMALIZATION_FIELDS = ("teacher_normalization", "student_normalization")
+_Loss = TypeVar("_Loss", bound="DistillationLoss")
 
+
+@dataclass(frozen=True)
 class DistillationLoss(ABC):
     """Base class of the losses that compare student scores with teacher scores.
 
-    Subclasses are (frozen) dataclasses whose fields are the loss's conventions; they set ``name`` to
+    Subclasses are frozen dataclasses whose fields are the loss's conventions; they set ``name`` to
     their registry name, implement ``compute`` and ``citation``, and leave input checking to
-    ``__call__``.
+    ``__call__``. They inherit two keyword-only fields, ``teacher_normalization`` and
+    ``student_normalization``, which ``config()`` reports with the subclass's own fields; an unknown
+    normalisation name raises ``ValueError`` when the loss is constructed.
 
     Calling a loss validates the inputs, detaches the teacher scores (they are targets, never
-    trained), moves them to the student's device and computes in at least float32, so half-precision
-    student scores do not round the teacher's targets.
+    trained), moves them to the student's device, computes in at least float32 (so half-precision
+    student scores do not round the teacher's targets), then normalises each side per query with its
+    method (the student's differentiably) and hands both to ``compute``.
     """
 
     name: ClassVar[str] = ""
+
+    teacher_normalization: str = field(
+        default="none",
+        kw_only=True,
+        metadata={"help": f"per-query normalisation of the teacher's scores: {' | '.join(NORMALIZATIONS)}"},
+    )
+    student_normalization: str = field(
+        default="none",
+        kw_only=True,
+        metadata={"help": f"per-query normalisation of the student's scores: {' | '.join(NORMALIZATIONS)}"},
+    )
+
+    def __new__(cls: type[_Loss], *args: Any, **kwargs: Any) -> _Loss:
+        # Checked here rather than in __post_init__ so that a subclass's own __post_init__ need not
+        # call super(); the fields are keyword-only, so any non-default value arrives in kwargs.
+        for label in _NORMALIZATION_FIELDS:
+            check_normalization(kwargs.get(label, "none"), f"{cls.__name__}: {label}")
+        return super().__new__(cls)
 
     def __call__(self, student_scores: Tensor, teacher_scores: Tensor) -> Tensor:
         """The loss of one batch.
@@ -54,8 +86,9 @@ class DistillationLoss(ABC):
 
         self.validate(student_scores, teacher_scores)
         dtype = torch.promote_types(student_scores.dtype, torch.float32)
-        student = student_scores.to(dtype)
+        student = normalize_scores(student_scores.to(dtype), self.student_normalization)
         teacher = teacher_scores.detach().to(device=student_scores.device, dtype=dtype)
+        teacher = normalize_scores(teacher, self.teacher_normalization)
         return self.compute(student, teacher)
 
     def validate(self, student_scores: Tensor, teacher_scores: Tensor) -> None:
@@ -93,11 +126,11 @@ class DistillationLoss(ABC):
 
     @abstractmethod
     def compute(self, student_scores: Tensor, teacher_scores: Tensor) -> Tensor:
-        """The loss on validated ``(B, 1+N)`` scores of one floating dtype and device.
+        """The loss on validated, normalised ``(B, 1+N)`` scores of one floating dtype and device.
 
         Args:
-            student_scores: ``(B, 1+N)`` student scores.
-            teacher_scores: ``(B, 1+N)`` detached teacher scores.
+            student_scores: ``(B, 1+N)`` student scores, after ``student_normalization``.
+            teacher_scores: ``(B, 1+N)`` detached teacher scores, after ``teacher_normalization``.
 
         Returns:
             A scalar tensor.

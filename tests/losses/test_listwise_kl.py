@@ -30,6 +30,8 @@ def test_registered_with_its_parameters() -> None:
         "temperature_teacher": 2.0,
         "temperature_student": 1.0,
         "scale_by_temperature_squared": False,
+        "teacher_normalization": "none",
+        "student_normalization": "none",
     }
     assert "2110.07367" in loss.citation and "2010.11386" in loss.citation
 

@@ -14,7 +14,7 @@ from retrodistill.losses import margin_mse as margin_mse_module
 def test_registered_under_its_name() -> None:
     assert LOSSES.get("margin-mse") is MarginMSE
     assert MarginMSE.name == "margin-mse"
-    assert MarginMSE().config() == {}
+    assert MarginMSE().config() == {"teacher_normalization": "none", "student_normalization": "none"}
     assert "2010.02666" in MarginMSE().citation
 
 

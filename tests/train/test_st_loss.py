@@ -104,6 +104,8 @@ def test_config_and_citation_pass_through(student: SentenceTransformer) -> None:
         "temperature_teacher": 2.0,
         "temperature_student": 1.0,
         "scale_by_temperature_squared": False,
+        "teacher_normalization": "none",
+        "student_normalization": "none",
         "similarity": "cosine",
         "scale": 20.0,
     }
