@@ -398,7 +398,7 @@ def test_cli_dry_run_lists_without_running(cli: typer.Typer, tmp_path: Path) -> 
         [raw("toy/a", writes(0.5)), raw("toy/b", writes(0.5), requires={"modules": ["no_such_module_xyz"]})],
     )
     out = tmp_path / "out"
-    result = CliRunner().invoke(cli, ["reproduce", "--matrix", str(matrix), "--out", str(out), "--dry-run"])
+    result = CliRunner().invoke(cli, ["reproduce", str(matrix), "--out", str(out), "--dry-run"])
     assert result.exit_code == 0, result.output
     assert "toy/a" in result.output and "toy/b" in result.output
     assert "run" in result.output and "skip" in result.output and "no_such_module_xyz" in result.output
@@ -409,12 +409,12 @@ def test_cli_exit_status_follows_failures(cli: typer.Typer, tmp_path: Path) -> N
     matrix = write_matrix(tmp_path / "m.yaml", [raw("toy/good", writes(0.5)), raw("toy/bad", writes(0.9))])
     runner = CliRunner()
     out = tmp_path / "out"
-    good = runner.invoke(cli, ["reproduce", "--matrix", str(matrix), "--out", str(out), "--filter", "good"])
+    good = runner.invoke(cli, ["reproduce", str(matrix), "--out", str(out), "--filter", "good"])
     assert good.exit_code == 0, good.output
     assert "OK" in good.output
     assert json.loads((out / "reproduce.json").read_text())["counts"]["OK"] == 1
 
-    both = runner.invoke(cli, ["reproduce", "--matrix", str(matrix), "--out", str(out)])
+    both = runner.invoke(cli, ["reproduce", str(matrix), "--out", str(out)])
     assert both.exit_code == 1, both.output
     assert "FAIL" in both.output and "0.9000" in both.output
     report = json.loads((out / "reproduce.json").read_text())
@@ -425,9 +425,9 @@ def test_cli_exit_status_follows_failures(cli: typer.Typer, tmp_path: Path) -> N
 def test_cli_user_errors_exit_2(cli: typer.Typer, tmp_path: Path) -> None:
     matrix = write_matrix(tmp_path / "m.yaml", [raw("toy/a", writes(0.5), extra_key=1)])
     runner = CliRunner()
-    bad = runner.invoke(cli, ["reproduce", "--matrix", str(matrix), "--out", str(tmp_path / "out")])
+    bad = runner.invoke(cli, ["reproduce", str(matrix), "--out", str(tmp_path / "out")])
     assert bad.exit_code == 2
     assert "error:" in bad.output and "extra_key" in bad.output
     good = write_matrix(tmp_path / "g.yaml", [raw("toy/a", writes(0.5))])
-    typo = runner.invoke(cli, ["reproduce", "--matrix", str(good), "--filter", "scifcat", "--dry-run"])
+    typo = runner.invoke(cli, ["reproduce", str(good), "--filter", "scifcat", "--dry-run"])
     assert typo.exit_code == 2 and "scifcat" in typo.output

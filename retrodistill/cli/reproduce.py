@@ -17,7 +17,8 @@ _STYLE = {"OK": "green", "FAIL": "bold red", "REPORTED": "cyan", "SKIPPED": "yel
 
 def reproduce(
     matrix: Annotated[
-        Path, typer.Option(help="Reproduction matrix: a YAML list of entries (command, result, expected, tolerance).")
+        Path,
+        typer.Argument(help="Reproduction matrix: a YAML list of entries (command, result, expected, tolerance)."),
     ] = Path("benchmarks/beir.yaml"),
     filter_: Annotated[
         list[str] | None,
@@ -42,7 +43,7 @@ def reproduce(
 
     Writes OUT/reproduce.json and OUT/reproduce.md; exits with status 1 if any entry FAILs.
 
-    Example: retrodistill reproduce --filter scifact --dry-run
+    Example: retrodistill reproduce benchmarks/beir.yaml --filter scifact --dry-run
     """
     from retrodistill.reproduce import counts, load_matrix, plan, run_matrix, select
 
