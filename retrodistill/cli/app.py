@@ -15,6 +15,7 @@ from retrodistill.cli.evaluate import evaluate
 from retrodistill.cli.mine import mine_negatives
 from retrodistill.cli.plugins import plugins
 from retrodistill.cli.quickstart import quickstart
+from retrodistill.cli.report import report
 from retrodistill.cli.reproduce import reproduce
 from retrodistill.cli.score import score_teacher
 from retrodistill.cli.train import train_student
@@ -43,6 +44,7 @@ app.command("datasets")(datasets)
 app.command("plugins")(plugins)
 app.command("quickstart")(quickstart)
 app.command("reproduce")(reproduce)
+app.command("report")(report)
 
 
 def main() -> None:
