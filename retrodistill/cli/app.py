@@ -12,6 +12,7 @@ import typer
 from retrodistill.cli.common import setup_logging
 from retrodistill.cli.datasets import datasets
 from retrodistill.cli.evaluate import evaluate
+from retrodistill.cli.import_scores import import_scores
 from retrodistill.cli.mine import mine_negatives
 from retrodistill.cli.plugins import plugins
 from retrodistill.cli.quickstart import quickstart
@@ -38,6 +39,7 @@ def _main(
 
 app.command("mine-negatives")(mine_negatives)
 app.command("score-teacher")(score_teacher)
+app.command("import-scores")(import_scores)
 app.command("train-student")(train_student)
 app.command("evaluate")(evaluate)
 app.command("datasets")(datasets)

@@ -28,6 +28,9 @@ from typing import Any
 from retrodistill.artifacts import atomic_path, read_manifest, sha256_file
 
 STAGE = "score-teacher"
+#: Stages whose output is a teacher-score store: scored here, imported from a published file, or an
+#: ensemble of other stores. All share this module's layout and invariants.
+STORE_STAGES = frozenset({STAGE, "import-scores", "ensemble"})
 
 
 def part_name(index: int) -> str:
@@ -74,7 +77,7 @@ class TeacherStore:
     def open(cls, path: str | os.PathLike[str]) -> TeacherStore:
         directory = Path(path)
         manifest = read_manifest(directory)
-        if manifest.get("stage") != STAGE:
+        if manifest.get("stage") not in STORE_STAGES:
             raise ValueError(f"{directory} is not a teacher-score store (stage {manifest.get('stage')!r})")
         if not manifest.get("complete"):
             done, total = len(manifest.get("parts", {})), manifest.get("num_parts", "?")
