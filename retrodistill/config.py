@@ -58,9 +58,7 @@ class TeacherConfig:
 class ScoreTeacherConfig:
     data: DataConfig = field(default_factory=DataConfig)
     candidates: str | None = field(default="runs/candidates", metadata={"help": "candidates artifact"})
-    triples: str | None = field(
-        default=None, metadata={"help": "MS MARCO id triples TSV instead of candidates"}
-    )
+    triples: str | None = field(default=None, metadata={"help": "MS MARCO id triples TSV instead of candidates"})
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     out: str = "runs/teacher-scores"
     part_size: int = field(default=50_000, metadata={"help": "pairs per part file (the unit of resumption)"})
@@ -81,14 +79,53 @@ class StudentConfig:
 
 @dataclass
 class LossConfig:
-    name: str = "margin-mse"
+    """A registered loss and its parameters (``retrodistill plugins`` lists them).
+
+    ``combined`` takes ``params: {terms: [{name, weight, params, label}, ...]}``, a weighted sum of
+    other losses, each logged as ``loss_<label>`` in ``train_log.json``.
+    """
+
+    name: str = field(default="margin-mse", metadata={"help": "registered loss name, e.g. margin-mse, combined"})
     params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TeacherEmbeddingsConfig:
+    """The dense teacher's stored embeddings, for embedding-level distillation (loss ``embedding``).
+
+    ``path`` is a teacher-embedding store (see :mod:`retrodistill.train.examples`); when it holds
+    none yet, ``model`` (a sentence-transformers bi-encoder) computes one there first.
+    """
+
+    path: str | None = field(default=None, metadata={"help": "teacher-embedding store directory"})
+    model: str | None = field(
+        default=None, metadata={"help": "bi-encoder teacher that computes the store when it is missing"}
+    )
+    similarity: str = field(
+        default="cosine", metadata={"help": "the teacher's similarity: cosine stores L2-normalised vectors"}
+    )
+    batch_size: int = 64
+    max_length: int | None = None
 
 
 @dataclass
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
-    store: str = field(default="runs/teacher-scores", metadata={"help": "teacher-score store"})
+    store: str | None = field(
+        default="runs/teacher-scores",
+        metadata={"help": "teacher-score store (null for teacher-free losses, which then need candidates)"},
+    )
+    stage: str = field(
+        default="queries",
+        metadata={
+            "help": "queries: (query, 1+N documents) examples; corpus: the corpus's documents alone "
+            "(embedding distillation over the unlabeled corpus)"
+        },
+    )
+    corpus_documents: int | None = field(
+        default=None, metadata={"help": "corpus stage: train on this many documents, drawn with the seed"}
+    )
+    teacher_embeddings: TeacherEmbeddingsConfig = field(default_factory=TeacherEmbeddingsConfig)
     candidates: str | None = field(
         default=None, metadata={"help": "candidates artifact (default: the one the store was scored from)"}
     )
@@ -96,9 +133,7 @@ class TrainConfig:
     student: StudentConfig = field(default_factory=StudentConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     negatives: int = field(default=7, metadata={"help": "negatives per training example (N of 1+N)"})
-    negative_pool: int = field(
-        default=30, metadata={"help": "sample negatives from a query's top-k candidates"}
-    )
+    negative_pool: int = field(default=30, metadata={"help": "sample negatives from a query's top-k candidates"})
     epochs: int = field(default=1, metadata={"help": "passes over the positives, fresh negatives each pass"})
     train_max_seq_length: int | None = field(
         default=None,

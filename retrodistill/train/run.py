@@ -1,15 +1,33 @@
-"""The ``train-student`` stage: distil a teacher-score store into a bi-encoder.
+"""The ``train-student`` stage: distil a teacher into a bi-encoder.
 
-Recipe: load the collection split and the store; refuse a store made for another corpus, other
-queries or other candidates; build examples (query, 1 + N documents, 1 + N teacher scores); train
-the student with sentence-transformers' trainer (Hugging Face Trainer + accelerate, so
-``accelerate launch`` / ``torchrun`` scale it out) and our loss; write the student directory::
+Recipe (``stage: queries``, the default): load the collection split and the teacher-score store;
+refuse a store made for another corpus, other queries or other candidates; build examples (query,
+1 + N documents, the teacher's data for them); train the student with sentence-transformers'
+trainer (Hugging Face Trainer + accelerate, so ``accelerate launch`` / ``torchrun`` scale it out)
+and our loss; write the student directory.
+
+What the examples carry follows from what the loss needs (``retrodistill.losses.required_inputs``):
+
+* score losses: the teacher's ``1 + N`` scores per row (the ``scores`` label layout);
+* teacher-free losses (``infonce``, ``self-distill``): nothing; ``store`` may be null, then
+  ``candidates`` names the negatives;
+* ``in-batch-kl`` and ``embedding``: row ids into a teacher table holding every stored score among
+  the training queries and documents and, for ``embedding``, the teacher's embeddings from a
+  teacher-embedding store (computed first with ``teacher_embeddings.model`` when missing).
+
+Losses with in-batch inputs are batched with sentence-transformers' ``NO_DUPLICATES`` sampler, so
+no text appears twice in a batch. ``stage: corpus`` trains on the corpus's documents alone (no
+queries, no store) with an embedding loss: the first half of the recipe "embedding distillation over
+the unlabeled corpus, then Margin-MSE on the training queries" (the second half is a ``queries``
+run whose ``student.model`` is the first run's output)::
 
     OUT/
       (sentence-transformers model files)   load with SentenceTransformer(OUT)
-      manifest.json                         config, loss parameters, inputs, versions, counts, wall time
+      manifest.json                         config, loss parameters (every term's), inputs, versions, counts
       config.yaml                           the resolved training config
-      train_log.json                        the trainer's log history (loss per logging step)
+      train_log.json                        the trainer's log history (loss, and loss_<term> per logging step)
+      teacher_projection.safetensors        the learned student -> teacher map, when an embedding loss used one;
+                                            not part of the model, kept for inspection and reuse
 """
 
 from __future__ import annotations
@@ -18,12 +36,14 @@ import json
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from retrodistill.artifacts import (
+    MANIFEST,
     ArtifactMismatchError,
     check_inputs,
     model_revision,
@@ -37,16 +57,44 @@ from retrodistill.data.candidates import (
     read_candidates,
     read_triples,
 )
+from retrodistill.data.collections import Collection
 from retrodistill.data.store import TeacherStore
-from retrodistill.train.examples import build_examples
+from retrodistill.train.examples import (
+    TeacherEmbeddings,
+    TeacherTable,
+    build_examples,
+    build_teacher_table,
+    corpus_columns,
+    precompute_teacher_embeddings,
+    sample_corpus,
+)
 
 STAGE = "train-student"
+STAGES = ("queries", "corpus")
+_TABLE_INPUTS = frozenset({"teacher_in_batch", "teacher_embeddings"})
+_IN_BATCH_INPUTS = frozenset({"student_in_batch", "positive_index"})
+_CORPUS_INPUTS = frozenset({"student_embeddings", "teacher_embeddings"})
 
 
-def _load_candidates(config: TrainConfig, store: TeacherStore) -> CandidateSet:
+@dataclass
+class _TrainingData:
+    """The dataset columns and everything the manifest says about where they came from."""
+
+    columns: dict[str, list[object]]
+    table: TeacherTable | None = None
+    inputs: dict[str, str] = field(default_factory=dict)
+    teacher: dict[str, Any] = field(default_factory=dict)
+    counts: dict[str, Any] = field(default_factory=dict)
+
+
+def _load_candidates(config: TrainConfig, store: TeacherStore | None) -> CandidateSet:
     """The candidates the store was scored from: ``--candidates``, else the store's own record."""
     if config.candidates:
         return read_candidates(config.candidates)
+    if store is None:
+        raise ValueError(
+            "without a teacher-score store, set candidates: the candidates artifact to draw negatives from"
+        )
     recorded = store.manifest.get("config", {})
     if recorded.get("triples"):
         rows = read_triples(recorded["triples"])
@@ -57,40 +105,89 @@ def _load_candidates(config: TrainConfig, store: TeacherStore) -> CandidateSet:
     return read_candidates(recorded["candidates"])
 
 
-def run(config: TrainConfig, *, show_progress: bool = True) -> Path:
-    import datasets
-    import torch
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+def _teacher_embeddings(
+    config: TrainConfig, collection: Collection, query_ids: list[str], doc_ids: list[str], show_progress: bool
+) -> TeacherEmbeddings:
+    """Open the teacher-embedding store, or compute it with ``teacher_embeddings.model`` when missing."""
+    settings = config.teacher_embeddings
+    if not settings.path:
+        raise ValueError(
+            f"loss {config.loss.name!r} needs teacher embeddings: set teacher_embeddings.path (a store, "
+            "or where to write one) and teacher_embeddings.model (the bi-encoder teacher that computes it)"
+        )
+    path = Path(settings.path)
+    fingerprints = {k: v for k, v in collection.fingerprints.items() if k in ("corpus", "queries")}
+    if (path / MANIFEST).is_file():
+        store = TeacherEmbeddings.open(path)
+        check_inputs(
+            store.inputs,
+            fingerprints,
+            artifact=f"teacher-embedding store {path}",
+            given=f"collection {config.data.dataset}",
+        )
+        stored_model = store.manifest.get("teacher", {}).get("model")
+        if settings.model and stored_model != settings.model:
+            raise ArtifactMismatchError(
+                f"teacher-embedding store {path} holds embeddings of {stored_model!r}, not of "
+                f"teacher_embeddings.model {settings.model!r}"
+            )
+        # Fail here, before the model is built, rather than at table building.
+        store.vectors("queries", query_ids)
+        store.vectors("documents", doc_ids)
+        return store
+    if not settings.model:
+        raise ValueError(
+            f"{path} holds no teacher-embedding store ({MANIFEST} is missing) and teacher_embeddings.model "
+            "is not set, so none can be computed there"
+        )
+    from retrodistill.teachers.bi_encoder import BiEncoderTeacher, CachedTeacherEncoder
 
-    from retrodistill.data.download import load_dataset
-    from retrodistill.losses import LOSSES
-    from retrodistill.students import STUDENTS
-    from retrodistill.train.st_loss import StudentDistillationLoss
-
-    start = time.perf_counter()
-    if config.epochs < 1:
-        raise ValueError(f"epochs must be at least 1, got {config.epochs}")
-    collection = load_dataset(config.data.dataset, config.data.split, config.data.data_dir)
-    store = TeacherStore.open(config.store)
-    store_inputs = store.inputs
-    check_inputs(
-        {k: v for k, v in store_inputs.items() if k in ("corpus", "queries")},
-        collection.fingerprints,
-        artifact=f"teacher-score store {store.path}",
-        given=f"collection {config.data.dataset}",
+    teacher = BiEncoderTeacher(
+        settings.model,
+        similarity=settings.similarity,
+        batch_size=settings.batch_size,
+        max_length=settings.max_length,
     )
+    return precompute_teacher_embeddings(
+        path,
+        CachedTeacherEncoder(teacher),
+        {q: collection.queries[q] for q in query_ids},
+        {d: collection.doc_text(d) for d in doc_ids},
+        teacher=teacher.describe(),
+        inputs=fingerprints,
+        show_progress=show_progress,
+    )
+
+
+def _query_data(
+    config: TrainConfig, collection: Collection, loss_name: str, needs: frozenset[str], show_progress: bool
+) -> _TrainingData:
+    """Examples (query, 1 + N documents) and the teacher's data for them."""
+    from retrodistill.losses.combined import TEACHER_INPUTS
+
+    needs_teacher = bool(needs & TEACHER_INPUTS)
+    store = None
+    if config.store:
+        store = TeacherStore.open(config.store)
+        check_inputs(
+            {k: v for k, v in store.inputs.items() if k in ("corpus", "queries")},
+            collection.fingerprints,
+            artifact=f"teacher-score store {store.path}",
+            given=f"collection {config.data.dataset}",
+        )
+    elif needs & {"teacher_scores", "teacher_in_batch"}:
+        raise ValueError(f"loss {loss_name!r} needs the teacher's scores: set store (a teacher-score store)")
     candidates = _load_candidates(config, store)
-    if store_inputs.get("candidates") != candidates.fingerprint:
+    if store is not None and store.inputs.get("candidates") != candidates.fingerprint:
         raise ArtifactMismatchError(
             f"teacher-score store {store.path} was not scored from candidates {candidates.path}:\n"
-            f"  candidates: store has {store_inputs.get('candidates')}, given {candidates.fingerprint}"
+            f"  candidates: store has {store.inputs.get('candidates')}, given {candidates.fingerprint}"
         )
-
-    loss = LOSSES.build(config.loss.name, config.loss.params)
+    scores = store.scores() if store is not None and needs & {"teacher_scores", "teacher_in_batch"} else None
     examples = build_examples(
         collection,
         candidates,
-        store.scores(),
+        scores,
         negatives=config.negatives,
         negative_pool=config.negative_pool,
         epochs=config.epochs,
@@ -101,6 +198,89 @@ def run(config: TrainConfig, *, show_progress: bool = True) -> Path:
             f"no training examples: {examples.skipped_queries or 'no candidates'} "
             f"(split {config.data.split!r}, negatives={config.negatives}, negative_pool={config.negative_pool})"
         )
+    data = _TrainingData(
+        columns=examples.to_columns(),
+        inputs={k: v for k, v in collection.fingerprints.items()} | {"candidates": candidates.fingerprint},
+        counts={
+            "examples": len(examples),
+            "documents_per_example": len(examples.docs[0]),
+            "skipped_queries": examples.skipped_queries,
+        },
+    )
+    if store is not None and needs_teacher:
+        data.inputs["teacher_scores"] = store.fingerprint
+        data.teacher = store.manifest.get("teacher", {})
+    if needs & _TABLE_INPUTS:
+        embeddings = None
+        if "teacher_embeddings" in needs:
+            # The store covers every document the negatives can be drawn from, so other seeds reuse it.
+            queries = sorted(set(examples.query_ids))
+            wanted = set(queries)
+            pool = sorted(
+                {
+                    c.doc_id
+                    for c in candidates.rows
+                    if c.query_id in wanted and (c.label > 0 or c.rank <= config.negative_pool)
+                }
+            )
+            embeddings = _teacher_embeddings(config, collection, queries, pool, show_progress)
+            data.inputs["teacher_embeddings"] = str(embeddings.manifest["fingerprint"])
+            data.teacher = {**data.teacher, "embeddings": embeddings.manifest.get("teacher", {})}
+        data.table = build_teacher_table(
+            examples.query_ids, [d for row in examples.doc_ids for d in row], scores, embeddings
+        )
+        data.columns = examples.to_id_columns(data.table)
+        data.counts["teacher_pairs"] = len(data.table.pair_keys)
+    return data
+
+
+def _corpus_data(
+    config: TrainConfig, collection: Collection, loss_name: str, needs: frozenset[str], show_progress: bool
+) -> _TrainingData:
+    """The corpus stage: documents alone, each with its teacher embedding."""
+    extra = sorted(needs - _CORPUS_INPUTS)
+    if extra:
+        raise ValueError(
+            f"the corpus stage trains on documents alone, but loss {loss_name!r} needs {', '.join(extra)}: "
+            "use the 'embedding' loss there (stage: queries for the others)"
+        )
+    doc_ids = sample_corpus(collection, config.corpus_documents, config.seed)
+    embeddings = _teacher_embeddings(config, collection, [], doc_ids, show_progress)
+    table = build_teacher_table([], doc_ids, None, embeddings)
+    return _TrainingData(
+        columns=corpus_columns(collection, doc_ids, table, config.epochs),
+        table=table,
+        inputs={
+            "corpus": collection.fingerprints["corpus"],
+            "teacher_embeddings": str(embeddings.manifest["fingerprint"]),
+        },
+        teacher={"embeddings": embeddings.manifest.get("teacher", {})},
+        counts={"examples": len(doc_ids) * config.epochs, "documents": len(doc_ids), "documents_per_example": 1},
+    )
+
+
+def run(config: TrainConfig, *, show_progress: bool = True) -> Path:
+    import datasets
+    import torch
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.base.sampler import BatchSamplers
+
+    from retrodistill.data.download import load_dataset
+    from retrodistill.losses import LOSSES, required_inputs
+    from retrodistill.students import STUDENTS
+    from retrodistill.train.st_loss import StudentDistillationLoss
+
+    start = time.perf_counter()
+    if config.epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {config.epochs}")
+    if config.stage not in STAGES:
+        raise ValueError(f"stage must be one of {', '.join(STAGES)}, got {config.stage!r}")
+    loss = LOSSES.build(config.loss.name, config.loss.params)
+    needs = frozenset(required_inputs(loss))
+    collection = load_dataset(config.data.dataset, config.data.split, config.data.data_dir)
+    prepare = _corpus_data if config.stage == "corpus" else _query_data
+    data = prepare(config, collection, config.loss.name, needs, show_progress)
+
     student_spec = STUDENTS.build(
         "bi-encoder",
         {
@@ -115,8 +295,11 @@ def run(config: TrainConfig, *, show_progress: bool = True) -> Path:
     if config.train_max_seq_length is not None:
         # Training cost grows faster than linearly with length on CPU; inference keeps the full length.
         model.max_seq_length = config.train_max_seq_length
-    train_loss = StudentDistillationLoss(model, loss, similarity=config.student.similarity, scale=config.student.scale)
-    dataset = datasets.Dataset.from_dict(examples.to_columns())
+    torch.manual_seed(config.seed)  # the embedding projection's initialisation
+    train_loss = StudentDistillationLoss(
+        model, loss, similarity=config.student.similarity, scale=config.student.scale, teacher=data.table
+    )
+    dataset = datasets.Dataset.from_dict(data.columns)
 
     out = Path(config.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -139,6 +322,8 @@ def run(config: TrainConfig, *, show_progress: bool = True) -> Path:
             dataloader_pin_memory=torch.cuda.is_available(),
             report_to="none",
             disable_tqdm=not show_progress,
+            # In-batch negatives must not repeat a query's own positive.
+            batch_sampler=BatchSamplers.NO_DUPLICATES if needs & _IN_BATCH_INPUTS else BatchSamplers.BATCH_SAMPLER,
         )
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=train_loss)
         result = trainer.train()
@@ -147,6 +332,10 @@ def run(config: TrainConfig, *, show_progress: bool = True) -> Path:
             staged = work / "model"
             model.max_seq_length = saved_max_seq_length
             model.save(str(staged))
+            if train_loss.projection is not None:
+                from safetensors.torch import save_model
+
+                save_model(train_loss.projection, str(staged / "teacher_projection.safetensors"))
             cfg = to_dict(config)
             (staged / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
             (staged / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=2) + "\n")
@@ -164,23 +353,14 @@ def run(config: TrainConfig, *, show_progress: bool = True) -> Path:
                         "scale": config.student.scale,
                         "max_seq_length": model.max_seq_length,
                     },
-                    "teacher": store.manifest.get("teacher", {}),
-                    "inputs": {
-                        **{k: v for k, v in collection.fingerprints.items()},
-                        "candidates": candidates.fingerprint,
-                        "teacher_scores": store.fingerprint,
-                    },
-                    "counts": {
-                        "examples": len(examples),
-                        "documents_per_example": len(examples.docs[0]),
-                        "skipped_queries": examples.skipped_queries,
-                        "steps": trainer.state.global_step,
-                    },
+                    "teacher": data.teacher,
+                    "inputs": data.inputs,
+                    "counts": {**data.counts, "training_stage": config.stage, "steps": trainer.state.global_step},
                     "train_loss": result.training_loss,
                     "wall_time_s": round(time.perf_counter() - start, 3),
                 },
             )
-            (staged / "README.retrodistill.md").write_text(_card(config, loss.config(), len(examples)))
+            (staged / "README.retrodistill.md").write_text(_card(config, loss.config(), int(data.counts["examples"])))
             if out.exists():
                 backup = out.with_name(f".{out.name}.old")
                 shutil.rmtree(backup, ignore_errors=True)
@@ -196,12 +376,20 @@ def run(config: TrainConfig, *, show_progress: bool = True) -> Path:
 
 
 def _card(config: TrainConfig, loss_params: dict[str, Any], n_examples: int) -> str:
+    if config.stage == "corpus":
+        data = f"`{config.data.dataset}` corpus, {n_examples:,} documents (embedding distillation)"
+        teacher = f"`{config.teacher_embeddings.path}` (embeddings)"
+    else:
+        data = (
+            f"`{config.data.dataset}` split `{config.data.split}`, {n_examples:,} examples, "
+            f"1 + {config.negatives} documents each"
+        )
+        teacher = f"`{config.store}`"
     return (
         f"# Student distilled with retrodistill\n\n"
         f"- student: `{config.student.model}`"
         + (f" (first {config.student.layers} layers)" if config.student.layers else "")
-        + f"\n- teacher scores: `{config.store}`\n- loss: `{config.loss.name}` {loss_params}\n"
-        f"- data: `{config.data.dataset}` split `{config.data.split}`, {n_examples:,} examples, "
-        f"1 + {config.negatives} documents each\n\n"
+        + f"\n- teacher: {teacher}\n- loss: `{config.loss.name}` {loss_params}\n"
+        f"- data: {data}\n\n"
         "Load it with `SentenceTransformer(path)`; `manifest.json` holds the full provenance.\n"
     )

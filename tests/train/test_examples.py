@@ -2,12 +2,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from retrodistill.config import DataConfig, MineConfig
 from retrodistill.data import mining
 from retrodistill.data.collections import load_beir
-from retrodistill.train.examples import build_examples
+from retrodistill.train.examples import (
+    TeacherEmbeddings,
+    build_examples,
+    build_teacher_table,
+    corpus_columns,
+    precompute_teacher_embeddings,
+    sample_corpus,
+)
 
 
 @pytest.fixture()
@@ -54,3 +62,93 @@ def test_queries_without_enough_negatives_are_counted(toy_dir: Path, toy_candida
     examples = build_examples(collection, toy_candidates, scores, negatives=25, negative_pool=30, epochs=1, seed=0)
     assert len(examples) == 0
     assert examples.skipped_queries == {"fewer than 25 negatives": len(collection.queries)}
+
+
+def test_id_columns_address_a_teacher_table_with_every_stored_pair(toy_dir: Path, toy_candidates) -> None:
+    collection = load_beir(toy_dir, "train")
+    scores = {pair: float(i) for i, pair in enumerate(toy_candidates.pairs())}
+    examples = build_examples(collection, toy_candidates, scores, negatives=2, negative_pool=20, epochs=1, seed=0)
+    table = build_teacher_table(examples.query_ids, [d for row in examples.doc_ids for d in row], scores)
+    assert table.query_ids == sorted(set(examples.query_ids))
+    inside = {(q, d) for q, d in scores if q in set(table.query_ids) and d in set(table.doc_ids)}
+    assert len(table.pair_keys) == len(inside)  # every stored pair among the examples' ids, own or not
+    columns = examples.to_id_columns(table)
+    assert list(columns)[-1] == "label" and list(columns)[:-1] == list(examples.to_columns())[:-1]
+    for qid, docs, label, teacher in zip(
+        examples.query_ids, examples.doc_ids, columns["label"], examples.scores, strict=True
+    ):
+        assert isinstance(label, list)
+        assert table.query_ids[label[0]] == qid and [table.doc_ids[r] for r in label[1:]] == docs
+        looked_up = table.scores(np.array([label[0]]), np.array([label[1:]]))
+        np.testing.assert_allclose(looked_up[0], teacher)
+
+
+def test_table_lookup_gives_nan_for_unscored_pairs() -> None:
+    table = build_teacher_table(["a", "b"], ["x", "y", "z"], {("a", "y"): 1.5, ("b", "x"): -2.0})
+    got = table.scores(np.array([0, 1]), np.array([[0, 1, 2], [0, 1, 2]]))
+    np.testing.assert_array_equal(np.isnan(got), [[True, False, True], [False, True, True]])
+    assert got[0, 1] == 1.5 and got[1, 0] == -2.0
+    assert table.pair_names(np.array([0]), np.array([2])) == [("a", "z")]
+    empty = build_teacher_table(["a"], ["x"], {})
+    assert np.isnan(empty.scores(np.array([0]), np.array([[0]]))).all()
+
+
+def test_teacher_free_examples_carry_no_label(toy_dir: Path, toy_candidates) -> None:
+    collection = load_beir(toy_dir, "train")
+    examples = build_examples(collection, toy_candidates, None, negatives=2, negative_pool=20, epochs=1, seed=0)
+    assert len(examples) > 0 and examples.scores == []
+    assert "label" not in examples.to_columns()
+
+
+class CountingEncoder:
+    """A dense-teacher double: a text's vector is [len(text), 1, -1]; counts the texts it encodes."""
+
+    def __init__(self) -> None:
+        self.encoded = 0
+
+    def _encode(self, texts: list[str], **_: object) -> np.ndarray:
+        self.encoded += len(texts)
+        return np.array([[len(t), 1.0, -1.0] for t in texts], dtype=np.float32)
+
+    encode_query = _encode
+    encode_document = _encode
+
+
+def test_teacher_embedding_store_round_trip(tmp_path: Path) -> None:
+    queries, documents = {"q2": "two", "q1": "one!"}, {"d1": "a doc", "d0": "the other document"}
+    store = precompute_teacher_embeddings(
+        tmp_path / "emb", CountingEncoder(), queries, documents, teacher={"model": "m"}, inputs={"corpus": "sha256:c"}
+    )
+    assert sorted(p.name for p in (tmp_path / "emb").iterdir()) == [
+        "documents.ids.json",
+        "documents.npy",
+        "manifest.json",
+        "queries.ids.json",
+        "queries.npy",
+    ]
+    reopened = TeacherEmbeddings.open(tmp_path / "emb")
+    assert reopened.manifest["stage"] == "embed-teacher" and reopened.manifest["dim"] == 3
+    assert reopened.manifest["counts"] == {"queries": 2, "documents": 2}
+    assert reopened.inputs == {"corpus": "sha256:c"}
+    np.testing.assert_array_equal(reopened.vectors("queries", ["q1", "q2"]), [[4, 1, -1], [3, 1, -1]])
+    np.testing.assert_array_equal(reopened.vectors("documents", ["d0"]), [[len("the other document"), 1, -1]])
+    assert store.manifest["fingerprint"] == reopened.manifest["fingerprint"]
+    with pytest.raises(ValueError, match="no embedding for 1 documents.*d9"):
+        reopened.vectors("documents", ["d0", "d9"])
+    table = build_teacher_table(["q2"], ["d1", "d0"], None, reopened)
+    assert table.embedding_dim == 3 and table.doc_embeddings is not None
+    np.testing.assert_array_equal(table.doc_embeddings[:, 0], [len("the other document"), len("a doc")])  # d0, d1
+
+
+def test_corpus_sample_and_columns(toy_dir: Path) -> None:
+    collection = load_beir(toy_dir, "train")
+    assert sample_corpus(collection, None, 0) == sorted(collection.corpus)
+    drawn = sample_corpus(collection, 5, seed=1)
+    assert len(drawn) == 5 and drawn == sample_corpus(collection, 5, seed=1) and set(drawn) <= set(collection.corpus)
+    with pytest.raises(ValueError, match="corpus_documents"):
+        sample_corpus(collection, 0, 0)
+    table = build_teacher_table([], drawn)
+    columns = corpus_columns(collection, drawn, table, epochs=2)
+    assert list(columns) == ["document", "label"] and len(columns["document"]) == 10
+    assert columns["label"][:5] == [[table.doc_rows()[d]] for d in drawn]
+    assert columns["document"][0] == collection.doc_text(drawn[0])
