@@ -19,6 +19,7 @@ from retrodistill.cli.quickstart import quickstart
 from retrodistill.cli.report import report
 from retrodistill.cli.reproduce import reproduce
 from retrodistill.cli.score import score_teacher
+from retrodistill.cli.score_pairs import score_pairwise
 from retrodistill.cli.train import train_student
 
 app = typer.Typer(
@@ -40,6 +41,7 @@ def _main(
 app.command("mine-negatives")(mine_negatives)
 app.command("score-teacher")(score_teacher)
 app.command("import-scores")(import_scores)
+app.command("score-pairwise")(score_pairwise)
 app.command("train-student")(train_student)
 app.command("evaluate")(evaluate)
 app.command("datasets")(datasets)

@@ -1,0 +1,489 @@
+"""PairwiseCrossEncoderTeacher on tiny pairwise models, and the score-pairwise stage and command."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from retrodistill.artifacts import ArtifactMismatchError
+from retrodistill.config import DataConfig
+from retrodistill.data.candidates import Candidate, write_candidates
+from retrodistill.data.collections import Collection, load_beir
+from retrodistill.data.pair_store import PairStore
+from retrodistill.data.store import TeacherStore
+from retrodistill.teachers import pairwise
+from retrodistill.teachers.pairwise import (
+    PAIRWISE_TEACHERS,
+    PairwiseCrossEncoderTeacher,
+    PairwiseTeacherConfig,
+    ScorePairwiseConfig,
+    run,
+    symmetrise,
+)
+from retrodistill.teachers.scoring import score_pairs_to_store
+
+
+def _pairwise_model(
+    tiny_bert_dir: Path, out: Path, num_labels: int = 1, type_vocab_size: int = 2, seed: int = 3
+) -> Path:
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    config = BertConfig.from_pretrained(tiny_bert_dir, num_labels=num_labels, type_vocab_size=type_vocab_size)
+    torch.manual_seed(seed)
+    BertForSequenceClassification(config).save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_bert_dir).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def pairwise_dir(tiny_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A one-logit BertForSequenceClassification (2 token types) on the tiny BERT: the pairwise teacher."""
+    return _pairwise_model(tiny_bert_dir, tmp_path_factory.mktemp("tiny-duo"))
+
+
+@pytest.fixture(scope="module")
+def teacher(pairwise_dir: Path) -> PairwiseCrossEncoderTeacher:
+    return PairwiseCrossEncoderTeacher(str(pairwise_dir), batch_size=8, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def toy(toy_dir: Path) -> Collection:
+    return load_beir(toy_dir, "train")
+
+
+@pytest.fixture(scope="module")
+def triples(toy: Collection) -> list[tuple[str, str, str]]:
+    """36 (query, d_i, d_j) texts from the toy collection."""
+    doc_ids = sorted(toy.corpus)
+    queries = [toy.queries[q] for q in sorted(toy.queries)]
+    return [
+        (
+            queries[k % len(queries)],
+            toy.doc_text(doc_ids[k % len(doc_ids)]),
+            toy.doc_text(doc_ids[(3 * k + 1) % len(doc_ids)]),
+        )
+        for k in range(36)
+    ]
+
+
+def _columns(triples: list[tuple[str, str, str]]) -> tuple[list[str], list[str], list[str]]:
+    return [q for q, _, _ in triples], [a for _, a, _ in triples], [b for _, _, b in triples]
+
+
+def _ids(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def test_input_is_cls_query_sep_doc_i_sep_doc_j_sep(teacher: PairwiseCrossEncoderTeacher) -> None:
+    tokenizer = teacher.encoder.tokenizer
+    query, doc_i, doc_j = "cancer tumor biopsy?", "heart cardiac artery", "tumor study risk"
+    features = teacher.features(query, doc_i, doc_j)
+    q, a, b = _ids(tokenizer, query), _ids(tokenizer, doc_i), _ids(tokenizer, doc_j)
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    assert features["input_ids"] == [cls, *q, sep, *a, sep, *b, sep]
+    # [CLS] q [SEP] in segment 0; d_i [SEP] and d_j [SEP] in segment 1 (the model has 2 token types).
+    assert features["token_type_ids"] == [0] * (len(q) + 2) + [1] * (len(a) + 1) + [1] * (len(b) + 1)
+    swapped = teacher.features(query, doc_j, doc_i)
+    assert swapped["input_ids"] == [cls, *q, sep, *b, sep, *a, sep]
+
+
+def test_three_token_types_when_the_model_has_them(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    model = _pairwise_model(tiny_bert_dir, tmp_path, type_vocab_size=3)
+    duo = PairwiseCrossEncoderTeacher(str(model), device="cpu")
+    tokenizer = duo.encoder.tokenizer
+    q, a, b = _ids(tokenizer, "cancer"), _ids(tokenizer, "tumor study"), _ids(tokenizer, "heart")
+    types = duo.features("cancer", "tumor study", "heart")["token_type_ids"]
+    assert types == [0] * (len(q) + 2) + [1] * (len(a) + 1) + [2] * (len(b) + 1)
+    assert duo.describe()["token_types"] == [0, 1, 2]
+    forced = PairwiseCrossEncoderTeacher(str(model), device="cpu", token_types=[0, 1, 1])
+    assert forced.features("cancer", "tumor study", "heart")["token_type_ids"][-1] == 1
+    with pytest.raises(ValueError, match="token_types"):
+        PairwiseCrossEncoderTeacher(str(model), device="cpu", token_types=[0, 1, 3])
+
+
+def test_truncation_caps_the_query_then_shares_the_rest_evenly(pairwise_dir: Path) -> None:
+    small = PairwiseCrossEncoderTeacher(str(pairwise_dir), max_length=40, query_max_tokens=5, device="cpu")
+    tokenizer = small.encoder.tokenizer
+    query = "cancer tumor biopsy heart cardiac artery risk study"
+    long_a = "tumor study increase biopsy risk " * 8
+    long_b = "heart cardiac artery patients effect " * 8
+    q, a, b = _ids(tokenizer, query), _ids(tokenizer, long_a), _ids(tokenizer, long_b)
+    assert len(q) > 5 and len(a) > 31 and len(b) > 31
+    room = 40 - 4 - 5  # 4 special tokens, 5 query tokens: 31 for the documents, 15 each
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    ids = small.features(query, long_a, long_b)["input_ids"]
+    assert ids == [cls, *q[:5], sep, *a[: room // 2], sep, *b[: room // 2], sep]
+    short = "heart"
+    ids = small.features(query, short, long_b)["input_ids"]
+    s = _ids(tokenizer, short)
+    assert ids == [cls, *q[:5], sep, *s, sep, *b[: room - len(s)], sep]  # the long one takes what is left
+    assert len(ids) == 40
+    swapped = small.features(query, long_b, short)["input_ids"]
+    assert swapped == [cls, *q[:5], sep, *b[: room - len(s)], sep, *s, sep]
+
+
+def test_probabilities_equal_a_direct_forward_pass(
+    teacher: PairwiseCrossEncoderTeacher, pairwise_dir: Path, triples: list[tuple[str, str, str]]
+) -> None:
+    import torch
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    queries, docs_i, docs_j = _columns(triples)
+    probs = teacher.score(queries, docs_i, docs_j)
+    assert probs.dtype == np.float32 and probs.shape == (len(triples),)
+    assert np.all((probs >= 0) & (probs <= 1))
+
+    # Independently: the tokenizer's own pair encoding of (q, "d_i [SEP] d_j") is the same input.
+    tokenizer = AutoTokenizer.from_pretrained(pairwise_dir)
+    model = BertForSequenceClassification.from_pretrained(pairwise_dir).eval()
+    features = tokenizer(
+        queries, [f"{a} [SEP] {b}" for a, b in zip(docs_i, docs_j, strict=True)], padding=True, return_tensors="pt"
+    )
+    assert features["input_ids"].shape[1] < 128  # nothing truncated, so the inputs must agree exactly
+    with torch.inference_mode():
+        reference = torch.sigmoid(model(**features).logits[:, 0]).numpy()
+    assert reference.std() > 0.05  # the comparison is not vacuous
+    np.testing.assert_allclose(probs, reference, rtol=0, atol=1e-5)
+
+
+def test_two_logit_model_gives_the_softmax_of_class_one(
+    tiny_bert_dir: Path, tmp_path: Path, triples: list[tuple[str, str, str]]
+) -> None:
+    import torch
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    model_dir = _pairwise_model(tiny_bert_dir, tmp_path, num_labels=2, seed=4)
+    two = PairwiseCrossEncoderTeacher(str(model_dir), device="cpu")
+    assert two.describe()["probability"] == "softmax(logits)[1]"
+    queries, docs_i, docs_j = _columns(triples[:8])
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = BertForSequenceClassification.from_pretrained(model_dir).eval()
+    features = tokenizer(
+        queries, [f"{a} [SEP] {b}" for a, b in zip(docs_i, docs_j, strict=True)], padding=True, return_tensors="pt"
+    )
+    with torch.inference_mode():
+        reference = torch.softmax(model(**features).logits, dim=-1)[:, 1].numpy()
+    np.testing.assert_allclose(two.score(queries, docs_i, docs_j), reference, rtol=0, atol=1e-5)
+
+
+def test_batches_and_duplicates_do_not_change_probabilities(
+    pairwise_dir: Path, teacher: PairwiseCrossEncoderTeacher, triples: list[tuple[str, str, str]]
+) -> None:
+    queries, docs_i, docs_j = _columns(triples)
+    budget = PairwiseCrossEncoderTeacher(str(pairwise_dir), batch_size=64, max_tokens_per_batch=90, device="cpu")
+    np.testing.assert_allclose(
+        budget.score(queries, docs_i, docs_j), teacher.score(queries, docs_i, docs_j), rtol=0, atol=1e-5
+    )
+    varied = [("cancer tumor", "tumor study " * k, "heart " * (k % 4 + 1)) for k in range(1, 14)]  # 13 lengths
+    doubled = varied + varied[::-1]
+    shapes: list[tuple[int, int]] = []
+
+    def record(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+        shapes.append(tuple(kwargs["input_ids"].shape))
+
+    hook = teacher.encoder.model.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        probs = teacher.score(*_columns(doubled))
+    finally:
+        hook.remove()
+    assert [rows for rows, _ in shapes] == [8, 5]  # 13 distinct triples scored once, batch_size 8
+    widths = [width for _, width in shapes]
+    assert widths == sorted(widths, reverse=True) and widths[0] > widths[-1]  # longest first
+    np.testing.assert_array_equal(probs[:13], probs[13:][::-1])
+    assert len(set(probs[:13].tolist())) == 13
+    assert teacher.score([], [], []).shape == (0,)
+    with pytest.raises(ValueError, match="2 queries but 1 documents"):
+        teacher.score(["a", "b"], ["c", "d"], ["e"])
+
+
+def test_symmetrise_averages_both_orders_into_exact_complements() -> None:
+    rng = np.random.default_rng(0)
+    p_ij, p_ji = rng.random(1000).astype(np.float32), rng.random(1000).astype(np.float32)
+    sym_ij, sym_ji = symmetrise(p_ij, p_ji)
+    assert sym_ij.dtype == sym_ji.dtype == np.float32
+    assert np.all(sym_ij.astype(np.float64) + sym_ji.astype(np.float64) == 1.0)
+    expected = (p_ij.astype(np.float64) + 1 - p_ji.astype(np.float64)) / 2
+    np.testing.assert_allclose(sym_ij, expected, rtol=0, atol=1e-7)
+    # A teacher without position bias (p_ji = 1 - p_ij) is left as it is.
+    np.testing.assert_allclose(symmetrise(p_ij, 1 - p_ij)[0], p_ij, rtol=0, atol=1e-7)
+    assert symmetrise(np.array([1.0]), np.array([0.5]))[0].tolist() == [(1.0 + 1 - 0.5) / 2]
+
+
+def test_the_raw_model_has_a_position_bias(
+    teacher: PairwiseCrossEncoderTeacher, triples: list[tuple[str, str, str]]
+) -> None:
+    queries, docs_i, docs_j = _columns(triples)
+    forward, backward = teacher.score(queries, docs_i, docs_j), teacher.score(queries, docs_j, docs_i)
+    assert np.abs(forward + backward - 1).max() > 0.01  # why orders: symmetrised is the default
+    sym_ij, sym_ji = symmetrise(forward, backward)
+    assert np.all(sym_ij.astype(np.float64) + sym_ji == 1.0)
+
+
+def test_describe_identifies_the_probabilities(teacher: PairwiseCrossEncoderTeacher) -> None:
+    info = teacher.describe()
+    assert info["name"] == "pairwise-cross-encoder"
+    assert info["probability"] == "sigmoid(logit[0])"
+    assert info["input"] == "[CLS] q [SEP] d_i [SEP] d_j [SEP]"
+    assert info["token_types"] == [0, 1, 1]
+    assert info["query_max_tokens"] == 62
+    assert info["max_length"] == 128  # capped at the tiny model's max_position_embeddings
+    assert info["revision"].startswith("sha256:") and info["device"] == "cpu"
+    assert "score" not in info  # the pointwise field would be wrong here
+
+
+def test_built_from_the_registry_and_invalid_settings_refused(
+    pairwise_dir: Path, tiny_bert_dir: Path, tmp_path: Path
+) -> None:
+    built = PAIRWISE_TEACHERS.build("pairwise-cross-encoder", {"model": str(pairwise_dir), "device": "cpu"})
+    assert isinstance(built, PairwiseCrossEncoderTeacher)
+    with pytest.raises(ValueError, match="no parameter"):
+        PAIRWISE_TEACHERS.build("pairwise-cross-encoder", {"model": str(pairwise_dir), "score_logit": 0})
+    with pytest.raises(ValueError, match="query_max_tokens"):
+        PairwiseCrossEncoderTeacher(str(pairwise_dir), device="cpu", query_max_tokens=0)
+    with pytest.raises(ValueError, match="no room"):
+        PairwiseCrossEncoderTeacher(str(pairwise_dir), device="cpu", max_length=6)
+    three = _pairwise_model(tiny_bert_dir, tmp_path, num_labels=3)
+    with pytest.raises(ValueError, match="3 output logits; a pairwise teacher needs 1"):
+        PairwiseCrossEncoderTeacher(str(three), device="cpu")
+
+
+# --- the score-pairwise stage -------------------------------------------------------------------
+
+
+def _write_candidates(out: Path, toy: Collection, inputs: dict[str, str] | None = None) -> list[Candidate]:
+    """5 candidates per toy train query, mined ranks 1..4 and one positive not retrieved (rank 0)."""
+    doc_ids = sorted(toy.corpus)
+    rows = [
+        Candidate(q, doc_ids[(2 * i + j) % len(doc_ids)], int(j == 4), 0 if j == 4 else j + 1, 1.0 / (j + 1))
+        for i, q in enumerate(sorted(toy.queries))
+        for j in range(5)
+    ]
+    write_candidates(out, rows, {"stage": "mine-negatives", "inputs": inputs or toy.fingerprints})
+    return rows
+
+
+def _config(tmp_path: Path, toy_dir: Path, model: Path, **kwargs: Any) -> ScorePairwiseConfig:
+    options: dict[str, Any] = {
+        "data": DataConfig(dataset=str(toy_dir), split="train"),
+        "candidates": str(tmp_path / "candidates"),
+        "teacher": PairwiseTeacherConfig(params={"model": str(model), "device": "cpu", "batch_size": 8}),
+        "m": 3,
+        "out": str(tmp_path / "pairs"),
+        "part_size": 5,
+    }
+    options.update(kwargs)
+    return ScorePairwiseConfig(**options)
+
+
+def _rows(store: PairStore) -> list[tuple[str, str, str, float]]:
+    table = store.table()
+    return list(zip(*(table.column(c).to_pylist() for c in table.column_names), strict=True))
+
+
+def test_run_scores_the_top_m_by_mining_rank_symmetrised(
+    pairwise_dir: Path, toy_dir: Path, toy: Collection, tmp_path: Path
+) -> None:
+    rows = _write_candidates(tmp_path / "candidates", toy)
+    store = run(_config(tmp_path, toy_dir, pairwise_dir), show_progress=False)
+    scored = _rows(store)
+    queries = sorted(toy.queries)
+    assert len(scored) == len(queries) * 3 * 2  # m (m - 1) ordered pairs per query, m = 3
+
+    top = {q: [c.doc_id for c in rows if c.query_id == q and 1 <= c.rank <= 3] for q in queries}
+    for q in queries:
+        assert {(i, j) for qid, i, j, _ in scored if qid == q} == {(i, j) for i in top[q] for j in top[q] if i != j}
+    probs = {(q, i, j): p for q, i, j, p in scored}
+    assert all(0 <= p <= 1 for p in probs.values())
+    assert all(p + probs[q, j, i] == 1.0 for (q, i, j), p in probs.items())
+
+    manifest = json.loads((tmp_path / "pairs" / "manifest.json").read_text())
+    candidates_manifest = json.loads((tmp_path / "candidates" / "manifest.json").read_text())
+    assert manifest["stage"] == "score-pairwise" and manifest["complete"]
+    assert manifest["m"] == 3 and manifest["ranked_by"] == "candidates-rank" and manifest["max_rank_gap"] is None
+    assert manifest["orders"] == "symmetrised"
+    assert manifest["symmetrisation"].startswith("p_ij = (P(i>j) + 1 - P(j>i)) / 2")
+    assert manifest["inputs"] == {
+        "corpus": toy.fingerprints["corpus"],
+        "queries": toy.fingerprints["queries"],
+        "candidates": candidates_manifest["fingerprint"],
+    }
+    assert manifest["teacher"]["name"] == "pairwise-cross-encoder"
+    assert manifest["counts"] == {
+        "comparisons": len(queries) * 3,
+        "rows": len(scored),
+        "queries": len(queries),
+        "parts": math.ceil(len(queries) * 3 / 5),
+    }
+    assert manifest["fingerprint"] == store.fingerprint
+
+
+def test_run_ranks_by_a_teacher_score_store(pairwise_dir: Path, toy_dir: Path, toy: Collection, tmp_path: Path) -> None:
+    rows = _write_candidates(tmp_path / "candidates", toy)
+    candidates_fp = json.loads((tmp_path / "candidates" / "manifest.json").read_text())["fingerprint"]
+    # A pointwise "teacher" that scores the mining rank itself: its ranking is the mining order reversed.
+    pointwise = {(c.query_id, c.doc_id): float(c.rank) for c in rows}
+    scores_dir = tmp_path / "scores"
+    _write_store(scores_dir, pointwise, toy, candidates_fp)
+    store = run(
+        _config(tmp_path, toy_dir, pairwise_dir, teacher_scores=str(scores_dir), m=2, orders="ranked"),
+        show_progress=False,
+    )
+    expected = {
+        (q, *sorted((c.doc_id for c in rows if c.query_id == q), key=lambda d: -pointwise[q, d])[:2])
+        for q in toy.queries
+    }
+    assert {(q, i, j) for q, i, j, _ in _rows(store)} == expected  # one order: the higher-scored first
+    assert store.inputs["teacher_scores"] == TeacherStore.open(scores_dir).fingerprint
+    assert store.inputs["candidates"] == candidates_fp
+    assert store.manifest["ranked_by"] == "teacher-scores" and store.manifest["symmetrisation"] == "none"
+
+
+def test_run_refuses_a_store_of_other_candidates(
+    pairwise_dir: Path, toy_dir: Path, toy: Collection, tmp_path: Path
+) -> None:
+    rows = _write_candidates(tmp_path / "candidates", toy)
+    _write_store(tmp_path / "scores", {(c.query_id, c.doc_id): 1.0 for c in rows}, toy, "sha256:other")
+    with pytest.raises(ArtifactMismatchError, match="candidates: artifact has sha256:other"):
+        run(_config(tmp_path, toy_dir, pairwise_dir, teacher_scores=str(tmp_path / "scores")), show_progress=False)
+    with pytest.raises(ValueError, match="needs a ranking"):
+        run(_config(tmp_path, toy_dir, pairwise_dir, candidates=None), show_progress=False)
+    assert not (tmp_path / "pairs").exists()
+
+
+def _write_store(out: Path, scores: dict[tuple[str, str], float], toy: Collection, candidates_fp: str) -> None:
+    from retrodistill.teachers.base import Teacher
+
+    class Lookup(Teacher):
+        def __init__(self) -> None:
+            self.by_text = {(toy.queries[q], toy.doc_text(d)): s for (q, d), s in scores.items()}
+
+        def score(self, queries: Any, docs: Any, show_progress: bool = False) -> np.ndarray:
+            return np.array([self.by_text[q, d] for q, d in zip(queries, docs, strict=True)], dtype=np.float32)
+
+        def describe(self) -> dict[str, Any]:
+            return {"name": "lookup"}
+
+    inputs = {**toy.fingerprints, "candidates": candidates_fp}
+    doc_text = {d: toy.doc_text(d) for d in toy.corpus}
+    score_pairs_to_store(
+        Lookup(),
+        sorted(scores),
+        toy.queries,
+        doc_text,
+        out,
+        part_size=100,
+        inputs=inputs,
+        config={},
+        show_progress=False,
+    )
+
+
+def test_interrupted_then_resumed_gives_the_same_rows(
+    pairwise_dir: Path, toy_dir: Path, toy: Collection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write_candidates(tmp_path / "candidates", toy)
+    whole = run(_config(tmp_path, toy_dir, pairwise_dir, out=str(tmp_path / "whole")), show_progress=False)
+    resumed_dir = tmp_path / "resumed"
+    config = _config(tmp_path, toy_dir, pairwise_dir, out=str(resumed_dir))
+    original = pairwise.score_comparisons_to_store
+
+    def interrupted(*args: Any, **kwargs: Any) -> PairStore:
+        return original(*args, **kwargs, stop_after_parts=1)
+
+    with monkeypatch.context() as patch:  # a crash after the first part
+        patch.setattr(pairwise, "score_comparisons_to_store", interrupted)
+        partial = run(config, show_progress=False)
+    assert not partial.manifest["complete"] and list(partial.manifest["parts"]) == ["part-00000.parquet"]
+    with pytest.raises(ValueError, match=r"incomplete \(1/4 parts\)"):
+        PairStore.open(resumed_dir)
+    with pytest.raises(ArtifactMismatchError, match="m: store has 3, given 4"):
+        run(_config(tmp_path, toy_dir, pairwise_dir, out=str(resumed_dir), m=4), show_progress=False)
+    resumed = run(config, show_progress=False)
+    assert resumed.table().equals(whole.table())
+    assert resumed.fingerprint == whole.fingerprint
+    assert [s["parts_scored"] for s in resumed.manifest["sessions"]] == [1, 3]
+
+
+def test_both_orders_raw_keep_the_position_bias(
+    pairwise_dir: Path, toy_dir: Path, toy: Collection, tmp_path: Path
+) -> None:
+    _write_candidates(tmp_path / "candidates", toy)
+    store = run(_config(tmp_path, toy_dir, pairwise_dir, orders="both", m=4, max_rank_gap=1), show_progress=False)
+    probs = {(q, i, j): p for q, i, j, p in _rows(store)}
+    assert len(probs) == len(toy.queries) * 3 * 2  # adjacent ranks only: 3 comparisons among 4, both orders
+    assert max(abs(p + probs[q, j, i] - 1) for (q, i, j), p in probs.items()) > 0.01
+
+
+# --- the command ------------------------------------------------------------------------------------
+
+
+def test_command_writes_a_pair_store(pairwise_dir: Path, toy_dir: Path, toy: Collection, tmp_path: Path) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from retrodistill.cli.score_pairs import score_pairwise
+
+    app = typer.Typer()
+
+    @app.callback()
+    def _main() -> None:
+        """A test app holding the command, as the real app registers it."""
+
+    app.command("score-pairwise")(score_pairwise)
+    _write_candidates(tmp_path / "candidates", toy)
+    common = [
+        "score-pairwise",
+        "--dataset",
+        str(toy_dir),
+        "--split",
+        "train",
+        "--candidates",
+        str(tmp_path / "candidates"),
+    ]
+    result = CliRunner().invoke(
+        app,
+        [
+            *common,
+            "--model",
+            str(pairwise_dir),
+            "-m",
+            "3",
+            "--orders",
+            "ranked",
+            "--out",
+            str(tmp_path / "pairs"),
+            "--set",
+            "teacher.params.device=cpu",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    store = PairStore.open(tmp_path / "pairs")
+    assert store.manifest["m"] == 3 and store.manifest["orders"] == "ranked"
+    assert store.manifest["counts"]["rows"] == len(toy.queries) * 3
+    assert "(18 comparisons, 6 queries)" in result.output  # 6 toy train queries, 3 pairs among their top 3
+
+    missing = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "other")])
+    assert missing.exit_code == 2
+    assert "no pairwise teacher model" in missing.output
+    bad = CliRunner().invoke(
+        app, [*common, "--model", str(pairwise_dir), "--orders", "sideways", "--out", str(tmp_path / "x")]
+    )
+    assert bad.exit_code == 2 and "orders 'sideways' is not one of" in bad.output
+
+
+def test_example_config_loads_and_names_real_parameters() -> None:
+    from retrodistill.config import load_config
+    from retrodistill.registry import parameters
+
+    path = Path(__file__).resolve().parents[2] / "configs" / "score_pairwise.yaml"
+    config = load_config(ScorePairwiseConfig, path)
+    assert (config.m, config.orders, config.max_rank_gap) == (10, "symmetrised", None)
+    assert config.teacher_scores and config.candidates
+    teacher = PAIRWISE_TEACHERS.get(config.teacher.name)
+    assert set(config.teacher.params) <= {p.name for p in parameters(teacher)}
