@@ -11,8 +11,10 @@ import typer
 
 from retrodistill.cli.common import setup_logging
 from retrodistill.cli.datasets import datasets
+from retrodistill.cli.ensemble import ensemble_teachers
 from retrodistill.cli.evaluate import evaluate
 from retrodistill.cli.import_scores import import_scores
+from retrodistill.cli.inspect_teacher import inspect_teacher
 from retrodistill.cli.mine import mine_negatives
 from retrodistill.cli.plugins import plugins
 from retrodistill.cli.quickstart import quickstart
@@ -42,6 +44,8 @@ app.command("mine-negatives")(mine_negatives)
 app.command("score-teacher")(score_teacher)
 app.command("import-scores")(import_scores)
 app.command("score-pairwise")(score_pairwise)
+app.command("ensemble-teachers")(ensemble_teachers)
+app.command("inspect-teacher")(inspect_teacher)
 app.command("train-student")(train_student)
 app.command("evaluate")(evaluate)
 app.command("datasets")(datasets)
