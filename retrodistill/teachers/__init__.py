@@ -1,6 +1,7 @@
 """Teachers: expensive scorers of (query, document) pairs, one plug-in per module.
 
-Importing this package registers every teacher in :data:`TEACHERS` (``cross-encoder``, ``bi-encoder``).
+Importing this package registers every teacher in :data:`TEACHERS` (``cross-encoder``, ``bi-encoder``,
+``colbert``).
 Heavy libraries (torch, transformers) are imported only when a teacher is built.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 # Importing the plug-in modules registers them.
 from retrodistill.teachers.base import TEACHERS, Teacher
 from retrodistill.teachers.bi_encoder import BiEncoderTeacher
+from retrodistill.teachers.colbert import ColBERTTeacher
 from retrodistill.teachers.cross_encoder import CrossEncoderTeacher
 
-__all__ = ["TEACHERS", "BiEncoderTeacher", "CrossEncoderTeacher", "Teacher"]
+__all__ = ["TEACHERS", "BiEncoderTeacher", "ColBERTTeacher", "CrossEncoderTeacher", "Teacher"]
