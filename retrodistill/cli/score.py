@@ -15,27 +15,31 @@ def score_teacher(
         str | None, typer.Option(help="Teacher plug-in: cross-encoder or bi-encoder (default: cross-encoder).")
     ] = None,
     candidates: Annotated[str | None, typer.Option(help="Candidates artifact (default: runs/candidates).")] = None,
-    triples: Annotated[
-        str | None, typer.Option(help="MS MARCO id-triples TSV, instead of candidates.")
-    ] = None,
+    triples: Annotated[str | None, typer.Option(help="MS MARCO id-triples TSV, instead of candidates.")] = None,
     dataset: Annotated[str | None, typer.Option(help="BEIR name or folder the candidates belong to.")] = None,
     data_dir: DataDirOption = None,
     split: Annotated[str | None, typer.Option(help="Qrels split of the queries (default: train).")] = None,
     out: Annotated[str | None, typer.Option(help="Store directory (default: runs/teacher-scores).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Pairs (or texts) per forward pass.")] = None,
-    max_length: Annotated[
-        int | None, typer.Option(help="Truncate teacher inputs to this many tokens.")
-    ] = None,
+    max_length: Annotated[int | None, typer.Option(help="Truncate teacher inputs to this many tokens.")] = None,
     dtype: Annotated[str | None, typer.Option(help="fp32 (default), bf16 or fp16.")] = None,
-    part_size: Annotated[
-        int | None, typer.Option(help="Pairs per part file, the unit of resumption.")
-    ] = None,
+    part_size: Annotated[int | None, typer.Option(help="Pairs per part file, the unit of resumption.")] = None,
+    prepare: Annotated[
+        str,
+        typer.Option(
+            help="Texts each process prepares (encodes up front): 'all' (bit-identical stores) or 'shard' "
+            "(only its parts'; with several processes, bi-encoder scores may differ in the last bit)."
+        ),
+    ] = "all",
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
     """Score every distinct (query, document) candidate once with the teacher; resumable.
 
     Re-running the same command after an interruption continues from the last complete part.
+    Under `torchrun --nproc_per_node N -m retrodistill score-teacher ...` (or `accelerate launch
+    --multi_gpu --num_processes N -m retrodistill score-teacher ...`) the N processes share the parts
+    and rank 0 merges them; only rank 0 shows progress bars and prints the summary.
 
     Example: retrodistill score-teacher --teacher cross-encoder --model cross-encoder/ms-marco-MiniLM-L6-v2
     --dataset scifact --candidates runs/scifact/candidates --out runs/scifact/ce-scores
@@ -61,5 +65,7 @@ def score_teacher(
         cfg.teacher.params.update({k: v for k, v in params.items() if v is not None})
         if "model" not in cfg.teacher.params:
             raise ValueError("no teacher model: pass --model or set teacher.params.model in the config")
-        store = scoring.run(cfg)
-    console.print(f"[green]wrote[/] {store.path}: {store.manifest.get('num_pairs', 0):,} scored pairs")
+        store = scoring.run(cfg, prepare=prepare)
+        rank = scoring.scoring_rank().rank
+    if rank == 0:
+        console.print(f"[green]wrote[/] {store.path}: {store.manifest.get('num_pairs', 0):,} scored pairs")
