@@ -87,6 +87,26 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def publish_dir(staged: str | os.PathLike[str], target: str | os.PathLike[str]) -> Path:
+    """Rename a fully written ``staged`` directory onto ``target``, replacing an existing one.
+
+    The old ``target`` is moved aside first and removed only after the rename, so at every moment
+    ``target`` is either the old complete directory or the new complete one.
+    """
+    import shutil
+
+    staged, target = Path(staged), Path(target)
+    if target.exists():
+        backup = target.with_name(f".{target.name}.old")
+        shutil.rmtree(backup, ignore_errors=True)
+        target.rename(backup)
+        staged.rename(target)
+        shutil.rmtree(backup, ignore_errors=True)
+    else:
+        staged.rename(target)
+    return target
+
+
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -193,14 +213,10 @@ def model_revision(
 
 def _sha256_weights(directory: Path) -> str:
     files = sorted(
-        p
-        for p in directory.rglob("*")
-        if p.is_file() and p.name.endswith(_WEIGHT_SUFFIXES) and ".git" not in p.parts
+        p for p in directory.rglob("*") if p.is_file() and p.name.endswith(_WEIGHT_SUFFIXES) and ".git" not in p.parts
     )
     if not files:
-        raise FileNotFoundError(
-            f"{directory}: no weight files ({', '.join(_WEIGHT_SUFFIXES)}) to fingerprint"
-        )
+        raise FileNotFoundError(f"{directory}: no weight files ({', '.join(_WEIGHT_SUFFIXES)}) to fingerprint")
     digest = hashlib.sha256()
     for file in files:
         digest.update(os.fsencode(file.relative_to(directory).as_posix()) + b"\0")

@@ -174,9 +174,7 @@ def read_triples(path: str | os.PathLike[str]) -> list[Candidate]:
             for doc_id, label in ((pos, 1), (neg, 0)):
                 prior = rows.get((qid, doc_id))
                 if prior is not None and prior.label != label:
-                    raise DataFormatError(
-                        file, number, f"({qid}, {doc_id}) is both a positive and a negative"
-                    )
+                    raise DataFormatError(file, number, f"({qid}, {doc_id}) is both a positive and a negative")
                 rows[qid, doc_id] = Candidate(qid, doc_id, label, 0, math.nan)
     if not rows:
         raise DataFormatError(file, None, "empty file: no triples")

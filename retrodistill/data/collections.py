@@ -120,9 +120,7 @@ def _read_jsonl(path: Path, fields: tuple[str, ...]) -> dict[str, dict[str, str]
         if not isinstance(doc_id, str) or not doc_id:
             raise DataFormatError(path, number, f"'_id' must be a non-empty string, got {obj['_id']!r}")
         if doc_id in records:
-            raise DataFormatError(
-                path, number, f"duplicate _id {doc_id!r} (first seen on line {first_line[doc_id]})"
-            )
+            raise DataFormatError(path, number, f"duplicate _id {doc_id!r} (first seen on line {first_line[doc_id]})")
         values = {}
         for name in fields:
             value = obj.get(name, "")
@@ -166,9 +164,7 @@ def read_qrels(path: str | os.PathLike[str]) -> Qrels:
         elif len(parts) == 4:
             qid, _iteration, doc_id, grade_text = parts
         else:
-            raise DataFormatError(
-                path, number, f"expected 3 (BEIR) or 4 (TREC) columns, found {len(parts)}: {line!r}"
-            )
+            raise DataFormatError(path, number, f"expected 3 (BEIR) or 4 (TREC) columns, found {len(parts)}: {line!r}")
         try:
             grade = int(grade_text)
         except ValueError:

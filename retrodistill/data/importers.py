@@ -70,7 +70,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from retrodistill.artifacts import sha256_file, write_manifest
+from retrodistill.artifacts import publish_dir, sha256_file, write_manifest
 from retrodistill.data.candidates import Candidate, CandidateSet, read_candidates, write_candidates
 from retrodistill.data.collections import Collection, DataFormatError, read_qrels
 from retrodistill.data.store import TeacherStore, part_name, write_part
@@ -646,8 +646,8 @@ def import_scores(
             "candidates": cand_manifest["fingerprint"],
         }
         _write_store(staging[1], merged, part_size, teacher, inputs, config, report, start)
-        _publish(staging[0], cand_dir)
-        _publish(staging[1], store_dir)
+        publish_dir(staging[0], cand_dir)
+        publish_dir(staging[1], store_dir)
     finally:
         for directory in staging:
             shutil.rmtree(directory, ignore_errors=True)
@@ -714,15 +714,3 @@ def _staging_dir(target: Path) -> Path:
     """A fresh folder beside ``target`` (same filesystem, so the final rename is atomic)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-
-
-def _publish(staged: Path, target: Path) -> None:
-    """Rename ``staged`` onto ``target``, replacing an existing ``target`` only once ``staged`` is complete."""
-    if target.exists():
-        backup = target.with_name(f".{target.name}.old")
-        shutil.rmtree(backup, ignore_errors=True)
-        target.rename(backup)
-        staged.rename(target)
-        shutil.rmtree(backup, ignore_errors=True)
-    else:
-        staged.rename(target)

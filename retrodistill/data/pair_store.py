@@ -42,12 +42,12 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from retrodistill.artifacts import atomic_path, read_manifest, sha256_file, sha256_strings
-from retrodistill.data.store import part_name
+from retrodistill.artifacts import atomic_path, sha256_file, sha256_strings
+from retrodistill.data.store import PartStore, part_name
 
 STAGE = "score-pairwise"
 ORDERS = ("symmetrised", "both", "ranked")
@@ -180,49 +180,18 @@ def select_comparisons(
 
 
 @dataclass
-class PairStore:
+class PairStore(PartStore):
     """A complete pairwise teacher store, read back; :meth:`matrix` is what training calls per example."""
 
-    path: Path
-    manifest: dict[str, Any]
     _lookup: _Lookup | None = field(default=None, repr=False)
 
+    stages: ClassVar[frozenset[str]] = frozenset({STAGE})
+    what: ClassVar[str] = "pairwise teacher store"
+    resume_command: ClassVar[str] = "score-pairwise"
+
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> PairStore:
-        directory = Path(path)
-        manifest = read_manifest(directory)
-        if manifest.get("stage") != STAGE:
-            raise ValueError(f"{directory} is not a pairwise teacher store (stage {manifest.get('stage')!r})")
-        if not manifest.get("complete"):
-            done, total = len(manifest.get("parts", {})), manifest.get("num_parts", "?")
-            raise ValueError(
-                f"{directory} is incomplete ({done}/{total} parts); run `retrodistill score-pairwise` "
-                "again with the same arguments to resume it"
-            )
-        return cls(directory, manifest)
-
-    @property
-    def fingerprint(self) -> str:
-        return str(self.manifest["fingerprint"])
-
-    @property
-    def inputs(self) -> dict[str, str]:
-        return dict(self.manifest.get("inputs", {}))
-
-    def table(self) -> Any:
-        """All rows as one pyarrow Table, in part order."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        tables = []
-        for index in range(int(self.manifest["num_parts"])):
-            path = self.path / part_name(index)
-            if part_name(index) not in self.manifest["parts"] or not path.is_file():
-                raise FileNotFoundError(f"{path}: part listed as complete is missing")
-            tables.append(pq.read_table(path))
-        if not tables:
-            return pair_store_schema().empty_table()
-        return pa.concat_tables(tables)
+    def schema(cls) -> Any:
+        return pair_store_schema()
 
     @property
     def query_ids(self) -> list[str]:

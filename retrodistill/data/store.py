@@ -23,7 +23,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 from retrodistill.artifacts import atomic_path, read_manifest, sha256_file
 
@@ -66,23 +66,38 @@ def write_part(
     return {"rows": len(pairs), "sha256": sha256_file(path)}
 
 
+S = TypeVar("S", bound="PartStore")
+
+
 @dataclass
-class TeacherStore:
-    """A complete teacher-score store, read back."""
+class PartStore:
+    """A complete store of Parquet parts listed in its manifest, read back.
+
+    Subclasses name the manifest stages they accept, what they are called in errors, the command
+    that resumes an incomplete one, and their row schema.
+    """
 
     path: Path
     manifest: dict[str, Any]
 
+    stages: ClassVar[frozenset[str]] = frozenset()
+    what: ClassVar[str] = "store"
+    resume_command: ClassVar[str] = ""
+
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> TeacherStore:
+    def schema(cls) -> Any:
+        raise NotImplementedError
+
+    @classmethod
+    def open(cls: type[S], path: str | os.PathLike[str]) -> S:
         directory = Path(path)
         manifest = read_manifest(directory)
-        if manifest.get("stage") not in STORE_STAGES:
-            raise ValueError(f"{directory} is not a teacher-score store (stage {manifest.get('stage')!r})")
+        if manifest.get("stage") not in cls.stages:
+            raise ValueError(f"{directory} is not a {cls.what} (stage {manifest.get('stage')!r})")
         if not manifest.get("complete"):
             done, total = len(manifest.get("parts", {})), manifest.get("num_parts", "?")
             raise ValueError(
-                f"{directory} is incomplete ({done}/{total} parts); run `retrodistill score-teacher` "
+                f"{directory} is incomplete ({done}/{total} parts); run `retrodistill {cls.resume_command}` "
                 "again with the same arguments to resume it"
             )
         return cls(directory, manifest)
@@ -96,20 +111,32 @@ class TeacherStore:
         return dict(self.manifest.get("inputs", {}))
 
     def table(self) -> Any:
-        """All rows as one pyarrow Table, in part order (= sorted by query_id, doc_id)."""
+        """All rows as one pyarrow Table, in part order."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         tables = []
         for index in range(int(self.manifest["num_parts"])):
             path = self.path / part_name(index)
-            entry = self.manifest["parts"].get(part_name(index))
-            if entry is None or not path.is_file():
+            if part_name(index) not in self.manifest["parts"] or not path.is_file():
                 raise FileNotFoundError(f"{path}: part listed as complete is missing")
             tables.append(pq.read_table(path))
         if not tables:
-            return store_schema().empty_table()
+            return self.schema().empty_table()
         return pa.concat_tables(tables)
+
+
+@dataclass
+class TeacherStore(PartStore):
+    """A complete teacher-score store, read back; :meth:`table` is sorted by (query_id, doc_id)."""
+
+    stages: ClassVar[frozenset[str]] = STORE_STAGES
+    what: ClassVar[str] = "teacher-score store"
+    resume_command: ClassVar[str] = "score-teacher"
+
+    @classmethod
+    def schema(cls) -> Any:
+        return store_schema()
 
     def scores(self) -> dict[tuple[str, str], float]:
         table = self.table()

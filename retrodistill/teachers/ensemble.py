@@ -74,7 +74,7 @@ from typing import Any
 
 import numpy as np
 
-from retrodistill.artifacts import check_inputs, now_iso, sha256_file, sha256_strings, write_manifest
+from retrodistill.artifacts import check_inputs, now_iso, publish_dir, sha256_file, sha256_strings, write_manifest
 from retrodistill.config import to_dict
 from retrodistill.data.collections import Qrels, read_qrels
 from retrodistill.data.store import TeacherStore, part_name, store_schema
@@ -712,13 +712,7 @@ def _write_store(
         if destination.exists():
             if not overwrite and any(destination.iterdir()):
                 raise ValueError(f"{destination} appeared while the ensemble was written; not replacing it")
-            backup = destination.with_name(f".{destination.name}.old")
-            shutil.rmtree(backup, ignore_errors=True)
-            destination.rename(backup)
-            work.rename(destination)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            work.rename(destination)
+        publish_dir(work, destination)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return TeacherStore.open(destination)

@@ -47,6 +47,7 @@ from retrodistill.artifacts import (
     ArtifactMismatchError,
     check_inputs,
     model_revision,
+    publish_dir,
     write_manifest,
 )
 from retrodistill.config import TrainConfig, to_dict
@@ -361,14 +362,7 @@ def run(config: TrainConfig, *, show_progress: bool = True) -> Path:
                 },
             )
             (staged / "README.retrodistill.md").write_text(_card(config, loss.config(), int(data.counts["examples"])))
-            if out.exists():
-                backup = out.with_name(f".{out.name}.old")
-                shutil.rmtree(backup, ignore_errors=True)
-                out.rename(backup)
-                staged.rename(out)
-                shutil.rmtree(backup, ignore_errors=True)
-            else:
-                staged.rename(out)
+            publish_dir(staged, out)
     finally:
         # A failed or interrupted run leaves neither a half-written student nor its staging folder.
         shutil.rmtree(work, ignore_errors=True)
