@@ -16,6 +16,7 @@ torch is imported inside the functions that need it, so listing the plug-ins sta
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -123,6 +124,13 @@ class DistillationLoss(ABC):
             raise ValueError(
                 f"{type(self).__name__}: teacher scores must be finite, but rows {rows[:10]} hold NaN or inf"
             )
+
+    def require_positive(self, *names: str) -> None:
+        """Raise ``ValueError`` unless each named parameter is a positive finite number (temperatures, scales)."""
+        for name in names:
+            value = getattr(self, name)
+            if not 0 < value < math.inf:
+                raise ValueError(f"{type(self).__name__}: {name} must be a positive finite number, got {value}")
 
     @abstractmethod
     def compute(self, student_scores: Tensor, teacher_scores: Tensor) -> Tensor:

@@ -80,10 +80,7 @@ class LambdaLoss(DistillationLoss):
     )
 
     def __post_init__(self) -> None:
-        for label in ("temperature_teacher", "temperature_student"):
-            value = getattr(self, label)
-            if not 0 < value < math.inf:
-                raise ValueError(f"LambdaLoss: {label} must be a positive finite number, got {value}")
+        self.require_positive("temperature_teacher", "temperature_student")
 
     def compute(self, student_scores: Tensor, teacher_scores: Tensor) -> Tensor:
         """``|ΔNDCG|``-weighted pairwise logistic loss (log base 2), mean over preferred pairs."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
@@ -66,10 +65,7 @@ class ListNet(DistillationLoss):
     )
 
     def __post_init__(self) -> None:
-        for label in ("temperature_teacher", "temperature_student"):
-            value = getattr(self, label)
-            if not 0 < value < math.inf:
-                raise ValueError(f"ListNet: {label} must be a positive finite number, got {value}")
+        self.require_positive("temperature_teacher", "temperature_student")
 
     def compute(self, student_scores: Tensor, teacher_scores: Tensor) -> Tensor:
         """``-sum_j softmax(t / tau_t)_j * log softmax(s / tau_s)_j``, averaged over queries."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
@@ -79,10 +78,7 @@ class RankNet(DistillationLoss):
     )
 
     def __post_init__(self) -> None:
-        for label in ("temperature_teacher", "temperature_student"):
-            value = getattr(self, label)
-            if not 0 < value < math.inf:
-                raise ValueError(f"RankNet: {label} must be a positive finite number, got {value}")
+        self.require_positive("temperature_teacher", "temperature_student")
         if self.pairs not in PAIRS:
             raise ValueError(f"RankNet: pairs must be one of {', '.join(map(repr, PAIRS))}, got {self.pairs!r}")
 
