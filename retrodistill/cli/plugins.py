@@ -13,8 +13,15 @@ def registries() -> dict[str, Any]:
     from retrodistill.losses import LOSSES
     from retrodistill.students import STUDENTS
     from retrodistill.teachers import TEACHERS
+    from retrodistill.teachers.pairwise import PAIRWISE_TEACHERS
 
-    return {"teachers": TEACHERS, "students": STUDENTS, "losses": LOSSES, "index backends": INDEXES}
+    return {
+        "teachers": TEACHERS,
+        "pairwise teachers": PAIRWISE_TEACHERS,
+        "students": STUDENTS,
+        "losses": LOSSES,
+        "index backends": INDEXES,
+    }
 
 
 def plugins() -> None:
@@ -40,13 +47,7 @@ def plugins() -> None:
             if not params:
                 table.add_row(name, "-", "", doc[0] if doc else "")
             for p in params:
-                default = (
-                    "required"
-                    if p.default in (inspect.Parameter.empty, dataclasses.MISSING)
-                    else repr(p.default)
-                )
-                table.add_row(
-                    name if first else "", p.name, default, p.help or (doc[0] if first and doc else "")
-                )
+                default = "required" if p.default in (inspect.Parameter.empty, dataclasses.MISSING) else repr(p.default)
+                table.add_row(name if first else "", p.name, default, p.help or (doc[0] if first and doc else ""))
                 first = False
         out_console.print(table)

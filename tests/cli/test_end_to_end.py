@@ -141,7 +141,15 @@ def test_plugins_lists_every_registered_plugin() -> None:
         check=True,
         env={**os.environ, "COLUMNS": "200"},
     ).stdout
-    for name in ("cross-encoder", "bi-encoder", "margin-mse", "listwise-kl", "faiss-flat-ip", "temperature_teacher"):
+    from retrodistill.cli.plugins import registries
+    from retrodistill.registry import parameters
+
+    for registry in registries().values():
+        for name in registry.names():
+            assert name in output
+            for parameter in parameters(registry.get(name)):
+                assert parameter.name in output, f"{name}.{parameter.name}"
+    for name in ("colbert", "pairwise-cross-encoder", "listnet", "ranknet", "lambdaloss", "infonce", "combined"):
         assert name in output
 
 
