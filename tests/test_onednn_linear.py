@@ -3,12 +3,35 @@ from __future__ import annotations
 import pytest
 import torch
 
-from retrodistill.onednn_linear import use_onednn_linear
+from retrodistill import onednn_linear
+from retrodistill.onednn_linear import use_onednn_bf16, use_onednn_linear
 
 
 def _mlp() -> torch.nn.Module:
     torch.manual_seed(0)
     return torch.nn.Sequential(torch.nn.Linear(64, 96), torch.nn.GELU(), torch.nn.Linear(96, 8))
+
+
+def _patched(model: torch.nn.Module) -> bool:
+    """Whether the layers of ``model`` carry this module's instance-level ``forward``."""
+    return all("forward" in vars(m) for m in model.modules() if type(m) is torch.nn.Linear)
+
+
+@pytest.fixture()
+def no_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pretend this CPU has no native bf16 (as on CPUs without AVX-512 BF16 or AMX)."""
+    real = onednn_linear._onednn_linear_problem
+
+    def problem(dtype: torch.dtype) -> str | None:
+        return "no native bf16 (simulated)" if dtype == torch.bfloat16 else real(dtype)
+
+    monkeypatch.setattr(onednn_linear, "_onednn_linear_problem", problem)
+
+
+def _needs_onednn_bf16() -> None:
+    reason = onednn_linear._onednn_linear_problem(torch.bfloat16)
+    if reason is not None:
+        pytest.skip(f"oneDNN bf16 unavailable here: {reason}")
 
 
 def test_same_outputs_and_training_keeps_torch_kernels() -> None:
@@ -31,3 +54,43 @@ def test_backend_choice() -> None:
         use_onednn_linear(_mlp(), "mkl")
     with pytest.raises(ValueError, match="unavailable"):
         use_onednn_linear(_mlp(), "onednn", "cpu", "bf16")
+
+
+def test_bf16_casts_the_model_and_stays_within_bf16_rounding() -> None:
+    _needs_onednn_bf16()
+    reference, model = _mlp(), _mlp()
+    assert use_onednn_bf16(model, "auto", "cpu") == "onednn"
+    assert all(p.dtype == torch.bfloat16 for p in model.parameters())
+    assert _patched(model)
+    x = torch.randn(4, 7, 64)
+    with torch.inference_mode():
+        want = reference(x)
+        got = model(x.bfloat16())
+    assert got.dtype == torch.bfloat16
+    # Inputs, weights and each layer's output are rounded to 8 significant bits (relative 2^-9).
+    scale = want.abs().max()
+    assert (got.float() - want).abs().max() <= 0.03 * scale
+    assert not torch.equal(got.float(), want)  # it really ran in bf16
+
+
+def test_bf16_without_patching_only_casts() -> None:
+    _needs_onednn_bf16()
+    model = _mlp()
+    assert use_onednn_bf16(model, "onednn", "cpu", patch=False) == "onednn"
+    assert all(p.dtype == torch.bfloat16 for p in model.parameters())
+    assert not any("forward" in vars(m) for m in model.modules())
+
+
+def test_bf16_backend_choice_leaves_the_model_alone_when_not_used(no_native_bf16: None) -> None:
+    for backend, device in (("torch", "cpu"), ("auto", "cuda"), ("auto", "cpu")):
+        model = _mlp()
+        assert use_onednn_bf16(model, backend, device) == "torch"
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+        assert not _patched(model)
+    with pytest.raises(ValueError, match="unavailable for bf16: no native bf16"):
+        use_onednn_bf16(_mlp(), "onednn", "cpu")
+    with pytest.raises(ValueError, match="not one of"):
+        use_onednn_bf16(_mlp(), "mkl")
+    # fp32 is unaffected by the missing bf16 support.
+    fp32_here = "onednn" if onednn_linear._onednn_linear_problem(torch.float32) is None else "torch"
+    assert use_onednn_linear(_mlp(), "auto", "cpu", "fp32") == fp32_here

@@ -31,7 +31,7 @@ from retrodistill.registry import Registry
 
 TEACHERS: Registry[type[Teacher]] = Registry("teacher")
 
-RUNTIME_FIELDS = frozenset({"device", "batch_size", "max_tokens_per_batch", "linear_backend"})
+RUNTIME_FIELDS = frozenset({"device", "batch_size", "max_tokens_per_batch", "linear_backend", "compile"})
 """Fields of :meth:`Teacher.describe` that may differ between the sessions of one resumed run."""
 
 

@@ -37,7 +37,6 @@ What this implements of PairDistill (Huang and Chen, EMNLP 2024; code MiuLab/Pai
 from __future__ import annotations
 
 import abc
-import contextlib
 import logging
 import math
 import os
@@ -73,7 +72,7 @@ from retrodistill.data.pair_store import (
 )
 from retrodistill.data.store import part_name
 from retrodistill.registry import Registry
-from retrodistill.teachers.base import RUNTIME_FIELDS, check_pairs, pair_progress, torch_dtype
+from retrodistill.teachers.base import RUNTIME_FIELDS, check_pairs, pair_progress
 from retrodistill.teachers.cross_encoder import CrossEncoderTeacher, _batches, _Tokens
 from retrodistill.teachers.scoring import _check_texts, _DocTexts, _part_is_complete
 
@@ -235,19 +234,12 @@ class PairwiseCrossEncoderTeacher(PairwiseTeacher):
         tokens = self._tokenize([q for q, _, _ in triples], [a for _, a, _ in triples], [b for _, _, b in triples])
         probs = np.empty(len(triples), dtype=np.float32)
         encoder, tokenizer = self.encoder, self.encoder.tokenizer
-        autocast = (
-            torch.autocast(device_type=torch.device(encoder.device).type, dtype=torch_dtype(encoder.dtype))
-            if encoder.dtype != "fp32"
-            else contextlib.nullcontext()
-        )
-        with (
-            pair_progress(len(triples), "pairwise", show_progress) as advance,
-            torch.inference_mode(),
-            autocast,
-        ):
+        # encoder.logits runs the encoder in the teacher's dtype and the head in fp32, so
+        # probabilities are not rounded to bf16's 8 bits.
+        with pair_progress(len(triples), "pairwise", show_progress) as advance:
             for rows in _batches(tokens.lengths, encoder.batch_size, encoder.max_tokens_per_batch):
                 inputs = tokens.batch(rows, tokenizer.pad_token_id, tokenizer.padding_side)
-                logits = encoder.model(**{k: v.to(encoder.device) for k, v in inputs.items()}).logits.float()
+                logits = encoder.logits(inputs)
                 if self.num_labels == 1:
                     p = torch.sigmoid(logits[:, 0])
                 else:
