@@ -412,7 +412,8 @@ def run_entry(
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=dict(env) if env is not None else None,
+                # Unbuffered, so the log keeps stdout and stderr lines in the order they were written.
+                env={**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"},
                 timeout=timeout_s,
                 check=False,
             )
