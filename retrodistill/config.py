@@ -129,6 +129,10 @@ class TrainConfig:
     candidates: str | None = field(
         default=None, metadata={"help": "candidates artifact (default: the one the store was scored from)"}
     )
+    pair_store: str | None = field(
+        default=None,
+        metadata={"help": "score-pairwise store, read when the loss needs pairwise probabilities (pairwise-kl)"},
+    )
     out: str = "runs/student"
     student: StudentConfig = field(default_factory=StudentConfig)
     loss: LossConfig = field(default_factory=LossConfig)

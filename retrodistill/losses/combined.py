@@ -24,6 +24,8 @@ field                      shape                meaning
 ``student_embeddings``     ``(K, D_t)``         the student's embeddings of the batch's ``K`` texts,
                                                 projected to the teacher's dimension if needed
 ``teacher_embeddings``     ``(K, D_t)``         the teacher's embeddings of the same texts
+``teacher_pairwise``       ``(B, 1+N, 1+N)``    a pairwise teacher's ``P(doc i more relevant than
+                                                doc j)`` for row ``b``'s documents; NaN = unscored
 =========================  ===================  ===================================================
 
 :class:`CombinedLoss` (``combined``) is a weighted sum of any registered losses. The trainer logs
@@ -48,7 +50,7 @@ if TYPE_CHECKING:
 SCORE_INPUTS: tuple[str, ...] = ("student_scores", "teacher_scores")
 """The inputs of a loss that does not declare its own: the ``DistillationLoss`` contract."""
 
-TEACHER_INPUTS = frozenset({"teacher_scores", "teacher_in_batch", "teacher_embeddings"})
+TEACHER_INPUTS = frozenset({"teacher_scores", "teacher_in_batch", "teacher_embeddings", "teacher_pairwise"})
 """The inputs that come from a teacher; a loss needing none of them is teacher-free."""
 
 
@@ -65,6 +67,7 @@ class LossInputs:
     document_embeddings: Tensor | None = None
     student_embeddings: Tensor | None = None
     teacher_embeddings: Tensor | None = None
+    teacher_pairwise: Tensor | None = None
 
 
 INPUT_NAMES: tuple[str, ...] = tuple(f.name for f in fields(LossInputs))
@@ -257,9 +260,13 @@ class CombinedLoss(BatchLoss):
         object.__setattr__(self, "terms_built", tuple(built))
 
     def _with_default_normalizations(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
-        """``params`` plus this loss's normalisations where the term sets none (teacher's: teacher terms only)."""
+        """``params`` plus this loss's normalisations where the term sets none (teacher's: teacher terms only).
+
+        Pairwise probabilities (``teacher_pairwise``) are never normalised, so a term taking them gets
+        no default teacher normalisation.
+        """
         params = dict(params)
-        takes_teacher = bool(set(required_inputs(LOSSES.get(name))) & TEACHER_INPUTS)
+        takes_teacher = bool(set(required_inputs(LOSSES.get(name))) & (TEACHER_INPUTS - {"teacher_pairwise"}))
         for label in _NORMALIZATION_FIELDS:
             value = getattr(self, label)
             if value != "none" and label not in params and (label == "student_normalization" or takes_teacher):

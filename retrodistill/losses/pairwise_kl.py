@@ -3,7 +3,10 @@
 Unlike the other losses, the teacher input is not a ``(B, 1+N)`` score matrix but a
 ``(B, 1+N, 1+N)`` matrix of pairwise probabilities, most of it NaN: a pairwise reranker scores only
 some ordered pairs (typically pairs among a query's top-m candidates). ``pairwise_probabilities``
-builds such a matrix from pointwise scores, for tests and when no pairwise teacher exists.
+builds such a matrix from pointwise scores, for tests and when no pairwise teacher exists. The loss
+names its inputs ``("student_scores", "teacher_pairwise")`` (:class:`~retrodistill.losses.combined.LossInputs`),
+so it can be combined with a pointwise loss; ``train-student`` reads ``teacher_pairwise`` from the
+``score-pairwise`` store named by ``pair_store``.
 """
 
 from __future__ import annotations
@@ -118,6 +121,8 @@ class PairwiseKL(DistillationLoss):
     """
 
     name: ClassVar[str] = "pairwise-kl"
+    inputs: ClassVar[tuple[str, ...]] = ("student_scores", "teacher_pairwise")
+    """Called with the student's scores and the pairwise probabilities (``LossInputs.teacher_pairwise``)."""
 
     temperature_student: float = field(
         default=1.0, metadata={"help": "q_ij = sigmoid((s_i - s_j) / temperature_student); > 0"}

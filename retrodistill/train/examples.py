@@ -38,13 +38,16 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from retrodistill.artifacts import atomic_path, read_manifest, sha256_file, sha256_strings, write_manifest
 from retrodistill.data.candidates import CandidateSet
 from retrodistill.data.collections import Collection
+
+if TYPE_CHECKING:
+    from retrodistill.data.pair_store import PairStore
 
 EMBEDDINGS_STAGE = "embed-teacher"
 _SIDES = ("queries", "documents")
@@ -179,7 +182,8 @@ class TeacherTable:
     ``query_row * len(doc_ids) + doc_row`` for every (query, document) pair the teacher scored,
     ``pair_scores`` the matching raw scores. ``query_embeddings`` / ``doc_embeddings``
     (``(Q, D_t)`` / ``(len(doc_ids), D_t)`` float32, row-aligned) are the teacher's embeddings,
-    when a loss needs them.
+    when a loss needs them. ``pairs`` is the pairwise teacher store that :meth:`pairwise` reads,
+    when a loss needs pairwise probabilities (``pairwise-kl``).
     """
 
     query_ids: list[str]
@@ -188,6 +192,7 @@ class TeacherTable:
     pair_scores: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
     query_embeddings: np.ndarray | None = None
     doc_embeddings: np.ndarray | None = None
+    pairs: PairStore | None = None
 
     def query_rows(self) -> dict[str, int]:
         return {qid: row for row, qid in enumerate(self.query_ids)}
@@ -210,6 +215,22 @@ class TeacherTable:
             out[hit] = self.pair_scores[found[hit]]
         return out
 
+    def pairwise(self, query_rows: np.ndarray, doc_rows: np.ndarray) -> np.ndarray:
+        """Pairwise teacher probabilities among each row's documents: float32 ``(B, K, K)``.
+
+        ``[b, i, j]`` is ``P(doc_rows[b, i] more relevant than doc_rows[b, j] | query_rows[b])`` from
+        :attr:`pairs` (:meth:`~retrodistill.data.pair_store.PairStore.matrices`), columns in the row's
+        order; NaN where the pair was not scored.
+
+        Raises:
+            ValueError: If the table holds no pair store.
+        """
+        if self.pairs is None:
+            raise ValueError("this TeacherTable holds no pair store: build it with build_teacher_table(pairs=...)")
+        query_ids = [self.query_ids[int(q)] for q in query_rows]
+        doc_ids = [[self.doc_ids[int(d)] for d in row] for row in doc_rows]
+        return self.pairs.matrices(query_ids, doc_ids)
+
     def pair_names(self, query_rows: np.ndarray, doc_rows: np.ndarray) -> list[tuple[str, str]]:
         """The ``(query_id, doc_id)`` of paired rows, for error messages."""
         return [(self.query_ids[int(q)], self.doc_ids[int(d)]) for q, d in zip(query_rows, doc_rows, strict=True)]
@@ -220,13 +241,16 @@ def build_teacher_table(
     doc_ids: Sequence[str],
     teacher_scores: Mapping[tuple[str, str], float] | None = None,
     embeddings: TeacherEmbeddings | None = None,
+    pairs: PairStore | None = None,
 ) -> TeacherTable:
     """A :class:`TeacherTable` over the distinct ids given (sorted), with every stored pair among them.
+
+    ``pairs`` (a pairwise teacher store) is kept as is and read batch by batch by :meth:`TeacherTable.pairwise`.
 
     Raises:
         ValueError: If ``embeddings`` lacks one of the ids.
     """
-    table = TeacherTable(sorted(set(query_ids)), sorted(set(doc_ids)))
+    table = TeacherTable(sorted(set(query_ids)), sorted(set(doc_ids)), pairs=pairs)
     if teacher_scores is not None:
         query_row, doc_row, width = table.query_rows(), table.doc_rows(), len(table.doc_ids)
         keys, values = [], []

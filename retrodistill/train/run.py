@@ -13,7 +13,15 @@ What the examples carry follows from what the loss needs (``retrodistill.losses.
   ``candidates`` names the negatives;
 * ``in-batch-kl`` and ``embedding``: row ids into a teacher table holding every stored score among
   the training queries and documents and, for ``embedding``, the teacher's embeddings from a
-  teacher-embedding store (computed first with ``teacher_embeddings.model`` when missing).
+  teacher-embedding store (computed first with ``teacher_embeddings.model`` when missing);
+* ``pairwise-kl`` (alone or as a ``combined`` term beside a pointwise loss, as PairDistill trains):
+  row ids too; the table also holds the ``score-pairwise`` store named by ``pair_store``, checked
+  against the collection and candidates, and each batch gets the ``(B, 1+N, 1+N)`` probabilities of
+  its rows' documents (``PairStore.matrices``, NaN where unscored). Only pairs among a query's top-m
+  candidates are scored, so a row may have none; the run refuses a store that scores no pair of
+  any training row, and records how many rows have one (``counts.pairwise_rows``). A batch whose
+  rows all lack scored pairs makes ``pairwise-kl`` raise: build the store from the training
+  candidates with an ``m`` that covers the negative pool, or use larger batches.
 
 Losses with in-batch inputs are batched with sentence-transformers' ``NO_DUPLICATES`` sampler, so
 no text appears twice in a batch. ``stage: corpus`` trains on the corpus's documents alone (no
@@ -59,6 +67,7 @@ from retrodistill.data.candidates import (
     read_triples,
 )
 from retrodistill.data.collections import Collection
+from retrodistill.data.pair_store import PairStore
 from retrodistill.data.store import TeacherStore
 from retrodistill.train.examples import (
     TeacherEmbeddings,
@@ -72,7 +81,7 @@ from retrodistill.train.examples import (
 
 STAGE = "train-student"
 STAGES = ("queries", "corpus")
-_TABLE_INPUTS = frozenset({"teacher_in_batch", "teacher_embeddings"})
+_TABLE_INPUTS = frozenset({"teacher_in_batch", "teacher_embeddings", "teacher_pairwise"})
 _IN_BATCH_INPUTS = frozenset({"student_in_batch", "positive_index"})
 _CORPUS_INPUTS = frozenset({"student_embeddings", "teacher_embeddings"})
 
@@ -160,6 +169,30 @@ def _teacher_embeddings(
     )
 
 
+def _pair_store(config: TrainConfig, loss_name: str, collection: Collection, candidates: CandidateSet) -> PairStore:
+    """Open ``pair_store`` and refuse one made for another corpus, other queries or other candidates."""
+    if not config.pair_store:
+        raise ValueError(
+            f"loss {loss_name!r} needs pairwise teacher probabilities: run `retrodistill score-pairwise` on "
+            "the training candidates and set pair_store to the store it writes"
+        )
+    pairs = PairStore.open(config.pair_store)
+    check_inputs(
+        {k: v for k, v in pairs.inputs.items() if k in ("corpus", "queries", "candidates")},
+        {**collection.fingerprints, "candidates": candidates.fingerprint},
+        artifact=f"pairwise teacher store {pairs.path}",
+        given=f"collection {config.data.dataset} and candidates {candidates.path}",
+    )
+    return pairs
+
+
+def _rows_with_scored_pairs(pairs: PairStore, query_ids: list[str], doc_ids: list[list[str]]) -> int:
+    """How many examples have at least one scored (off-diagonal) pair in ``pairs``."""
+    import numpy as np
+
+    return sum(int(np.isfinite(pairs.matrix(q, docs)).any()) for q, docs in zip(query_ids, doc_ids, strict=True))
+
+
 def _query_data(
     config: TrainConfig, collection: Collection, loss_name: str, needs: frozenset[str], show_progress: bool
 ) -> _TrainingData:
@@ -184,6 +217,7 @@ def _query_data(
             f"teacher-score store {store.path} was not scored from candidates {candidates.path}:\n"
             f"  candidates: store has {store.inputs.get('candidates')}, given {candidates.fingerprint}"
         )
+    pairs = _pair_store(config, loss_name, collection, candidates) if "teacher_pairwise" in needs else None
     scores = store.scores() if store is not None and needs & {"teacher_scores", "teacher_in_batch"} else None
     examples = build_examples(
         collection,
@@ -211,6 +245,17 @@ def _query_data(
     if store is not None and needs_teacher:
         data.inputs["teacher_scores"] = store.fingerprint
         data.teacher = store.manifest.get("teacher", {})
+    if pairs is not None:
+        scored_rows = _rows_with_scored_pairs(pairs, examples.query_ids, examples.doc_ids)
+        if not scored_rows:
+            raise ValueError(
+                f"the pairwise teacher store {pairs.path} scores no pair among the documents of any of the "
+                f"{len(examples)} training examples: score it with `retrodistill score-pairwise` over these "
+                "candidates with an m that covers the negative pool"
+            )
+        data.inputs["pair_store"] = pairs.fingerprint
+        data.teacher = {**data.teacher, "pairwise": pairs.manifest.get("teacher", {})}
+        data.counts["pairwise_rows"] = scored_rows
     if needs & _TABLE_INPUTS:
         embeddings = None
         if "teacher_embeddings" in needs:
@@ -228,7 +273,7 @@ def _query_data(
             data.inputs["teacher_embeddings"] = str(embeddings.manifest["fingerprint"])
             data.teacher = {**data.teacher, "embeddings": embeddings.manifest.get("teacher", {})}
         data.table = build_teacher_table(
-            examples.query_ids, [d for row in examples.doc_ids for d in row], scores, embeddings
+            examples.query_ids, [d for row in examples.doc_ids for d in row], scores, embeddings, pairs
         )
         data.columns = examples.to_id_columns(data.table)
         data.counts["teacher_pairs"] = len(data.table.pair_keys)

@@ -14,7 +14,9 @@ ids           ``(B, 2+N)`` int64 (``(B, 1)``    row numbers of the query and eac
 ============  ================================  ==================================================
 
 The ids layout exists because the collator would tokenize an id column as text; the adapter looks
-the teacher's scores (of any in-batch pair) and embeddings up in its table. The adapter embeds the
+the teacher's scores (of any in-batch pair), embeddings and pairwise probabilities (the
+``(B, 1+N, 1+N)`` ``teacher_pairwise`` of ``pairwise-kl``, read from the table's pair store with
+the row's documents in column order, NaN where unscored) up in its table. The adapter embeds the
 columns and computes the :class:`~retrodistill.losses.combined.LossInputs` its loss names (scores,
 in-batch scores, embeddings), then applies the loss; a ``combined`` loss returns a dict of named
 terms, which the trainer sums and logs one by one. Like sentence-transformers' own losses it stores
@@ -68,7 +70,7 @@ def _cosine(query: Tensor, documents: Tensor) -> Tensor:
 
 SIMILARITIES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {"dot": _dot, "cosine": _cosine}
 
-_TABLE_INPUTS = frozenset({"teacher_in_batch", "teacher_embeddings"})
+_TABLE_INPUTS = frozenset({"teacher_in_batch", "teacher_embeddings", "teacher_pairwise"})
 _CORPUS_INPUTS = frozenset({"student_embeddings", "teacher_embeddings"})
 
 
@@ -160,7 +162,7 @@ class StudentDistillationLoss(nn.Module):
         similarity: ``"dot"`` or ``"cosine"``.
         scale: Multiplies the similarities (e.g. 20 turns cosines into logits of a useful range).
         teacher: The table that ids labels address; required by losses that need the teacher's
-            in-batch scores or embeddings.
+            in-batch scores, embeddings or pairwise probabilities (its ``pairs`` store).
 
     Raises:
         TypeError: If ``loss`` is not a loss of :mod:`retrodistill.losses`.
@@ -215,6 +217,11 @@ class StudentDistillationLoss(nn.Module):
             )
         if "teacher_embeddings" in self.needs and (teacher is None or teacher.embedding_dim is None):
             raise ValueError(f"loss {loss.name!r} needs teacher embeddings, but the TeacherTable holds none")
+        if "teacher_pairwise" in self.needs and (teacher is None or teacher.pairs is None):
+            raise ValueError(
+                f"loss {loss.name!r} needs pairwise teacher probabilities, but the TeacherTable holds no pair "
+                "store: run `retrodistill score-pairwise` and build the table with build_teacher_table(pairs=...)"
+            )
         self.teacher = teacher
         self.projection = self._projection() if "student_embeddings" in self.needs else None
 
@@ -328,6 +335,10 @@ class StudentDistillationLoss(nn.Module):
             query_rows, doc_rows = labels[:, 0], labels[:, 1:]  # (B,), (B, 1+N)
             if "teacher_in_batch" in needs:
                 fields_["teacher_in_batch"] = self._in_batch_teacher_scores(query_rows, doc_rows, query.device)
+            if "teacher_pairwise" in needs:
+                rows = labels.cpu().numpy()
+                pairwise = self.teacher.pairwise(rows[:, 0], rows[:, 1:])  # (B, 1+N, 1+N), NaN = unscored
+                fields_["teacher_pairwise"] = torch.from_numpy(pairwise).to(query.device)
             if "teacher_embeddings" in needs:
                 student = torch.cat([query[:, None], documents], dim=1).flatten(0, 1)  # (B*(2+N), D)
                 fields_["student_embeddings"] = self._project(student)

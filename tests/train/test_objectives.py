@@ -15,10 +15,14 @@ from retrodistill.artifacts import ArtifactMismatchError
 from retrodistill.config import DataConfig, StudentConfig, TeacherEmbeddingsConfig, TrainConfig, load_config
 from retrodistill.data.candidates import CandidateSet
 from retrodistill.data.collections import load_beir
+from retrodistill.data.pair_store import PairStore, ranking_by_scores, select_comparisons
 from retrodistill.data.store import TeacherStore
 from retrodistill.losses import LOSSES
+from retrodistill.losses.pairwise_kl import PairwiseKL
+from retrodistill.teachers.pairwise import PairwiseTeacher, score_comparisons_to_store
 from retrodistill.train.examples import precompute_teacher_embeddings
 from retrodistill.train.run import run
+from retrodistill.train.st_loss import StudentDistillationLoss
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -208,9 +212,122 @@ def test_corpus_stage_distils_embeddings_over_documents_alone(
         ("embedding_mse.yaml", "embedding"),
         ("self_distill.yaml", "self-distill"),
         ("combined.yaml", "combined"),
+        ("pairwise_kl.yaml", "combined"),
     ],
 )
 def test_example_configs_load_and_build_their_loss(file: str, loss: str) -> None:
     config = load_config(TrainConfig, CONFIGS / file)
     assert config.loss.name == loss
     LOSSES.build(config.loss.name, config.loss.params)
+
+
+class TextPairwiseTeacher(PairwiseTeacher):
+    """A test double for a pairwise reranker: P(first > second) a fixed function of the two texts."""
+
+    batch_size = 64
+
+    def score(
+        self, queries: Sequence[str], docs_i: Sequence[str], docs_j: Sequence[str], show_progress: bool = False
+    ) -> np.ndarray:
+        triples = zip(queries, docs_i, docs_j, strict=True)
+        return np.array([np.random.default_rng(sum(map(ord, q + i + j))).uniform() for q, i, j in triples], np.float32)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": "text-double", "model": "seeded", "device": "cpu", "batch_size": self.batch_size}
+
+
+def write_pair_store(out: Path, store: TeacherStore, collection_dir: Path, **inputs: str) -> PairStore:
+    """Pairs among every toy train query's documents ranked by ``store``, in the ``ranked`` order only.
+
+    Every pair of the top 30 (the whole toy corpus) is compared, so every training row has scored
+    pairs; ``ranked`` leaves the other order of each pair NaN.
+    """
+    collection = load_beir(collection_dir, "train")
+    comparisons = select_comparisons(ranking_by_scores(store.scores()), m=30)
+    return score_comparisons_to_store(
+        TextPairwiseTeacher(),
+        comparisons,
+        collection.queries,
+        {d: collection.doc_text(d) for d in collection.corpus},
+        out,
+        orders="ranked",
+        part_size=5000,
+        inputs={**{k: store.inputs[k] for k in ("corpus", "queries", "candidates")}, **inputs},
+        selection={"m": 30, "ranked_by": "teacher-scores", "max_rank_gap": None},
+        config={},
+        show_progress=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def pair_store(cross_store: TeacherStore, toy_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> PairStore:
+    return write_pair_store(tmp_path_factory.mktemp("pairs") / "pairs", cross_store, toy_dir)
+
+
+PAIRDISTILL_TERMS = [
+    {"name": "margin-mse", "weight": 1.0},
+    {"name": "pairwise-kl", "weight": 0.5, "params": {"temperature_student": 0.05}},
+]
+
+
+@pytest.mark.parametrize("combined", [False, True], ids=["pairwise-kl", "margin-mse+pairwise-kl"])
+def test_pairwise_kl_trains_on_the_pair_store_matrices(
+    base: TrainConfig, pair_store: PairStore, monkeypatch: pytest.MonkeyPatch, combined: bool
+) -> None:
+    seen: list[tuple[np.ndarray, np.ndarray]] = []  # (id labels, teacher matrices) per call of the loss
+    tables = []
+    forward, call = StudentDistillationLoss.forward, PairwiseKL.__call__
+
+    def spy_forward(self: StudentDistillationLoss, features: Any, labels: Any) -> Any:
+        tables.append(self.teacher)
+        seen.append((labels.cpu().numpy(), np.empty(0)))
+        return forward(self, features, labels)
+
+    def spy_call(self: PairwiseKL, student: Any, teacher: Any) -> Any:
+        seen[-1] = (seen[-1][0], teacher.detach().cpu().numpy())
+        return call(self, student, teacher)
+
+    monkeypatch.setattr(StudentDistillationLoss, "forward", spy_forward)
+    monkeypatch.setattr(PairwiseKL, "__call__", spy_call)
+    config = dataclasses.replace(base, pair_store=str(pair_store.path))
+    config = with_loss(config, "combined", terms=PAIRDISTILL_TERMS) if combined else with_loss(config, "pairwise-kl")
+    out = run(config, show_progress=False)
+
+    assert len(seen) == 2  # max_steps
+    reopened = PairStore.open(pair_store.path)
+    for (labels, teacher), table in zip(seen, tables, strict=True):
+        assert labels.shape == (4, 2 + 2)  # query row, then 1 + negatives document rows
+        query_ids = [table.query_ids[int(q)] for q in labels[:, 0]]
+        doc_ids = [[table.doc_ids[int(d)] for d in row] for row in labels[:, 1:]]
+        expected = reopened.matrices(query_ids, doc_ids)
+        np.testing.assert_array_equal(teacher, expected)  # NaN where unscored, in the same cells
+        off_diagonal = ~np.eye(teacher.shape[1], dtype=bool)
+        # ``ranked``: one order of each pair scored, the other NaN
+        assert np.isnan(teacher[:, off_diagonal]).any() and np.isfinite(teacher[:, off_diagonal]).any()
+
+    recorded = manifest(out)
+    assert recorded["inputs"]["pair_store"] == pair_store.fingerprint
+    assert recorded["teacher"]["pairwise"]["name"] == "text-double"
+    assert recorded["counts"]["pairwise_rows"] == recorded["counts"]["examples"]
+    steps = [entry for entry in json.loads((out / "train_log.json").read_text()) if "loss" in entry]
+    assert len(steps) == 2
+    if combined:
+        assert "teacher_scores" in recorded["inputs"]
+        for entry in steps:
+            assert entry["loss"] == pytest.approx(entry["loss_margin-mse"] + entry["loss_pairwise-kl"], abs=1e-3)
+            assert entry["loss_pairwise-kl"] > 0
+
+
+def test_pairwise_kl_without_pair_store_is_refused(base: TrainConfig) -> None:
+    with pytest.raises(ValueError, match="score-pairwise.*pair_store"):
+        run(with_loss(base, "combined", terms=PAIRDISTILL_TERMS), show_progress=False)
+
+
+def test_pairwise_kl_refuses_a_pair_store_of_other_candidates(
+    base: TrainConfig, cross_store: TeacherStore, toy_dir: Path, tmp_path: Path
+) -> None:
+    other = write_pair_store(tmp_path / "pairs", cross_store, toy_dir, candidates="sha256:other")
+    config = with_loss(dataclasses.replace(base, pair_store=str(other.path)), "pairwise-kl")
+    with pytest.raises(ArtifactMismatchError, match="candidates: artifact has sha256:other"):
+        run(config, show_progress=False)
+    assert not Path(base.out).exists()
