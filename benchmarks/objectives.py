@@ -13,6 +13,8 @@ Run from the repository root::
     HF_HOME=../shared/hf HF_HUB_OFFLINE=1 RETRODISTILL_DATA=../shared/data/beir \\
         .venv/bin/python benchmarks/objectives.py --out /work/runs/objectives
 
+(the measured table, its exact command and budget: ``benchmarks/objectives.md``).
+
 Layout of ``--out`` (re-runs skip whatever is already there, row by row)::
 
     inputs/candidates            BM25 top-100 for the training queries
