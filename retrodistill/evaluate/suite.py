@@ -106,6 +106,7 @@ class SuiteResult:
     per_query: dict[str, dict[str, dict[str, dict[str, float]]]] = field(default_factory=dict)
     per_query_paths: dict[str, dict[str, str]] = field(default_factory=dict)
     baseline: str | None = None
+    alpha: float = 0.05
     significance: list[Comparison] = field(default_factory=list)
     rules: str = ""
     out_dir: Path | None = None
@@ -145,8 +146,9 @@ class SuiteResult:
             lines.append("")
         if self.baseline is not None and self.significance:
             lines.append(
-                f"▲/▼: better/worse than {self.baseline}, significant at α = 0.05 by both a paired t-test and a "
-                "paired randomization test, Holm–Bonferroni-corrected across datasets. The mean row is not tested."
+                f"▲/▼: better/worse than {self.baseline}, significant at α = {self.alpha:g} by both a paired "
+                "t-test and a paired randomization test, Holm–Bonferroni-corrected across datasets. "
+                "The mean row is not tested."
             )
         return "\n".join(lines).rstrip() + "\n"
 
@@ -519,6 +521,7 @@ def evaluate_suite(
     result.cache_hits, result.cache_misses = cache.hits, cache.misses
     if baseline is not None:
         result.baseline = baseline
+        result.alpha = alpha
         result.significance = compare_to_baseline(
             result.per_query, baseline, measures, alpha=alpha, n_samples=permutations, seed=seed
         )

@@ -175,3 +175,20 @@ def test_bad_arguments_are_refused_before_any_work(tmp_path: Path, toy: Collecti
     with pytest.raises(ValueError, match="no datasets"):
         evaluate_suite(["bm25s"], [], MEASURES, tmp_path, use_cache=False)
     assert not (tmp_path / "results.json").exists()
+
+
+def test_the_legend_states_the_alpha_used(tmp_path: Path, toy: Collection, tiny_st_dir: Path) -> None:
+    result = evaluate_suite(
+        [str(tiny_st_dir), "bm25s"],
+        [_entry(toy)],
+        MEASURES,
+        tmp_path / "out",
+        k=10,
+        baseline="bm25s",
+        alpha=0.01,
+        permutations=100,
+        use_cache=False,
+        show_progress=False,
+    )
+    assert all(c.alpha == 0.01 for c in result.significance)
+    assert "α = 0.01 " in (tmp_path / "out" / "results.md").read_text()
