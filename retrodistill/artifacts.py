@@ -224,3 +224,114 @@ def _sha256_weights(directory: Path) -> str:
             while block := f.read(1 << 20):
                 digest.update(block)
     return "sha256:" + digest.hexdigest()
+
+
+class OutputExistsError(ValueError):
+    """An output path would destroy or corrupt something the user has."""
+
+
+def _describe_contents(path: Path) -> str:
+    if path.is_file() or path.is_symlink():
+        return "a file"
+    manifest = path / MANIFEST
+    if manifest.is_file():
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            stage = json.loads(manifest.read_text(encoding="utf-8")).get("stage")
+            if stage:
+                return f"a {stage} artifact"
+    names = sorted(p.name for p in path.iterdir())
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return f"{len(names)} entr{'y' if len(names) == 1 else 'ies'} ({shown})"
+
+
+def check_output(
+    out: str | os.PathLike[str],
+    *,
+    inputs: Mapping[str, str | os.PathLike[str] | None] | None = None,
+    resumable: Iterable[str] = (),
+    overwrite: bool = False,
+) -> str:
+    """Decide whether a command may write its output directory ``out``.
+
+    The rule every command follows: an output never equals or contains one of the command's inputs
+    (not even with ``--overwrite``); an existing, non-empty ``out`` is refused unless it is this
+    command's own resumable artifact (its manifest's stage is in ``resumable``) or ``overwrite`` is set.
+
+    Args:
+        out: the output directory.
+        inputs: what the command reads, by option name (``{"--store": "runs/scores"}``); ``None`` values
+            and hub ids that are not local paths are ignored.
+        resumable: manifest stages of artifacts this command resumes in place.
+        overwrite: the user passed ``--overwrite``.
+
+    Returns:
+        ``"new"`` (absent or empty), ``"resume"`` (own resumable artifact) or ``"replace"`` (exists;
+        ``overwrite`` given).
+
+    Raises:
+        OutputExistsError: with a one-line message naming the path and what to do.
+    """
+    target = Path(out).expanduser().resolve()
+    for option, given in (inputs or {}).items():
+        if given is None or str(given) == "":
+            continue
+        source = Path(given).expanduser()
+        if not source.exists():
+            continue
+        source = source.resolve()
+        if source == target or target in source.parents:
+            relation = "is" if source == target else "contains"
+            raise OutputExistsError(
+                f"--out {out} {relation} the input {option} {given}; writing there would destroy it: "
+                "choose another --out"
+            )
+    if not target.exists() and not target.is_symlink():
+        return "new"
+    if target.is_dir() and not any(target.iterdir()):
+        return "new"
+    stages = set(resumable)
+    if stages and target.is_dir() and (target / MANIFEST).is_file():
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            if json.loads((target / MANIFEST).read_text(encoding="utf-8")).get("stage") in stages:
+                return "resume"
+    if overwrite:
+        if target.is_file() or target.is_symlink():
+            raise OutputExistsError(f"--out {out} is a file; give a directory")
+        return "replace"
+    raise OutputExistsError(
+        f"--out {out} exists and holds {_describe_contents(target)}; pass --overwrite to replace it, "
+        "or choose another --out"
+    )
+
+
+@contextlib.contextmanager
+def guarded_output(
+    out: str | os.PathLike[str],
+    *,
+    inputs: Mapping[str, str | os.PathLike[str] | None] | None = None,
+    resumable: Iterable[str] = (),
+    overwrite: bool = False,
+) -> Iterator[str]:
+    """:func:`check_output`, then let the block write ``out``; a replaced directory is kept until it succeeds.
+
+    With ``overwrite`` over an existing directory, the old one is moved aside (``.NAME.replaced-PID``)
+    before the block runs and removed only after it succeeds; if the block fails, whatever it wrote
+    is removed and the old directory is put back. Yields the state :func:`check_output` returned.
+    """
+    import shutil
+
+    state = check_output(out, inputs=inputs, resumable=resumable, overwrite=overwrite)
+    if state != "replace":
+        yield state
+        return
+    target = Path(out)
+    aside = target.with_name(f".{target.name}.replaced-{os.getpid()}")
+    target.rename(aside)
+    try:
+        yield state
+    except BaseException:
+        if target.exists():
+            shutil.rmtree(target, ignore_errors=True)
+        aside.rename(target)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)

@@ -75,6 +75,9 @@ class StudentConfig:
     max_seq_length: int | None = 256
     similarity: str = field(default="cosine", metadata={"help": "student score: dot or cosine"})
     scale: float = field(default=1.0, metadata={"help": "student scores are scale * similarity"})
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "let the student model run its own Python code (never by default)"}
+    )
 
 
 @dataclass

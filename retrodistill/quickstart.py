@@ -77,6 +77,7 @@ def _test_collection(dataset: str, data_dir: str | None) -> Any:
 
 
 def run(config: QuickstartConfig, *, log: Any = print) -> QuickstartResult:
+    from retrodistill.artifacts import check_output
     from retrodistill.data import mining
     from retrodistill.students import BiEncoderStudent
     from retrodistill.teachers import scoring
@@ -132,7 +133,9 @@ def run(config: QuickstartConfig, *, log: Any = print) -> QuickstartResult:
         train_max_seq_length=config.train_max_seq_length,
         seed=config.seed,
     )
-    student_dir = train.run(train_config)
+    # A student from an earlier quickstart in this folder is replaced; anything else there is refused.
+    earlier = check_output(train_config.out, resumable={train.STAGE}) == "resume"
+    student_dir = train.run(train_config, overwrite=earlier)
 
     log("[6/6] evaluating the distilled student")
     metrics["student-after"] = _evaluate(student_dir, config.dataset, config.data_dir, out, "student-after")

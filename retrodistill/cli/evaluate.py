@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from retrodistill.artifacts import guarded_output
 from retrodistill.cli.common import ConfigOption, DataDirOption, SetOption, console, out_console, resolve, user_errors
 
 
@@ -54,6 +55,9 @@ def evaluate(
     ] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute every run; write no cache.")] = False,
     out: Annotated[str | None, typer.Option(help="Output directory (default: runs/eval).")] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing --out (kept until the new one is complete).")
+    ] = False,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
@@ -103,22 +107,26 @@ def evaluate(
             for collection in entry.collections:
                 console.print(collection.describe(), highlight=False)
             entries.append(entry)
-        result = evaluate_suite(
-            cfg.models or [cfg.model],
-            entries,
-            cfg.measures,
-            cfg.out,
-            cfg.k,
-            baseline=cfg.baseline,
-            rerank=cfg.rerank,
-            rerank_depth=cfg.rerank_depth,
-            batch_size=cfg.batch_size,
-            cache_dir=cfg.cache_dir,
-            use_cache=cfg.use_cache,
-            alpha=cfg.alpha,
-            permutations=cfg.permutations,
-            seed=cfg.seed,
-        )
+        inputs: dict[str, str | None] = {f"--dataset {d}": d for d in cfg.datasets}
+        inputs |= {f"--model {m}": m for m in cfg.models or [cfg.model]}
+        inputs |= {"--data-dir": cfg.data_dir, "--cache-dir": cfg.cache_dir}
+        with guarded_output(cfg.out, inputs=inputs, overwrite=overwrite):
+            result = evaluate_suite(
+                cfg.models or [cfg.model],
+                entries,
+                cfg.measures,
+                cfg.out,
+                cfg.k,
+                baseline=cfg.baseline,
+                rerank=cfg.rerank,
+                rerank_depth=cfg.rerank_depth,
+                batch_size=cfg.batch_size,
+                cache_dir=cfg.cache_dir,
+                use_cache=cfg.use_cache,
+                alpha=cfg.alpha,
+                permutations=cfg.permutations,
+                seed=cfg.seed,
+            )
     for table in result.to_rich_tables():
         out_console.print(table)
     cache = f"{result.cache_hits} cached, {result.cache_misses} computed"

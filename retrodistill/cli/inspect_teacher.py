@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from retrodistill.artifacts import check_output
 from retrodistill.cli.common import DataDirOption, console, out_console, user_errors
 
 
@@ -40,6 +41,8 @@ def inspect_teacher(
     from retrodistill.teachers.inspect import inspect_store, summary_tables
 
     with user_errors():
+        if out is not None:
+            check_output(out, inputs={"STORE": store, "--qrels": qrels, "--dataset": dataset}, overwrite=True)
         opened = TeacherStore.open(store)
         judgments = None
         if qrels is not None or dataset is not None:

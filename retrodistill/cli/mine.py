@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from retrodistill.artifacts import guarded_output
 from retrodistill.cli.common import ConfigOption, DataDirOption, SetOption, console, resolve, user_errors
 
 
@@ -19,6 +20,9 @@ def mine_negatives(
     ] = None,
     out: Annotated[str | None, typer.Option(help="Output directory (default runs/candidates).")] = None,
     k: Annotated[int | None, typer.Option(help="Documents retrieved per query (default 100).")] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing --out (kept until the new one is complete).")
+    ] = False,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
@@ -32,7 +36,9 @@ def mine_negatives(
     with user_errors():
         data = {"dataset": dataset, "data_dir": data_dir, "split": split}
         cfg = resolve(MineConfig, config, set_, {"data": data, "out": out, "k": k})
-        result = mining.run(cfg)
+        inputs = {"--dataset": cfg.data.dataset, "--data-dir": cfg.data.data_dir}
+        with guarded_output(cfg.out, inputs=inputs, overwrite=overwrite):
+            result = mining.run(cfg)
     unknown = result.manifest.get("unknown_judgments", {})
     if any(unknown.values()):
         console.print(

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from retrodistill.artifacts import check_output
 from retrodistill.cli.common import console, out_console, user_errors
 
 
@@ -32,6 +33,9 @@ def report(
     from retrodistill.report import build_report
 
     with user_errors():
+        if out is not None:
+            inputs = {"RESULTS_DIR": results_dir, **{f"--train-log {p}": p for p in train_log or ()}}
+            check_output(out, inputs=inputs, overwrite=True)
         page = build_report(results_dir, out, baseline=baseline, train_logs=train_log or (), measure=measure)
     out_console.print(str(page), highlight=False)
     console.print(f"[green]wrote[/] {page} and its PNG figures in {page.parent}", highlight=False)

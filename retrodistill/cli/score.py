@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from retrodistill.artifacts import check_output, guarded_output
 from retrodistill.cli.common import ConfigOption, DataDirOption, SetOption, console, resolve, user_errors
 
 
@@ -31,6 +32,9 @@ def score_teacher(
             "(only its parts'; with several processes, bi-encoder scores may differ in the last bit)."
         ),
     ] = "all",
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing --out that is not this command's store.")
+    ] = False,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
@@ -45,6 +49,7 @@ def score_teacher(
     --dataset scifact --candidates runs/scifact/candidates --out runs/scifact/ce-scores
     """
     from retrodistill.config import ScoreTeacherConfig
+    from retrodistill.data.store import STAGE as STORE_STAGE
     from retrodistill.teachers import scoring
 
     params = {"model": model, "batch_size": batch_size, "max_length": max_length, "dtype": dtype}
@@ -65,7 +70,20 @@ def score_teacher(
         cfg.teacher.params.update({k: v for k, v in params.items() if v is not None})
         if "model" not in cfg.teacher.params:
             raise ValueError("no teacher model: pass --model or set teacher.params.model in the config")
-        store = scoring.run(cfg, prepare=prepare)
-        rank = scoring.scoring_rank().rank
+        inputs = {
+            "--candidates": cfg.candidates,
+            "--triples": cfg.triples,
+            "--model": cfg.teacher.params.get("model"),
+            "--dataset": cfg.data.dataset,
+            "--data-dir": cfg.data.data_dir,
+        }
+        me = scoring.scoring_rank()
+        if me.world_size > 1:  # ranks share the store: none may move it aside; a stale one is refused
+            check_output(cfg.out, inputs=inputs, resumable={STORE_STAGE})
+            store = scoring.run(cfg, prepare=prepare)
+        else:
+            with guarded_output(cfg.out, inputs=inputs, resumable={STORE_STAGE}, overwrite=overwrite):
+                store = scoring.run(cfg, prepare=prepare)
+        rank = me.rank
     if rank == 0:
         console.print(f"[green]wrote[/] {store.path}: {store.manifest.get('num_pairs', 0):,} scored pairs")

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from retrodistill.artifacts import guarded_output
 from retrodistill.cli.common import ConfigOption, DataDirOption, SetOption, console, resolve, user_errors
 
 
@@ -33,6 +34,9 @@ def score_pairwise(
     ] = None,
     dtype: Annotated[str | None, typer.Option(help="fp32 (default), bf16 or fp16.")] = None,
     part_size: Annotated[int | None, typer.Option(help="Comparisons per part file, the unit of resumption.")] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing --out that is not this command's store.")
+    ] = False,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
@@ -43,6 +47,7 @@ def score_pairwise(
     Example: retrodistill score-pairwise --model runs/duo-ce --teacher-scores runs/scifact/ce-scores
     --dataset scifact -m 10 --out runs/scifact/pair-scores
     """
+    from retrodistill.data.pair_store import STAGE as PAIR_STAGE
     from retrodistill.teachers import pairwise
 
     params = {"model": model, "batch_size": batch_size, "max_length": max_length, "dtype": dtype}
@@ -65,7 +70,15 @@ def score_pairwise(
         cfg.teacher.params.update({k: v for k, v in params.items() if v is not None})
         if "model" not in cfg.teacher.params:
             raise ValueError("no pairwise teacher model: pass --model or set teacher.params.model in the config")
-        store = pairwise.run(cfg)
+        inputs = {
+            "--teacher-scores": cfg.teacher_scores,
+            "--candidates": cfg.candidates,
+            "--model": cfg.teacher.params.get("model"),
+            "--dataset": cfg.data.dataset,
+            "--data-dir": cfg.data.data_dir,
+        }
+        with guarded_output(cfg.out, inputs=inputs, resumable={PAIR_STAGE}, overwrite=overwrite):
+            store = pairwise.run(cfg)
     counts = store.manifest.get("counts", {})
     console.print(
         f"[green]wrote[/] {store.path}: {counts.get('rows', 0):,} pair probabilities "

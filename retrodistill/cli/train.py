@@ -30,6 +30,16 @@ def train_student(
     batch_size: Annotated[int | None, typer.Option(help="Examples per step.")] = None,
     negatives: Annotated[int | None, typer.Option(help="Negatives per example (N of 1+N).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for sampling and training.")] = None,
+    trust_remote_code: Annotated[
+        bool,
+        typer.Option(
+            "--trust-remote-code",
+            help="Let a student model run its own Python code (configuration_*.py, modeling_*.py). Off by default.",
+        ),
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing --out (only once the new student is complete).")
+    ] = False,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
@@ -48,7 +58,11 @@ def train_student(
             set_,
             {
                 "store": store,
-                "student": {"model": student, "layers": layers},
+                "student": {
+                    "model": student,
+                    "layers": layers,
+                    "trust_remote_code": True if trust_remote_code else None,
+                },
                 "loss": {"name": loss},
                 "data": {"dataset": dataset, "data_dir": data_dir, "split": split},
                 "candidates": candidates,
@@ -60,5 +74,5 @@ def train_student(
                 "seed": seed,
             },
         )
-        path = train_run.run(cfg)
+        path = train_run.run(cfg, overwrite=overwrite)
     console.print(f"[green]wrote[/] student {path}  (load it with SentenceTransformer({str(path)!r}))")

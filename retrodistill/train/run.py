@@ -54,6 +54,7 @@ from retrodistill.artifacts import (
     MANIFEST,
     ArtifactMismatchError,
     check_inputs,
+    check_output,
     model_revision,
     publish_dir,
     write_manifest,
@@ -305,7 +306,25 @@ def _corpus_data(
     )
 
 
-def run(config: TrainConfig, *, show_progress: bool = True) -> Path:
+def training_inputs(config: TrainConfig) -> dict[str, str | None]:
+    """What a run reads, by option name: the output may never be (or contain) one of them."""
+    return {
+        "--store": config.store,
+        "--candidates": config.candidates,
+        "pair_store": config.pair_store,
+        "teacher_embeddings.path": config.teacher_embeddings.path,
+        "--student": config.student.model,
+        "--dataset": config.data.dataset,
+        "--data-dir": config.data.data_dir,
+    }
+
+
+def run(config: TrainConfig, *, show_progress: bool = True, overwrite: bool = False) -> Path:
+    """Train and publish the student at ``config.out``.
+
+    An existing, non-empty ``config.out`` is refused unless ``overwrite`` (then it is replaced only
+    once the new student is complete); ``config.out`` may never be or contain an input.
+    """
     import datasets
     import torch
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
@@ -317,6 +336,7 @@ def run(config: TrainConfig, *, show_progress: bool = True) -> Path:
     from retrodistill.train.st_loss import StudentDistillationLoss
 
     start = time.perf_counter()
+    check_output(config.out, inputs=training_inputs(config), overwrite=overwrite)
     if config.epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {config.epochs}")
     if config.stage not in STAGES:
@@ -334,6 +354,7 @@ def run(config: TrainConfig, *, show_progress: bool = True) -> Path:
             "layers": config.student.layers,
             "max_seq_length": config.student.max_seq_length,
             "similarity": config.student.similarity,
+            "trust_remote_code": config.student.trust_remote_code,
         },
     )
     model = student_spec.build()

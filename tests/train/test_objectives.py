@@ -176,12 +176,12 @@ def test_an_existing_teacher_embedding_store_is_reused_and_checked(
 
     other_model = TeacherEmbeddingsConfig(path=str(path), model="sentence-transformers/all-MiniLM-L6-v2")
     with pytest.raises(ArtifactMismatchError, match="holds embeddings of 'seeded-vectors'"):
-        run(dataclasses.replace(config, teacher_embeddings=other_model), show_progress=False)
+        run(dataclasses.replace(config, teacher_embeddings=other_model), show_progress=False, overwrite=True)
     with pytest.raises(ValueError, match="teacher_embeddings.path"):
-        run(with_loss(base, "embedding"), show_progress=False)
+        run(with_loss(base, "embedding"), show_progress=False, overwrite=True)
     with pytest.raises(ValueError, match="teacher_embeddings.model is not set"):
         missing = TeacherEmbeddingsConfig(path=str(tmp_path / "nothing-here"))
-        run(dataclasses.replace(config, teacher_embeddings=missing), show_progress=False)
+        run(dataclasses.replace(config, teacher_embeddings=missing), show_progress=False, overwrite=True)
 
 
 def test_corpus_stage_distils_embeddings_over_documents_alone(
@@ -200,9 +200,9 @@ def test_corpus_stage_distils_embeddings_over_documents_alone(
     assert record["counts"]["steps"] == 2
     assert manifest(embeddings.path or "")["counts"] == {"queries": 0, "documents": 10}
     with pytest.raises(ValueError, match="documents alone.*margin-mse"):
-        run(dataclasses.replace(config, loss=base.loss), show_progress=False)
+        run(dataclasses.replace(config, loss=base.loss), show_progress=False, overwrite=True)
     with pytest.raises(ValueError, match="stage must be one of"):
-        run(dataclasses.replace(config, stage="documents"), show_progress=False)
+        run(dataclasses.replace(config, stage="documents"), show_progress=False, overwrite=True)
 
 
 @pytest.mark.parametrize(
