@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from retrodistill.students.base import STUDENTS
 from retrodistill.students.init import truncate_layers
+
+
+def _looks_like_path(name: str) -> bool:
+    """A name the user meant as a folder: hub ids are ``name`` or ``org/name``, never more."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
 
 
 @STUDENTS.register("bi-encoder")
@@ -15,7 +21,10 @@ class BiEncoderStudent:
     """Builds the student model.
 
     A sentence-transformers model keeps its own pooling and normalisation; a plain Hugging Face
-    encoder gets mean pooling (and L2 normalisation when ``similarity`` is cosine).
+    encoder gets sentence-transformers' default (mean pooling, no normalisation: the loss's
+    ``similarity`` decides between dot and cosine). The model's own Python code is never run unless
+    ``trust_remote_code`` is set, and a model that does not load is an error, never replaced by
+    another model.
     """
 
     model: str = field(metadata={"help": "hub id or path of a sentence-transformers or HF encoder"})
@@ -23,6 +32,7 @@ class BiEncoderStudent:
     max_seq_length: int | None = field(default=256, metadata={"help": "truncate inputs to this many tokens"})
     similarity: str = field(default="cosine", metadata={"help": "dot or cosine"})
     device: str | None = None
+    trust_remote_code: bool = field(default=False, metadata={"help": "let the model run its own Python code"})
 
     def __post_init__(self) -> None:
         if self.similarity not in ("dot", "cosine"):
@@ -30,18 +40,21 @@ class BiEncoderStudent:
 
     def build(self) -> Any:
         from sentence_transformers import SentenceTransformer
-        from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+        from sentence_transformers.sentence_transformer.modules import Pooling
 
+        if _looks_like_path(self.model) and not Path(self.model).expanduser().exists():
+            raise FileNotFoundError(f"student model {self.model}: no such folder")
         try:
-            model = SentenceTransformer(self.model, device=self.device, trust_remote_code=False)
-        except (OSError, ValueError):
-            model = None
-        if model is None or not any(isinstance(m, Pooling) for m in model):
-            transformer = Transformer(self.model)
-            modules: list[Any] = [transformer, Pooling(transformer.get_embedding_dimension(), "mean")]
-            if self.similarity == "cosine":
-                modules.append(Normalize())
-            model = SentenceTransformer(modules=modules, device=self.device)
+            model = SentenceTransformer(self.model, device=self.device, trust_remote_code=self.trust_remote_code)
+        except (OSError, ValueError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            hint = " (pass --trust-remote-code to allow it)" if "custom code" in str(err) else ""
+            raise ValueError(f"cannot load the student model {self.model!r}: {first}{hint}") from None
+        if not any(isinstance(m, Pooling) for m in model):
+            raise ValueError(
+                f"the student model {self.model!r} has no pooling module: it does not produce one vector per "
+                "text, so it cannot be a bi-encoder student"
+            )
         if self.layers is not None:
             truncate_layers(model[0].auto_model, self.layers)
         if self.max_seq_length is not None:
