@@ -1,0 +1,394 @@
+"""The corpus of a collection as a memory-mapped Arrow table, converted once from its source file.
+
+:func:`open_corpus` turns a BEIR ``corpus.jsonl`` or an MS MARCO ``collection.tsv`` into a
+:class:`Corpus`: a read-only ``Mapping[str, Document]`` (so ``corpus[doc_id]``, ``in``, ``len`` and
+iteration in file order work as with a dict) with vectorised methods for large corpora
+(:meth:`Corpus.rows`, :meth:`Corpus.texts`, :meth:`Corpus.id_at`). The first open converts the file
+(:mod:`retrodistill.data.corpus_convert`); later opens map the cache and read nothing else.
+
+Cache layout, under ``cache_root() / "collections"``::
+
+    <key>/                       key = sha256 of (kind, resolved source path, size, mtime_ns)
+      corpus.arrow               Arrow IPC file, uncompressed: _id, title, text (strings), file order
+      ids.sorted.npy, order.npy  the id index (retrodistill.data.id_index)
+      manifest.json              {"format", "version", "kind", "source": {"path", "size", "mtime_ns"},
+                                  "fingerprint": sha256_file(source), "counts": {"documents",
+                                  "empty_documents"}, "id_width", "files": {name: bytes}, "reader",
+                                  "wall_time_s", "versions": {"pyarrow"}}
+
+A cache is written in a temporary folder beside ``<key>`` and renamed into place, so ``<key>``
+is complete or absent. A folder without a manifest is ignored and rebuilt; one whose files do not
+match their manifest is rebuilt with a warning. ``fingerprint`` is the source's ``sha256_file``
+value, the one collections have always reported, so a second open needs no hashing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import ItemsView, Iterator, Mapping, Sequence, ValuesView
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from retrodistill.data.id_index import ORDER_FILE, SORTED_FILE, IdIndex, as_id_array
+from retrodistill.data.records import Document
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from retrodistill.data.corpus_convert import Converted
+
+logger = logging.getLogger(__name__)
+
+CACHE_ENV = "RETRODISTILL_CACHE"
+FORMAT = "retrodistill.corpus"
+VERSION = 1
+MANIFEST = "manifest.json"
+TABLE_FILE = "corpus.arrow"
+_FILES = (TABLE_FILE, SORTED_FILE, ORDER_FILE)
+
+
+def cache_root() -> Path:
+    """``$RETRODISTILL_CACHE`` if set, else ``~/.cache/retrodistill``: the root every cache lives under."""
+    root = os.environ.get(CACHE_ENV)
+    return Path(root) if root else Path.home() / ".cache" / "retrodistill"
+
+
+class Corpus(Mapping[str, Document]):
+    """Documents by id over an Arrow table with columns ``_id``, ``title``, ``text``; read-only.
+
+    Build one with :func:`open_corpus` (a file, through the cache) or :meth:`from_dict` (in memory).
+
+    Args:
+        table: the documents in their order.
+        index: ids to rows of ``table``.
+        empty_documents: how many documents have an empty :meth:`Document.joined`.
+        fingerprint: ``sha256_file`` of the source file, or None for a corpus built in memory.
+        directory: the cache folder the table is mapped from, or None.
+    """
+
+    def __init__(
+        self,
+        table: pa.Table,
+        index: IdIndex,
+        *,
+        empty_documents: int,
+        fingerprint: str | None = None,
+        directory: Path | None = None,
+    ) -> None:
+        if len(index) != table.num_rows:
+            raise ValueError(f"id index has {len(index)} rows, the table {table.num_rows}")
+        self._table = table
+        self._index = index
+        self._columns = {name: table.column(name).chunks for name in ("_id", "title", "text")}
+        lengths = [len(chunk) for chunk in self._columns["_id"]]
+        self._starts = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+        self.empty_documents = empty_documents
+        self.fingerprint = fingerprint
+        self.directory = directory
+
+    @classmethod
+    def from_dict(cls, documents: Mapping[str, Document]) -> Corpus:
+        """A corpus held in memory, in the mapping's order (for tests and small hand-made collections)."""
+        import pyarrow as pa
+
+        from retrodistill.data.corpus_convert import schema
+
+        docs = list(documents.values())
+        table = pa.Table.from_arrays(
+            [
+                pa.array(list(documents), pa.string()),
+                pa.array([d.title for d in docs], pa.string()),
+                pa.array([d.text for d in docs], pa.string()),
+            ],
+            schema=schema(),
+        )
+        empty = sum(1 for d in docs if not d.joined())
+        return cls(table, IdIndex.build(table.column("_id")), empty_documents=empty)
+
+    @classmethod
+    def open(cls, directory: str | os.PathLike[str]) -> Corpus:
+        """Map a cache folder written by :func:`open_corpus` (checked against its manifest)."""
+        directory = Path(directory)
+        manifest = _read_manifest(directory)
+        if manifest is None:
+            raise FileNotFoundError(f"{directory}: no corpus cache here (no {MANIFEST})")
+        problem = _check_files(directory, manifest)
+        if problem:
+            raise ValueError(f"{directory}: {problem}")
+        return cls._map(directory, manifest)
+
+    @classmethod
+    def _map(cls, directory: Path, manifest: dict[str, Any]) -> Corpus:
+        import pyarrow as pa
+        import pyarrow.ipc
+
+        # Zero-copy: the table's buffers point into the mapped file, read only when touched.
+        table = pa.ipc.open_file(pa.memory_map(str(directory / TABLE_FILE))).read_all()
+        counts = manifest["counts"]
+        if table.num_rows != counts["documents"]:
+            raise ValueError(f"{directory}: {table.num_rows} rows, the manifest says {counts['documents']}")
+        return cls(
+            table,
+            IdIndex.load(directory),
+            empty_documents=int(counts["empty_documents"]),
+            fingerprint=manifest["fingerprint"],
+            directory=directory,
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled (e.g. for a worker process) as its cache folder, not as gigabytes of text.
+        if self.directory is not None:
+            return (Corpus.open, (self.directory,))
+        return (Corpus.from_dict, (dict(self.items()),))
+
+    # --- Mapping ---------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return int(self._table.num_rows)
+
+    def __iter__(self) -> Iterator[str]:
+        for chunk in self._columns["_id"]:
+            yield from chunk.to_pylist()
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self._index.row(key) >= 0
+
+    def __getitem__(self, key: str) -> Document:
+        row = self._index.row(key) if isinstance(key, str) else -1
+        if row < 0:
+            raise KeyError(key)
+        return self.document(row)
+
+    def items(self) -> ItemsView[str, Document]:
+        return _Items(self)
+
+    def values(self) -> ValuesView[Document]:
+        return _Values(self)
+
+    def __repr__(self) -> str:
+        where = f", {self.directory}" if self.directory else ""
+        return f"Corpus({len(self):,} documents{where})"
+
+    # --- vectorised access -----------------------------------------------------------------------
+
+    @property
+    def ids(self) -> pa.ChunkedArray:
+        """The ``_id`` column in file order (memory-mapped; no Python strings are made)."""
+        return self._table.column("_id")
+
+    @property
+    def table(self) -> pa.Table:
+        """The whole table (``_id``, ``title``, ``text``), e.g. to stream it in record batches."""
+        return self._table
+
+    def rows(self, ids: Sequence[str] | pa.Array | pa.ChunkedArray, missing: int | None = None) -> np.ndarray:
+        """Row numbers (int64) of ``ids``, in their order.
+
+        Args:
+            ids: document ids, as Python strings or an Arrow string array.
+            missing: the row given for an unknown id; None raises instead.
+
+        Raises:
+            KeyError: naming the first unknown id, when ``missing`` is None.
+        """
+        array = as_id_array(ids)
+        rows = self._index.rows(array)
+        unknown = rows < 0
+        if unknown.any():
+            if missing is None:
+                raise KeyError(array[int(np.flatnonzero(unknown)[0])].as_py())
+            rows[unknown] = missing
+        return rows
+
+    def texts(self, rows: np.ndarray | Sequence[int]) -> list[str]:
+        """``Document.joined()`` of each row: ``f"{title} {text}".strip()``, the encoder's input."""
+        titles, texts = self._take("title", rows), self._take("text", rows)
+        return [f"{t} {x}".strip() for t, x in zip(titles, texts, strict=True)]
+
+    def id_at(self, rows: np.ndarray | Sequence[int]) -> list[str]:
+        """The id of each row."""
+        return self._take("_id", rows)
+
+    def document(self, row: int) -> Document:
+        """The document in ``row`` (0-based, file order)."""
+        row = int(row)
+        if not 0 <= row < len(self):
+            raise IndexError(f"row {row} out of range for a corpus of {len(self)} documents")
+        chunk = int(np.searchsorted(self._starts, row, side="right")) - 1
+        local = row - int(self._starts[chunk])
+        return Document(self._columns["title"][chunk][local].as_py(), self._columns["text"][chunk][local].as_py())
+
+    def _take(self, column: str, rows: np.ndarray | Sequence[int]) -> list[Any]:
+        """Values of ``column`` at ``rows``, gathered chunk by chunk (no chunk is concatenated)."""
+        import pyarrow as pa
+
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
+            raise IndexError(f"rows out of range for a corpus of {len(self)} documents")
+        chunks = np.searchsorted(self._starts, rows, side="right") - 1
+        result: list[Any] = [None] * len(rows)
+        for chunk in np.unique(chunks):
+            where = np.flatnonzero(chunks == chunk)
+            local = pa.array(rows[where] - self._starts[chunk])
+            for position, value in zip(where, self._columns[column][chunk].take(local).to_pylist(), strict=True):
+                result[position] = value
+        return result
+
+
+class _Items(ItemsView[str, Document]):
+    """``corpus.items()`` streamed chunk by chunk, instead of one index lookup per id."""
+
+    _mapping: Corpus
+
+    def __iter__(self) -> Iterator[tuple[str, Document]]:
+        columns = self._mapping._columns
+        for ids, titles, texts in zip(columns["_id"], columns["title"], columns["text"], strict=True):
+            for doc_id, title, text in zip(ids.to_pylist(), titles.to_pylist(), texts.to_pylist(), strict=True):
+                yield doc_id, Document(title, text)
+
+
+class _Values(ValuesView[Document]):
+    _mapping: Corpus
+
+    def __iter__(self) -> Iterator[Document]:
+        for _, document in _Items(self._mapping):
+            yield document
+
+
+def open_corpus(
+    path: str | os.PathLike[str], kind: str = "beir", *, cache_dir: str | os.PathLike[str] | None = None
+) -> Corpus:
+    """The corpus in ``path``, converted into the cache on first use and memory-mapped after.
+
+    Args:
+        path: a BEIR ``corpus.jsonl`` (``kind="beir"``) or an MS MARCO ``collection.tsv`` (``"msmarco"``).
+        kind: the file's format.
+        cache_dir: where caches live; default ``cache_root() / "collections"``.
+
+    Raises:
+        FileNotFoundError: ``path`` is not a file.
+        DataFormatError: the file is malformed (the message names file and line).
+    """
+    from retrodistill.data.corpus_convert import KINDS, convert
+
+    source = Path(path)
+    if not source.is_file():
+        raise FileNotFoundError(f"{source}: no such file")
+    if kind not in KINDS:
+        raise ValueError(f"unknown corpus kind {kind!r}; expected one of {', '.join(KINDS)}")
+    stat = source.stat()
+    resolved = source.resolve()
+    key = hashlib.sha256(json.dumps([kind, str(resolved), stat.st_size, stat.st_mtime_ns]).encode()).hexdigest()
+    root = Path(cache_dir) if cache_dir is not None else cache_root() / "collections"
+    target = root / key
+    cached = _open_valid(target, stat)
+    if cached is not None:
+        return cached
+
+    root.mkdir(parents=True, exist_ok=True)
+    staging = root / f".tmp-{key[:16]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        started = time.perf_counter()
+        logger.info("converting %s into %s (once)", source, target)
+        converted = convert(source, kind, staging)
+        after = source.stat()
+        if (after.st_size, after.st_mtime_ns) != (stat.st_size, stat.st_mtime_ns):
+            raise RuntimeError(f"{source} changed while it was being converted; open it again")
+        manifest = _manifest(kind, resolved, stat, converted, staging, time.perf_counter() - started)
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        _publish(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    corpus = _open_valid(target, stat)
+    if corpus is None:
+        raise RuntimeError(f"{target}: the corpus cache just written does not open")
+    return corpus
+
+
+def _manifest(
+    kind: str, resolved: Path, stat: os.stat_result, converted: Converted, staging: Path, wall: float
+) -> dict[str, Any]:
+    from importlib.metadata import version
+
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "kind": kind,
+        "source": {"path": str(resolved), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns},
+        "fingerprint": converted.fingerprint,
+        "counts": {"documents": converted.documents, "empty_documents": converted.empty_documents},
+        "id_width": converted.id_width,
+        "files": {name: (staging / name).stat().st_size for name in _FILES},
+        "reader": converted.reader,
+        "wall_time_s": round(wall, 3),
+        "versions": {"pyarrow": version("pyarrow")},
+    }
+
+
+def _publish(staging: Path, target: Path) -> None:
+    """Rename ``staging`` onto ``target``; an existing ``target`` (invalid, or a concurrent twin) gives way."""
+    try:
+        os.rename(staging, target)
+        return
+    except OSError:
+        if not target.exists():
+            raise
+    existing = _read_manifest(target)
+    if existing is not None and not _check_files(target, existing):
+        return  # another process published the same conversion first; keep its copy
+    trash = target.with_name(f".old-{target.name}-{uuid.uuid4().hex[:8]}")
+    os.rename(target, trash)
+    os.rename(staging, target)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _open_valid(directory: Path, stat: os.stat_result) -> Corpus | None:
+    """The cached corpus in ``directory`` if it is complete and matches the source; else None."""
+    if not directory.is_dir():
+        return None
+    manifest = _read_manifest(directory)
+    if manifest is None:
+        logger.info("%s: ignoring a half-written corpus cache; converting again", directory)
+        return None
+    source = manifest.get("source", {})
+    problem = _check_files(directory, manifest)
+    if not problem and (source.get("size"), source.get("mtime_ns")) != (stat.st_size, stat.st_mtime_ns):
+        problem = "it was made from another version of the source file"
+    if not problem:
+        try:
+            return Corpus._map(directory, manifest)
+        except Exception as err:  # a damaged file: any error pyarrow or numpy raises means "rebuild"
+            problem = f"it does not open ({type(err).__name__}: {err})"
+    logger.warning("%s: corrupt corpus cache (%s); converting the source again", directory, problem)
+    return None
+
+
+def _read_manifest(directory: Path) -> dict[str, Any] | None:
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def _check_files(directory: Path, manifest: Mapping[str, Any]) -> str:
+    """A problem with the cache's files against its manifest, or ``""`` when they agree."""
+    if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+        return f"format {manifest.get('format')!r} version {manifest.get('version')!r}, expected {FORMAT!r} {VERSION}"
+    sizes = manifest.get("files", {})
+    for name in _FILES:
+        path = directory / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != sizes.get(name):
+            return f"{name} has {path.stat().st_size} bytes, the manifest says {sizes.get(name)}"
+    return ""
