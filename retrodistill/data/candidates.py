@@ -22,10 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from retrodistill.artifacts import atomic_path, read_manifest, sha256_strings, write_manifest
+from retrodistill.artifacts import atomic_path, read_manifest, write_manifest
 from retrodistill.data.collections import DataFormatError
+from retrodistill.data.part_store import StringsHasher
 
 CANDIDATES_FILE = "candidates.parquet"
+#: Rows per Parquet row group and per step of the column-wise checks.
+_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,7 @@ class Candidate:
     retrieval_score: float
 
 
-def _schema() -> Any:
+def candidates_schema() -> Any:
     import pyarrow as pa
 
     return pa.schema(
@@ -51,72 +54,241 @@ def _schema() -> Any:
     )
 
 
+_schema = candidates_schema  # the name older code imports
+
+
 def candidate_order(c: Candidate) -> tuple[str, bool, int, str]:
     """The row order of a candidates file: by query, retrieved before not retrieved, rank, doc id."""
     return (c.query_id, c.rank == 0, c.rank, c.doc_id)
 
 
-def candidates_fingerprint(rows: Iterable[Candidate]) -> str:
-    return sha256_strings(f"{c.query_id}\t{c.doc_id}\t{c.label}\t{c.rank}" for c in rows)
-
-
-def write_candidates(
-    out_dir: str | os.PathLike[str], rows: Iterable[Candidate], manifest: Mapping[str, Any]
-) -> dict[str, Any]:
-    """Write the candidates Parquet file and its manifest (adding ``fingerprint`` and ``counts``)."""
+def candidates_table(rows: Iterable[Candidate]) -> Any:
+    """``Candidate`` rows as a pyarrow Table with the candidates schema, in the order given (small inputs)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    ordered = sorted(rows, key=candidate_order)
-    seen: set[tuple[str, str]] = set()
-    for c in ordered:
-        if (c.query_id, c.doc_id) in seen:
-            raise ValueError(f"candidate ({c.query_id}, {c.doc_id}) appears twice")
-        seen.add((c.query_id, c.doc_id))
-    table = pa.table(
+    rows = list(rows)
+    return pa.table(
         {
-            "query_id": [c.query_id for c in ordered],
-            "doc_id": [c.doc_id for c in ordered],
-            "label": [c.label for c in ordered],
-            "rank": [c.rank for c in ordered],
-            "retrieval_score": [c.retrieval_score for c in ordered],
+            "query_id": [c.query_id for c in rows],
+            "doc_id": [c.doc_id for c in rows],
+            "label": [c.label for c in rows],
+            "rank": [c.rank for c in rows],
+            "retrieval_score": [c.retrieval_score for c in rows],
         },
-        schema=_schema(),
+        schema=candidates_schema(),
     )
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / CANDIDATES_FILE) as tmp:
-        pq.write_table(table, tmp)
-    data = dict(manifest)
-    data["fingerprint"] = candidates_fingerprint(ordered)
-    data["counts"] = {
-        "queries": len({c.query_id for c in ordered}),
-        "rows": len(ordered),
-        "positives": sum(1 for c in ordered if c.label > 0),
-        "negatives": sum(1 for c in ordered if c.label <= 0),
-        **dict(data.get("counts", {})),
-    }
-    write_manifest(out, data)
-    return data
 
 
-@dataclass
+def sort_candidates(table: Any) -> Any:
+    """``table`` in the canonical row order: (query_id, rank == 0, rank, doc_id), column-wise."""
+    import pyarrow.compute as pc
+
+    keyed = table.append_column("_unranked", pc.equal(table.column("rank"), 0))
+    order = pc.sort_indices(
+        keyed,
+        sort_keys=[
+            ("query_id", "ascending"),
+            ("_unranked", "ascending"),
+            ("rank", "ascending"),
+            ("doc_id", "ascending"),
+        ],
+    )
+    return table.take(order)
+
+
+def candidates_fingerprint(rows: Any) -> str:
+    """Hash of the rows ``query_id<TAB>doc_id<TAB>label<TAB>rank``, in order.
+
+    Args:
+        rows: a pyarrow Table with the candidates columns, or an iterable of :class:`Candidate`.
+    """
+    table = rows if hasattr(rows, "column") else candidates_table(rows)
+    hasher = StringsHasher()
+    hasher.update(*(table.column(name) for name in ("query_id", "doc_id", "label", "rank")))
+    return hasher.hexdigest()
+
+
+class CandidatesWriter:
+    """Writes ``candidates.parquet`` in row groups, already in canonical order, hashing as it goes.
+
+    For callers that produce the sorted rows a slice at a time (``import-scores`` at tens of millions
+    of rows); :func:`write_candidates` sorts and checks a whole table, then uses this writer.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike[str]) -> None:
+        import pyarrow.parquet as pq
+
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._atomic = atomic_path(self.out / CANDIDATES_FILE)
+        self._tmp = self._atomic.__enter__()
+        self._writer = pq.ParquetWriter(self._tmp, candidates_schema())
+        self._hasher = StringsHasher()
+        self.rows = self.positives = 0
+        self._queries = 0
+        self._last_query: str | None = None
+
+    def write(self, table: Any) -> None:
+        """Append ``table`` (candidates columns, canonical order, continuing the previous slices)."""
+        import pyarrow.compute as pc
+
+        if table.num_rows == 0:
+            return
+        table = table.select(candidates_schema().names).cast(candidates_schema())
+        self._writer.write_table(table, row_group_size=_CHUNK)
+        self._hasher.update(*(table.column(name) for name in ("query_id", "doc_id", "label", "rank")))
+        queries = table.column("query_id")
+        starts = pc.sum(pc.not_equal(queries.slice(1), queries.slice(0, len(queries) - 1))).as_py() or 0
+        self._queries += starts + (queries[0].as_py() != self._last_query)
+        self._last_query = queries[-1].as_py()
+        self.rows += table.num_rows
+        self.positives += pc.sum(pc.greater(table.column("label"), 0)).as_py() or 0
+
+    def close(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """Finish the file and write the manifest (adding ``fingerprint`` and ``counts``); return it."""
+        self._writer.close()
+        self._atomic.__exit__(None, None, None)
+        data = dict(manifest)
+        data["fingerprint"] = self._hasher.hexdigest()
+        data["counts"] = {
+            "queries": self._queries,
+            "rows": self.rows,
+            "positives": self.positives,
+            "negatives": self.rows - self.positives,
+            **dict(data.get("counts", {})),
+        }
+        write_manifest(self.out, data)
+        return data
+
+    def abort(self) -> None:
+        self._writer.close()
+        self._atomic.__exit__(RuntimeError, RuntimeError("aborted"), None)
+
+
+def write_candidates(out_dir: str | os.PathLike[str], rows: Any, manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """Write the candidates Parquet file and its manifest (adding ``fingerprint`` and ``counts``).
+
+    Args:
+        out_dir: the artifact directory.
+        rows: a pyarrow Table with the candidates columns, or an iterable of :class:`Candidate`; any order.
+        manifest: the manifest fields of the stage.
+
+    Raises:
+        ValueError: a (query_id, doc_id) pair appears twice.
+    """
+    table = rows if hasattr(rows, "column") else candidates_table(rows)
+    table = sort_candidates(table.select(candidates_schema().names).cast(candidates_schema()))
+    duplicate = _first_duplicate(table)
+    if duplicate is not None:
+        raise ValueError(f"candidate ({duplicate[0]}, {duplicate[1]}) appears twice")
+    writer = CandidatesWriter(out_dir)
+    try:
+        for start in range(0, max(table.num_rows, 1), _CHUNK):
+            writer.write(table.slice(start, _CHUNK))
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.close(manifest)
+
+
+def _first_duplicate(table: Any) -> tuple[str, str] | None:
+    """A (query_id, doc_id) pair that appears twice in ``table``, or ``None``."""
+    import pyarrow.compute as pc
+
+    pairs = sorted_pairs(table, distinct=False)
+    if pairs.num_rows < 2:
+        return None
+    q, d = pairs.column("query_id"), pairs.column("doc_id")
+    n = pairs.num_rows
+    same = pc.and_(pc.equal(q.slice(1), q.slice(0, n - 1)), pc.equal(d.slice(1), d.slice(0, n - 1)))
+    hits = pc.indices_nonzero(same)
+    if len(hits) == 0:
+        return None
+    at = hits[0].as_py()
+    return (q[at].as_py(), d[at].as_py())
+
+
+def sorted_pairs(table: Any, *, distinct: bool = True) -> Any:
+    """The (query_id, doc_id) columns of ``table`` sorted by (query_id, doc_id), duplicates dropped if ``distinct``."""
+    import pyarrow.compute as pc
+
+    pairs = table.select(["query_id", "doc_id"])
+    pairs = pairs.take(pc.sort_indices(pairs, sort_keys=[("query_id", "ascending"), ("doc_id", "ascending")]))
+    if distinct and pairs.num_rows > 1:
+        q, d = pairs.column("query_id"), pairs.column("doc_id")
+        n = pairs.num_rows
+        same = pc.and_(pc.equal(q.slice(1), q.slice(0, n - 1)), pc.equal(d.slice(1), d.slice(0, n - 1)))
+        if pc.any(same).as_py():
+            import pyarrow as pa
+
+            keep = pa.concat_arrays([pa.array([True]), pc.invert(same).combine_chunks()])
+            pairs = pairs.filter(keep)
+    return pairs.combine_chunks()
+
+
 class CandidateSet:
-    """Candidates read back from an artifact directory."""
+    """Candidates read back from an artifact directory, column-wise.
 
-    path: Path
-    rows: list[Candidate]
-    manifest: dict[str, Any]
+    :attr:`table` is the pyarrow Table (schema in the module docstring), in canonical order when
+    read from disk; :meth:`pair_table` gives the sorted distinct pairs. :attr:`rows`,
+    :meth:`by_query` and :meth:`pairs` build one Python object per row: conveniences for small
+    sets (tests, SciFact-sized data), never for MS MARCO-sized ones.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], table: Any, manifest: dict[str, Any]) -> None:
+        """
+        Args:
+            path: where the candidates came from (artifact directory, or a triples file).
+            table: a pyarrow Table with the candidates columns, or a list of :class:`Candidate`
+                (kept in the order given).
+            manifest: the artifact's manifest (at least ``fingerprint``).
+        """
+        self.path = Path(path)
+        self.manifest = manifest
+        self._table = table if hasattr(table, "column") else candidates_table(table)
+        self._rows: list[Candidate] | None = None
+        self._pairs: Any = None
+
+    def __repr__(self) -> str:
+        return f"CandidateSet(path={str(self.path)!r}, rows={self._table.num_rows})"
+
+    @property
+    def table(self) -> Any:
+        return self._table
 
     @property
     def fingerprint(self) -> str:
         return str(self.manifest["fingerprint"])
 
+    def __len__(self) -> int:
+        return int(self._table.num_rows)
+
+    def pair_table(self) -> Any:
+        """Distinct (query_id, doc_id) pairs sorted by (query_id, doc_id): the order teacher scoring follows."""
+        if self._pairs is None:
+            self._pairs = sorted_pairs(self._table)
+        return self._pairs
+
+    @property
+    def rows(self) -> list[Candidate]:
+        """One :class:`Candidate` per row (small sets only)."""
+        if self._rows is None:
+            cols = {name: self._table.column(name).to_pylist() for name in candidates_schema().names}
+            self._rows = [
+                Candidate(q, d, int(lab), int(r), math.nan if s is None else float(s))
+                for q, d, lab, r, s in zip(
+                    cols["query_id"], cols["doc_id"], cols["label"], cols["rank"], cols["retrieval_score"], strict=True
+                )
+            ]
+        return self._rows
+
     def pairs(self) -> list[tuple[str, str]]:
-        """Distinct (query_id, doc_id) pairs, sorted: the order teacher scoring follows."""
-        return sorted({(c.query_id, c.doc_id) for c in self.rows})
+        """:meth:`pair_table` as a list of tuples (small sets only)."""
+        table = self.pair_table()
+        return list(zip(table.column("query_id").to_pylist(), table.column("doc_id").to_pylist(), strict=True))
 
     def by_query(self) -> dict[str, list[Candidate]]:
+        """Rows grouped by query, in row order (small sets only)."""
         grouped: dict[str, list[Candidate]] = {}
         for c in self.rows:
             grouped.setdefault(c.query_id, []).append(c)
@@ -124,7 +296,12 @@ class CandidateSet:
 
 
 def read_candidates(path: str | os.PathLike[str]) -> CandidateSet:
-    """Read a candidates artifact directory written by :func:`write_candidates`."""
+    """Read a candidates artifact directory written by :func:`write_candidates` (memory-mapped).
+
+    Raises:
+        FileNotFoundError: no ``candidates.parquet`` there.
+        ValueError: a column is missing, or the rows do not match the manifest's fingerprint.
+    """
     import pyarrow.parquet as pq
 
     directory = Path(path)
@@ -132,25 +309,14 @@ def read_candidates(path: str | os.PathLike[str]) -> CandidateSet:
     file = directory / CANDIDATES_FILE
     if not file.is_file():
         raise FileNotFoundError(f"{file}: missing; is {directory} a candidates artifact?")
-    table = pq.read_table(file)
-    missing = set(_schema().names) - set(table.column_names)
+    table = pq.read_table(file, memory_map=True)
+    missing = set(candidates_schema().names) - set(table.column_names)
     if missing:
         raise ValueError(f"{file}: missing columns {sorted(missing)}")
-    cols = {name: table.column(name).to_pylist() for name in _schema().names}
-    rows = [
-        Candidate(q, d, int(lab), int(r), float("nan") if s is None else float(s))
-        for q, d, lab, r, s in zip(
-            cols["query_id"],
-            cols["doc_id"],
-            cols["label"],
-            cols["rank"],
-            cols["retrieval_score"],
-            strict=True,
-        )
-    ]
-    if candidates_fingerprint(rows) != manifest.get("fingerprint"):
+    table = table.select(candidates_schema().names).cast(candidates_schema())
+    if candidates_fingerprint(table) != manifest.get("fingerprint"):
         raise ValueError(f"{file}: rows do not match the fingerprint in {directory / 'manifest.json'}")
-    return CandidateSet(directory, rows, manifest)
+    return CandidateSet(directory, table, manifest)
 
 
 def read_triples(path: str | os.PathLike[str]) -> list[Candidate]:

@@ -21,20 +21,36 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from retrodistill.artifacts import atomic_path, read_manifest, sha256_file
+import numpy as np
+
+from retrodistill.artifacts import read_manifest
+from retrodistill.data.part_store import iter_part_tables, part_name, verify_parts, write_table_part
 
 STAGE = "score-teacher"
 #: Stages whose output is a teacher-score store: scored here, imported from a published file, or an
 #: ensemble of other stores. All share this module's layout and invariants.
 STORE_STAGES = frozenset({STAGE, "import-scores", "ensemble"})
+#: The command that rebuilds a store of each stage, named when a part fails its check.
+REBUILD_COMMANDS = {
+    STAGE: "`retrodistill score-teacher` (the same arguments rescore the changed part)",
+    "import-scores": "`retrodistill import-scores ... --overwrite`",
+    "ensemble": "`retrodistill ensemble-teachers` (the same arguments rebuild it)",
+    "score-pairwise": "`retrodistill score-pairwise` (the same arguments rescore the changed part)",
+}
 
-
-def part_name(index: int) -> str:
-    return f"part-{index:05d}.parquet"
+__all__ = [
+    "STAGE",
+    "STORE_STAGES",
+    "PartStore",
+    "TeacherStore",
+    "part_name",
+    "store_schema",
+    "write_part",
+]
 
 
 def store_schema() -> Any:
@@ -43,27 +59,28 @@ def store_schema() -> Any:
     return pa.schema([("query_id", pa.string()), ("doc_id", pa.string()), ("score", pa.float32())])
 
 
-def write_part(
-    directory: str | os.PathLike[str], index: int, pairs: Sequence[tuple[str, str]], scores: Sequence[float]
-) -> dict[str, Any]:
-    """Write one part atomically; return its manifest entry (``rows``, ``sha256``)."""
+def write_part(directory: str | os.PathLike[str], index: int, pairs: Any, scores: Any) -> dict[str, Any]:
+    """Write one part atomically; return its manifest entry (``rows``, ``sha256``).
+
+    Args:
+        directory: the store directory.
+        index: the part's index.
+        pairs: a table with ``query_id`` and ``doc_id`` columns, or a sequence of (query_id, doc_id) tuples.
+        scores: one score per pair (array or sequence), stored as float32.
+    """
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     if len(pairs) != len(scores):
         raise ValueError(f"part {index}: {len(pairs)} pairs but {len(scores)} scores")
+    if hasattr(pairs, "column"):
+        query_ids, doc_ids = pairs.column("query_id"), pairs.column("doc_id")
+    else:
+        query_ids, doc_ids = [q for q, _ in pairs], [d for _, d in pairs]
     table = pa.table(
-        {
-            "query_id": [q for q, _ in pairs],
-            "doc_id": [d for _, d in pairs],
-            "score": list(map(float, scores)),
-        },
+        {"query_id": query_ids, "doc_id": doc_ids, "score": np.asarray(scores, dtype=np.float32)},
         schema=store_schema(),
     )
-    path = Path(directory) / part_name(index)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
-    return {"rows": len(pairs), "sha256": sha256_file(path)}
+    return write_table_part(directory, index, table)
 
 
 S = TypeVar("S", bound="PartStore")
@@ -73,8 +90,10 @@ S = TypeVar("S", bound="PartStore")
 class PartStore:
     """A complete store of Parquet parts listed in its manifest, read back.
 
-    Subclasses name the manifest stages they accept, what they are called in errors, the command
-    that resumes an incomplete one, and their row schema.
+    :meth:`open` checks every part's sha256 against the manifest (once per file version, see
+    :func:`~retrodistill.data.part_store.verify_parts`). Subclasses name the manifest stages they
+    accept, what they are called in errors, the command that resumes an incomplete one, and their
+    row schema.
     """
 
     path: Path
@@ -90,6 +109,12 @@ class PartStore:
 
     @classmethod
     def open(cls: type[S], path: str | os.PathLike[str]) -> S:
+        """Open a complete store.
+
+        Raises:
+            ValueError: not a store of this kind, or incomplete.
+            PartChangedError: a part is missing or was changed since it was written.
+        """
         directory = Path(path)
         manifest = read_manifest(directory)
         if manifest.get("stage") not in cls.stages:
@@ -100,6 +125,8 @@ class PartStore:
                 f"{directory} is incomplete ({done}/{total} parts); run `retrodistill {cls.resume_command}` "
                 "again with the same arguments to resume it"
             )
+        stage = str(manifest.get("stage"))
+        verify_parts(directory, manifest, REBUILD_COMMANDS.get(stage, f"`retrodistill {cls.resume_command}`"))
         return cls(directory, manifest)
 
     @property
@@ -110,25 +137,26 @@ class PartStore:
     def inputs(self) -> dict[str, str]:
         return dict(self.manifest.get("inputs", {}))
 
-    def table(self) -> Any:
-        """All rows as one pyarrow Table, in part order."""
+    def table(self, columns: Sequence[str] | None = None) -> Any:
+        """All rows (or ``columns``) as one pyarrow Table, in part order (one chunk per part)."""
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
-        tables = []
-        for index in range(int(self.manifest["num_parts"])):
-            path = self.path / part_name(index)
-            if part_name(index) not in self.manifest["parts"] or not path.is_file():
-                raise FileNotFoundError(f"{path}: part listed as complete is missing")
-            tables.append(pq.read_table(path))
+        tables = list(iter_part_tables(self.path, self.manifest, columns))
         if not tables:
-            return self.schema().empty_table()
+            empty = self.schema().empty_table()
+            return empty if columns is None else empty.select(list(columns))
         return pa.concat_tables(tables)
 
 
 @dataclass
 class TeacherStore(PartStore):
-    """A complete teacher-score store, read back; :meth:`table` is sorted by (query_id, doc_id)."""
+    """A complete teacher-score store, read back; :meth:`table` is sorted by (query_id, doc_id).
+
+    Look scores up column-wise with :meth:`lookup` (any pairs) or :meth:`scores_for` (a candidate
+    set's rows). :meth:`scores` builds a dict of every pair: for small stores only.
+    """
+
+    _index: _ScoreIndex | None = field(default=None, repr=False, compare=False)
 
     stages: ClassVar[frozenset[str]] = STORE_STAGES
     what: ClassVar[str] = "teacher-score store"
@@ -138,7 +166,34 @@ class TeacherStore(PartStore):
     def schema(cls) -> Any:
         return store_schema()
 
+    def lookup(self, query_ids: Any, doc_ids: Any) -> np.ndarray:
+        """The stored score of each (query_ids[i], doc_ids[i]); NaN where the store has none.
+
+        Args:
+            query_ids: Arrow string array (or chunked array, or a sequence of str).
+            doc_ids: the same, as long as ``query_ids``.
+
+        Returns:
+            float32 array ``(len(query_ids),)``.
+
+        Each call hashes the store's distinct ids once (about a second at 8.8M documents), so look
+        up many pairs per call: a whole candidate set, an epoch, not one batch at a time.
+        """
+        if self._index is None:
+            self._index = _ScoreIndex.build(self.table())
+        return self._index.lookup(query_ids, doc_ids)
+
+    def scores_for(self, candidates: Any) -> np.ndarray:
+        """The score of each row of ``candidates.table`` (a :class:`~retrodistill.data.candidates.CandidateSet`).
+
+        Returns:
+            float32 array aligned with ``candidates.table``'s rows; NaN where the store has no score.
+        """
+        table = candidates.table
+        return self.lookup(table.column("query_id"), table.column("doc_id"))
+
     def scores(self) -> dict[tuple[str, str], float]:
+        """Every (query_id, doc_id) → score as a dict: one Python object per pair, small stores only."""
         table = self.table()
         return dict(
             zip(
@@ -147,3 +202,72 @@ class TeacherStore(PartStore):
                 strict=True,
             )
         )
+
+
+@dataclass
+class _ScoreIndex:
+    """A store's rows as sorted integer keys: ``query_code * num_docs + doc_code``, codes in sorted-id order.
+
+    Memory: 12 bytes per row (key and score) plus the distinct ids as Arrow strings.
+    """
+
+    queries: Any  # distinct query ids, sorted (Arrow string array)
+    docs: Any  # distinct doc ids, sorted
+    keys: np.ndarray  # int64, ascending
+    scores: np.ndarray  # float32, aligned with keys
+
+    @classmethod
+    def build(cls, table: Any) -> _ScoreIndex:
+        query_col, doc_col = table.column("query_id"), table.column("doc_id")
+        queries = _sorted_unique(query_col)
+        docs = _sorted_unique(doc_col)
+        q = _codes(query_col, queries)
+        d = _codes(doc_col, docs)
+        keys = q * max(len(docs), 1) + d
+        scores = table.column("score").to_numpy().astype(np.float32, copy=False)
+        if len(keys) > 1 and not bool(np.all(keys[1:] > keys[:-1])):  # not sorted (or duplicate pairs)
+            order = np.argsort(keys, kind="stable")
+            keys, scores = keys[order], scores[order]
+        return cls(queries, docs, keys, scores)
+
+    def lookup(self, query_ids: Any, doc_ids: Any) -> np.ndarray:
+        import pyarrow as pa
+
+        qa = query_ids if isinstance(query_ids, (pa.Array, pa.ChunkedArray)) else pa.array(list(query_ids), pa.string())
+        da = doc_ids if isinstance(doc_ids, (pa.Array, pa.ChunkedArray)) else pa.array(list(doc_ids), pa.string())
+        if len(qa) != len(da):
+            raise ValueError(f"got {len(qa)} query ids but {len(da)} doc ids")
+        out = np.full(len(qa), np.nan, dtype=np.float32)
+        if len(qa) == 0 or len(self.keys) == 0:
+            return out
+        q = _codes(qa, self.queries, missing=-1)
+        d = _codes(da, self.docs, missing=-1)
+        known = (q >= 0) & (d >= 0)
+        wanted = q[known] * max(len(self.docs), 1) + d[known]
+        position = np.minimum(np.searchsorted(self.keys, wanted), len(self.keys) - 1)
+        found = self.keys[position] == wanted
+        hits = np.flatnonzero(known)[found]
+        out[hits] = self.scores[position[found]]
+        return out
+
+
+def _sorted_unique(column: Any) -> Any:
+    import pyarrow.compute as pc
+
+    unique = pc.unique(column)
+    return unique.take(pc.sort_indices(unique))
+
+
+def _codes(values: Any, dictionary: Any, missing: int | None = None) -> np.ndarray:
+    """Position of each value in ``dictionary`` as int64; ``missing`` where absent (None: must be present)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    index = pc.index_in(values, value_set=dictionary)
+    if isinstance(index, pa.ChunkedArray):
+        index = index.combine_chunks()
+    if index.null_count:
+        if missing is None:
+            raise ValueError("an id is missing from its own dictionary")
+        index = index.fill_null(missing)
+    return index.to_numpy(zero_copy_only=False).astype(np.int64)

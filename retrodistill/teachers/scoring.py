@@ -80,7 +80,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,11 +94,11 @@ from retrodistill.artifacts import (
     now_iso,
     read_manifest,
     sha256_file,
-    sha256_strings,
     write_json_atomic,
     write_manifest,
 )
 from retrodistill.config import ScoreTeacherConfig, to_dict
+from retrodistill.data.part_store import pairs_fingerprint, rows_fingerprint
 from retrodistill.data.store import STAGE, TeacherStore, part_name, write_part
 from retrodistill.teachers.base import RUNTIME_FIELDS, TEACHERS, Teacher
 
@@ -108,16 +108,6 @@ PREPARE_MODES = ("all", "shard")
 RANKS_DIR = "ranks"
 #: How long a rank waits for the others at a barrier: the slowest rank's remaining parts must fit.
 BARRIER_TIMEOUT = _dt.timedelta(hours=24)
-
-
-def pairs_fingerprint(pairs: Iterable[tuple[str, str]]) -> str:
-    """Fingerprint of the ordered (query_id, doc_id) pairs a store covers."""
-    return sha256_strings(f"{q}\t{d}" for q, d in pairs)
-
-
-def rows_fingerprint(query_ids: Iterable[str], doc_ids: Iterable[str], scores: Iterable[float]) -> str:
-    """Fingerprint of a store's rows in order: ``query_id<TAB>doc_id<TAB>float.hex(score)`` each."""
-    return sha256_strings(f"{q}\t{d}\t{float(s).hex()}" for q, d, s in zip(query_ids, doc_ids, scores, strict=True))
 
 
 @dataclass(frozen=True)
