@@ -15,6 +15,7 @@ The "mean" row is the unweighted mean over datasets of each dataset's mean over 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from retrodistill.artifacts import model_revision, write_json_atomic, write_manifest, write_text_atomic
 from retrodistill.evaluate.metrics import DEFAULT_MEASURES, MetricResult, compute_metrics, parse_measures
-from retrodistill.evaluate.retrieval import encode_and_search, load_model
+from retrodistill.evaluate.retrieval import encode_and_search, load_model, open_embedding_cache
 from retrodistill.evaluate.run_files import write_metrics_json, write_run
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
     from retrodistill.data.collections import Collection
 
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,8 @@ def evaluate_collections(
     rel_threshold: int = 1,
     run_tag: str | None = None,
     show_progress: bool = True,
+    embedding_cache_dir: str | os.PathLike[str] | None = None,
+    embedding_dtype: str = "float32",
 ) -> Report:
     """Retrieve with one model on each collection, score the runs and write the report files.
 
@@ -167,6 +171,10 @@ def evaluate_collections(
         rel_threshold: minimum grade counted as relevant by binary measures.
         run_tag: the run files' tag column; defaults to the model's directory or repository name.
         show_progress: show encoding progress bars.
+        embedding_cache_dir: keep the corpus embeddings in this corpus-embedding cache
+            (:mod:`retrodistill.data.embeddings`; e.g. :func:`~retrodistill.data.embeddings.default_embedding_dir`)
+            and reuse what it holds; ``None`` encodes without keeping them. A loaded encoder is cached
+            only when it has a ``revision``. ``embedding_dtype``: ``"float32"`` or ``"float16"``.
 
     Returns:
         A :class:`Report` with per-dataset and mean scores.
@@ -189,11 +197,24 @@ def evaluate_collections(
         model = model_name_or_path
         model_id = str(getattr(model, "model_id", type(model).__name__))
         revision = getattr(model, "revision", None)
+    identity: dict[str, Any] | None = None
+    if embedding_cache_dir is not None:
+        if isinstance(model_name_or_path, (str, os.PathLike)):
+            from retrodistill.evaluate.suite import model_identity
+
+            identity = model_identity(model_id, cache_folder)
+        elif revision is not None:
+            identity = {"kind": "dense", "id": model_id, "revision": revision}
+        else:
+            logger.warning("%s has no revision to key its embeddings by: they are not cached", model_id)
     tag = run_tag or re.sub(r"\s+", "_", Path(model_id).name) or "retrodistill"
     report = Report(model_id, revision, measures, out_dir=out)
 
     for collection in collections:
         t0 = time.perf_counter()
+        cache = None
+        if identity is not None and embedding_cache_dir is not None:
+            cache = open_embedding_cache(model, collection, embedding_cache_dir, identity, dtype=embedding_dtype)
         run = encode_and_search(
             model,
             collection,
@@ -203,6 +224,7 @@ def evaluate_collections(
             show_progress=show_progress,
             index_params=index_params,
             ignore_identical_ids=ignore_identical_ids,
+            embedding_cache=cache,
         )
         result = compute_metrics(collection.qrels, run, measures, rel_threshold=rel_threshold)
         wall = time.perf_counter() - t0

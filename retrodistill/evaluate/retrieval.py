@@ -3,7 +3,9 @@
 The recipe, the one BEIR and MTEB follow for a bi-encoder:
 
 1. documents are ``title + " " + text`` (:meth:`Document.joined`), encoded with the model's
-   ``encode_document`` (its ``document``/``passage``/``corpus`` prompt, if it defines one);
+   ``encode_document`` (its ``document``/``passage``/``corpus`` prompt, if it defines one), shard by
+   shard, longest first within a shard, optionally through the corpus-embedding cache
+   (:mod:`retrodistill.data.embeddings`) so that a later run, or dense mining, reuses them;
 2. queries are encoded with ``encode_query`` (its ``query`` prompt, if any);
 3. the model decides its own normalisation (a ``Normalize`` module makes inner product cosine;
    nothing is normalised here), and the index returns the top ``k`` by inner product.
@@ -13,10 +15,20 @@ The result is a run: query id → document id → score, each query's documents 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from retrodistill.data.embeddings import (
+    DEFAULT_SHARD_SIZE,
+    EmbeddingCache,
+    encode_texts,
+    encoder_settings,
+    encoding_pool,
+    iter_corpus_embeddings,
+)
 from retrodistill.evaluate.metrics import Run
 from retrodistill.index import faiss_flat  # noqa: F401  (registers the FAISS backends; faiss loads lazily)
 from retrodistill.index.base import INDEXES, DenseIndex
@@ -27,6 +39,7 @@ if TYPE_CHECKING:
 
     from retrodistill.data.collections import Collection
 
+logger = logging.getLogger(__name__)
 
 def load_model(
     name_or_path: str | os.PathLike[str], device: str | None = None, cache_folder: str | None = None
@@ -55,14 +68,42 @@ def load_model(
 
 def _encode(model: Any, texts: Sequence[str], kind: str, batch_size: int, show_progress: bool) -> np.ndarray:
     """Encode with ``encode_query`` / ``encode_document`` when the model has them, else ``encode``."""
-    method = getattr(model, f"encode_{kind}", None) or model.encode
-    return method(
-        list(texts),
-        batch_size=batch_size,
-        convert_to_numpy=True,
-        normalize_embeddings=False,
-        show_progress_bar=show_progress,
-    )
+    return encode_texts(model, texts, kind, batch_size, show_progress)
+
+
+def open_embedding_cache(
+    model: Any,
+    collection: Collection,
+    root: str | os.PathLike[str],
+    model_identity: Mapping[str, Any],
+    *,
+    dtype: str = "float32",
+    shard_size: int = DEFAULT_SHARD_SIZE,
+) -> EmbeddingCache | None:
+    """The corpus-embedding cache of ``model`` on ``collection.corpus`` under ``root``.
+
+    The key joins ``model_identity`` (e.g. :func:`retrodistill.evaluate.suite.model_identity`: id and
+    weights' revision) with the loaded model's :func:`~retrodistill.data.embeddings.encoder_settings`
+    and the corpus fingerprint. ``None`` (with a warning) when the collection has no corpus fingerprint.
+    """
+    fingerprint = collection.fingerprints.get("corpus")
+    if fingerprint is None:
+        logger.warning("%s has no corpus fingerprint: its embeddings are not cached", collection.name)
+        return None
+    encoder = {**model_identity, "settings": encoder_settings(model)}
+    return EmbeddingCache.open(root, encoder, fingerprint, len(collection.corpus), dtype=dtype, shard_size=shard_size)
+
+
+def _doc_ids(corpus: Mapping[str, Any]) -> Callable[[np.ndarray], list[str]]:
+    """positions (1-D int64) → document ids, through an Arrow corpus's ``id_at`` when it has one.
+
+    That way no list of every id is built for a memory-mapped corpus; a dict corpus is listed once.
+    """
+    id_at = getattr(corpus, "id_at", None)
+    if callable(id_at):
+        return lambda positions: list(id_at(positions))
+    listed = list(corpus)
+    return lambda positions: [listed[p] for p in positions.tolist()]
 
 
 def encode_and_search(
@@ -75,9 +116,16 @@ def encode_and_search(
     *,
     index_params: Mapping[str, Any] | None = None,
     ignore_identical_ids: bool = False,
-    corpus_chunk_size: int = 100_000,
+    corpus_chunk_size: int = DEFAULT_SHARD_SIZE,
+    embedding_cache: EmbeddingCache | None = None,
+    query_chunk_size: int = 16_384,
+    devices: Sequence[str] | None = None,
 ) -> Run:
     """Retrieve the top ``k`` documents of ``collection.corpus`` for each of ``collection.queries``.
+
+    The corpus is encoded (or read from ``embedding_cache``) shard by shard and each shard is added
+    to the index as it comes, so besides the index only one shard's embeddings are held; queries
+    are encoded and searched ``query_chunk_size`` at a time.
 
     Args:
         model: a sentence-transformers model (anything with ``encode``; ``encode_query`` and
@@ -91,41 +139,62 @@ def encode_and_search(
         ignore_identical_ids: BEIR's rule for corpora where queries are also documents
             (ArguAna, Quora): drop a retrieved document whose id equals the query id. The top
             ``k + 1`` are searched so that ``k`` remain.
-        corpus_chunk_size: documents encoded and added to the index at a time, which bounds the
-            memory held besides the index (one embedding matrix per chunk).
+        corpus_chunk_size: documents encoded and added to the index at a time (the shard size)
+            when there is no cache; a cache uses its own.
+        embedding_cache: where corpus embeddings are read from and written to
+            (:func:`open_embedding_cache`); ``None`` encodes without keeping them.
+        query_chunk_size: queries encoded and searched at a time.
+        devices: encode the corpus on these devices with a multi-process pool (e.g.
+            ``["cuda:0", "cuda:1"]``); ``None`` uses every GPU when the model is on CUDA and
+            several are visible (:func:`~retrodistill.data.embeddings.encoding_pool`).
 
     Returns:
         query id → document id → score (a Python float), best first.
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
+    if query_chunk_size < 1:
+        raise ValueError(f"query_chunk_size must be at least 1, got {query_chunk_size}")
     if not collection.queries:
         raise ValueError(f"{collection.name} ({collection.split}) has no queries to search")
     if not collection.corpus:
         raise ValueError(f"{collection.name} has an empty corpus")
     dense: DenseIndex = INDEXES.build(index, dict(index_params or {}))
 
-    doc_ids = list(collection.corpus)
-    for start in range(0, len(doc_ids), corpus_chunk_size):
-        chunk = doc_ids[start : start + corpus_chunk_size]
-        texts = [collection.corpus[doc_id].joined() for doc_id in chunk]
-        dense.add(_encode(model, texts, "document", batch_size, show_progress))  # (chunk, d)
+    if embedding_cache is not None and embedding_cache.is_complete():
+        pool_context: Any = contextlib.nullcontext()  # nothing to encode: start no worker processes
+    else:
+        pool_context = encoding_pool(model, devices)
+    with pool_context as pool:
+        for shard in iter_corpus_embeddings(
+            model,
+            collection.corpus,
+            embedding_cache,
+            shard_size=corpus_chunk_size,
+            batch_size=batch_size,
+            show_progress=show_progress,
+            pool=pool,
+        ):
+            dense.add(shard)  # (rows, d); the index copies it, the shard (or its memory map) is dropped
+            del shard
 
+    doc_ids = _doc_ids(collection.corpus)
     query_ids = list(collection.queries)
-    query_embeddings = _encode(
-        model, [collection.queries[qid] for qid in query_ids], "query", batch_size, show_progress
-    )  # (m, d)
-    scores, positions = dense.search(query_embeddings, k + 1 if ignore_identical_ids else k)  # (m, k')
-
+    depth = k + 1 if ignore_identical_ids else k
     run: Run = {}
-    for qid, row_scores, row_positions in zip(query_ids, scores, positions, strict=True):
-        docs: dict[str, float] = {}
-        for score, position in zip(row_scores.tolist(), row_positions.tolist(), strict=True):
-            doc_id = doc_ids[position]
-            if ignore_identical_ids and doc_id == qid:
-                continue
-            docs[doc_id] = score
-            if len(docs) == k:
-                break
-        run[qid] = docs
+    for start in range(0, len(query_ids), query_chunk_size):
+        chunk = query_ids[start : start + query_chunk_size]
+        embeddings = _encode(model, [collection.queries[qid] for qid in chunk], "query", batch_size, show_progress)
+        scores, positions = dense.search(embeddings, depth)  # (m, k')
+        hits = doc_ids(positions.ravel())
+        width = positions.shape[1]
+        for row, (qid, row_scores) in enumerate(zip(chunk, scores.tolist(), strict=True)):
+            docs: dict[str, float] = {}
+            for score, doc_id in zip(row_scores, hits[row * width : (row + 1) * width], strict=True):
+                if ignore_identical_ids and doc_id == qid:
+                    continue
+                docs[doc_id] = score
+                if len(docs) == k:
+                    break
+            run[qid] = docs
     return run

@@ -25,10 +25,13 @@ Output folder (``out_dir``)::
     runs/<model_slug>/<dataset_slug>/run.trec       the run (a group: one file per member, merged ids)
     runs/<model_slug>/<dataset_slug>/metrics.json   aggregate and per-query scores
 
-Cache: every run is also kept under ``cache_dir/<key>/run.trec``, where the key is a sha256 over
+Caches: a dense model's corpus embeddings are kept in the corpus-embedding cache
+(``embedding_cache_dir``, :mod:`retrodistill.data.embeddings`), keyed by the model and the corpus
+alone, so another ``k`` or another split of the same corpus encodes only queries. Every run is
+also kept under ``cache_dir/<key>/run.trec``, where the key is a sha256 over
 the model's identity (kind, id, revision or weight hash, the settings that change its ranking,
-the reranker's identity and depth) and the collection's corpus and queries fingerprints, ``k``
-and the identical-id rule. A re-run with the same key reads the run instead of recomputing it;
+the reranker's identity and depth), the collection's corpus and queries fingerprints, the ids of
+the split's queries, ``k`` and the identical-id rule. A re-run with the same key reads the run instead of recomputing it;
 metrics are always recomputed from the run (they are cheap), so changing the measures or the
 relevance threshold never needs new runs.
 """
@@ -48,7 +51,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from retrodistill.artifacts import model_revision, write_json_atomic, write_manifest, write_text_atomic
+from retrodistill.artifacts import (
+    model_revision,
+    sha256_strings,
+    write_json_atomic,
+    write_manifest,
+    write_text_atomic,
+)
 from retrodistill.evaluate.metrics import DEFAULT_MEASURES, Run, compute_metrics, parse_measures
 from retrodistill.evaluate.run_files import read_run, write_metrics_json, write_run
 
@@ -113,6 +122,7 @@ class SuiteResult:
     wall_time_s: float = 0.0
     cache_hits: int = 0
     cache_misses: int = 0
+    embedding_shards: dict[str, int] = field(default_factory=lambda: {"read": 0, "encoded": 0})
 
     def marks(self) -> dict[tuple[str, str, str], str]:
         """(model, dataset, measure) → ``"▲"``/``"▼"``/``""`` from the significance tests."""
@@ -192,13 +202,33 @@ class SuiteResult:
 
 
 class _Retrievers:
-    """Loads each model once, on first need (a fully cached suite loads none)."""
+    """Loads each model once, on first need (a fully cached suite loads none).
 
-    def __init__(self, *, batch_size: int, device: str | None, cache_folder: str | None, show_progress: bool):
+    With ``embeddings`` (a folder), dense models read and write the corpus-embedding cache there
+    (:mod:`retrodistill.data.embeddings`), so a run the run cache misses (another ``k``, another
+    split of the same corpus) encodes only its queries; ``shards_read`` / ``shards_encoded`` count.
+    """
+
+    def __init__(
+        self,
+        *,
+        batch_size: int,
+        device: str | None,
+        cache_folder: str | None,
+        show_progress: bool,
+        embeddings: Path | None = None,
+        embedding_dtype: str = "float32",
+        identities: Mapping[str, dict[str, Any]] | None = None,
+    ):
         self.batch_size = batch_size
         self.device = device
         self.cache_folder = cache_folder
         self.show_progress = show_progress
+        self.embeddings = embeddings
+        self.embedding_dtype = embedding_dtype
+        self.identities = dict(identities or {})
+        self.shards_read = 0
+        self.shards_encoded = 0
         self._dense: dict[str, Any] = {}
         self._rerankers: dict[str, Any] = {}
 
@@ -218,16 +248,27 @@ class _Retrievers:
 
     def first_stage(self, spec: ModelSpec, collection: Collection, k: int, ignore_identical_ids: bool) -> Run:
         if spec.kind == "dense":
-            from retrodistill.evaluate.retrieval import encode_and_search
+            from retrodistill.evaluate.retrieval import encode_and_search, open_embedding_cache
 
-            return encode_and_search(
-                self.dense(spec.name),
+            model = self.dense(spec.name)
+            cache = None
+            if self.embeddings is not None:
+                identity = self.identities.get(spec.name) or model_identity(spec.name, self.cache_folder)
+                cache = open_embedding_cache(model, collection, self.embeddings, identity, dtype=self.embedding_dtype)
+            missing = len(cache.missing_shards()) if cache is not None else 0
+            run = encode_and_search(
+                model,
                 collection,
                 k=k,
                 batch_size=self.batch_size,
                 show_progress=self.show_progress,
                 ignore_identical_ids=ignore_identical_ids,
+                embedding_cache=cache,
             )
+            if cache is not None:
+                self.shards_encoded += missing
+                self.shards_read += cache.num_shards - missing
+            return run
         return lexical_run(_lexical(spec.name), collection, k, ignore_identical_ids, self.show_progress)
 
 
@@ -377,6 +418,8 @@ def _cache_key(identity: Mapping[str, Any], collection: Collection, k: int, igno
         "model": identity,
         "corpus": collection.fingerprints.get("corpus"),
         "queries": collection.fingerprints.get("queries"),
+        # The queries file holds every split's queries: the run answers only this split's.
+        "query_ids": sha256_strings(collection.queries),
         "k": k,
         "ignore_identical_ids": ignore_identical_ids,
     }
@@ -402,6 +445,8 @@ def evaluate_suite(
     cache_folder: str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     use_cache: bool = True,
+    embedding_cache_dir: str | os.PathLike[str] | None = None,
+    embedding_dtype: str = "float32",
     alpha: float = 0.05,
     permutations: int = 10_000,
     seed: int = 0,
@@ -422,6 +467,9 @@ def evaluate_suite(
         device: torch device for dense models and the reranker.
         cache_folder: the Hugging Face hub cache to load hub ids from.
         cache_dir: the run cache (default :func:`default_cache_dir`); ``use_cache=False`` ignores it.
+        embedding_cache_dir: the corpus-embedding cache of dense models (default
+            :func:`~retrodistill.data.embeddings.default_embedding_dir`); ``use_cache=False`` ignores
+            it too. ``embedding_dtype``: ``"float32"`` or ``"float16"`` (half the disk, rounded vectors).
         alpha, permutations, seed: significance level, randomization-test samples and its seed.
         show_progress: progress bars.
     """
@@ -449,13 +497,25 @@ def evaluate_suite(
     cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     out = Path(out_dir)
     started = time.perf_counter()
-    retrievers = _Retrievers(
-        batch_size=batch_size, device=device, cache_folder=cache_folder, show_progress=show_progress
-    )
+    from retrodistill.data.embeddings import DTYPES, default_embedding_dir
     from retrodistill.data.registry import describe_rules
 
+    if embedding_dtype not in DTYPES:
+        raise ValueError(f"embedding_dtype must be one of {', '.join(DTYPES)}; got {embedding_dtype!r}")
+    embedding_root = None
+    if use_cache:
+        embedding_root = Path(embedding_cache_dir) if embedding_cache_dir is not None else default_embedding_dir()
     result = SuiteResult(models={}, datasets={}, measures=measures, out_dir=out, rules=describe_rules(entries))
     identities = {name: model_identity(name, cache_folder) for name in {*models, *([rerank] if rerank else [])}}
+    retrievers = _Retrievers(
+        batch_size=batch_size,
+        device=device,
+        cache_folder=cache_folder,
+        show_progress=show_progress,
+        embeddings=embedding_root,
+        embedding_dtype=embedding_dtype,
+        identities=identities,
+    )
 
     for entry in entries:
         result.datasets[entry.name] = {
@@ -519,6 +579,7 @@ def evaluate_suite(
         result.results[spec.label]["mean"] = _mean([result.results[spec.label][e.name] for e in entries], measures)
 
     result.cache_hits, result.cache_misses = cache.hits, cache.misses
+    result.embedding_shards = {"read": retrievers.shards_read, "encoded": retrievers.shards_encoded}
     if baseline is not None:
         result.baseline = baseline
         result.alpha = alpha
@@ -558,6 +619,11 @@ def evaluate_suite(
                 "dir": str(cache_root) if use_cache else None,
                 "hits": result.cache_hits,
                 "misses": result.cache_misses,
+                "embeddings": {
+                    "dir": None if embedding_root is None else str(embedding_root),
+                    "dtype": embedding_dtype,
+                    "shards": result.embedding_shards,
+                },
             },
             "wall_time_s": round(result.wall_time_s, 3),
         },

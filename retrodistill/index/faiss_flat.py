@@ -12,6 +12,13 @@ k-selection handles at most ``k = 2048``.
 ``k`` larger than the number of documents: FAISS pads such rows with id ``-1`` and score
 ``-3.4e38``; this backend clamps ``k`` to ``len(index)`` instead, so no padding ever reaches the
 caller and every returned id is a real document.
+
+Memory on CPU: a single ``IndexFlatIP`` grows its storage by reallocation, so adding a corpus
+shard by shard briefly holds the old and the new copy (measured: peak 1.5× the embeddings). This
+backend therefore keeps a list of flat indexes, each filled once (``part_bytes`` or more per part;
+small adds go into the last part), searches each and merges the top ``k`` with FAISS' result
+heap: peak memory stays near the embeddings' size, and a single part (any corpus added in one
+call) is searched exactly as before.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ import numpy as np
 from retrodistill.index.base import INDEXES, DenseIndex, check_embeddings
 
 GPU_MAX_K = 2048
+#: Parts under this size take the next ``add`` into themselves (bounded reallocation) instead of a new part.
+PART_BYTES = 256 << 20
 
 
 def import_faiss() -> Any:
@@ -45,6 +54,8 @@ class FaissFlatIP(DenseIndex):
         use_gpu: ``None`` uses all GPUs when FAISS sees any, ``True`` requires one, ``False`` never.
         query_batch_size: queries searched per FAISS call, which bounds the ``(batch, n)`` score
             matrix FAISS holds at once.
+        part_bytes: on CPU, an ``add`` starts a new part once the last one holds this many bytes
+            (see the module docstring); smaller values mean less reallocation, more parts to merge.
 
     Example:
         >>> import numpy as np
@@ -55,7 +66,9 @@ class FaissFlatIP(DenseIndex):
         ([[2.0, 1.0]], [[1, 2]])
     """
 
-    def __init__(self, use_gpu: bool | None = None, query_batch_size: int = 1024) -> None:
+    def __init__(
+        self, use_gpu: bool | None = None, query_batch_size: int = 1024, part_bytes: int = PART_BYTES
+    ) -> None:
         if query_batch_size < 1:
             raise ValueError(f"query_batch_size must be at least 1, got {query_batch_size}")
         self.use_gpu = use_gpu
@@ -68,16 +81,20 @@ class FaissFlatIP(DenseIndex):
                 "machine or pass use_gpu=False"
             )
         self.on_gpu = gpus > 0 and use_gpu is not False
-        self._index: Any = None  # built on the first add(), when the dimension is known
+        self.part_bytes = part_bytes
+        # CPU: flat indexes in add order, ids offset by the sizes before them; GPU: one sharded index.
+        self._parts: list[Any] = []
         self.dim: int | None = None
 
     def add(self, embeddings: np.ndarray) -> None:
         matrix = check_embeddings(embeddings, "embeddings", self.dim)
-        if self._index is None:
+        if self.dim is None:
             self.dim = int(matrix.shape[1])
-            index = self._faiss.IndexFlatIP(self.dim)
-            self._index = self._faiss.index_cpu_to_all_gpus(index) if self.on_gpu else index
-        self._index.add(matrix)
+        last = self._parts[-1] if self._parts else None
+        if last is None or (not self.on_gpu and last.ntotal * self.dim * 4 >= self.part_bytes):
+            part = self._faiss.IndexFlatIP(self.dim)
+            self._parts.append(self._faiss.index_cpu_to_all_gpus(part) if self.on_gpu else part)
+        self._parts[-1].add(matrix)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if k < 1:
@@ -92,8 +109,22 @@ class FaissFlatIP(DenseIndex):
         ids = np.empty((len(matrix), k), np.int64)
         for start in range(0, len(matrix), self.query_batch_size):
             stop = start + self.query_batch_size
-            scores[start:stop], ids[start:stop] = self._index.search(matrix[start:stop], k)
+            scores[start:stop], ids[start:stop] = self._search_parts(matrix[start:stop], k)
         return scores, ids
 
+    def _search_parts(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The top ``k`` over every part: each part's own top ``k``, merged by a min-heap of the best."""
+        if len(self._parts) == 1:
+            scores, ids = self._parts[0].search(queries, k)
+            return scores, ids
+        heap = self._faiss.ResultHeap(len(queries), k, keep_max=True)
+        offset = 0
+        for part in self._parts:
+            part_scores, part_ids = part.search(queries, min(k, int(part.ntotal)))  # (m, k_part)
+            heap.add_result(part_scores, part_ids + offset)
+            offset += int(part.ntotal)
+        heap.finalize()  # sorts each row best first
+        return heap.D, heap.I
+
     def __len__(self) -> int:
-        return 0 if self._index is None else int(self._index.ntotal)
+        return sum(int(part.ntotal) for part in self._parts)

@@ -115,3 +115,59 @@ def test_model_revision_fingerprints_local_weights(tmp_path: Path) -> None:
     (tmp_path / "model.safetensors").write_bytes(b"other weights")
     assert model_revision(str(tmp_path)) != first
     assert model_revision("no-such-org/no-such-model-for-retrodistill") == "unknown"
+
+
+def test_the_embedding_cache_gives_the_same_run_and_a_second_run_encodes_no_document(
+    tiny_model: SentenceTransformer, tiny_st_dir: Path, toy_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from retrodistill.evaluate.retrieval import open_embedding_cache
+    from retrodistill.evaluate.suite import model_identity
+
+    collection = load_beir(toy_dir, "test")
+    plain = encode_and_search(tiny_model, collection, k=10, show_progress=False)
+    identity = model_identity(str(tiny_st_dir))
+    cache = open_embedding_cache(tiny_model, collection, tmp_path, identity, shard_size=7)
+    assert cache is not None and cache.num_shards > 1
+    first = encode_and_search(tiny_model, collection, k=10, show_progress=False, embedding_cache=cache)
+    assert cache.is_complete()
+
+    def no_documents(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a cached document was encoded again")
+
+    monkeypatch.setattr(tiny_model, "encode_document", no_documents)
+    again = open_embedding_cache(tiny_model, collection, tmp_path, identity, shard_size=7)
+    assert again is not None and again.path == cache.path
+    second = encode_and_search(tiny_model, collection, k=10, show_progress=False, embedding_cache=again)
+    for run in (first, second):
+        assert run.keys() == plain.keys()
+        for qid, docs in run.items():
+            assert list(docs) == list(plain[qid])  # same documents, same order
+            assert list(docs.values()) == pytest.approx(list(plain[qid].values()), abs=1e-5)
+
+
+def test_queries_are_searched_in_chunks(tiny_model: SentenceTransformer, toy_dir: Path) -> None:
+    collection = load_beir(toy_dir, "test")
+    whole = encode_and_search(tiny_model, collection, k=5, show_progress=False)
+    chunked = encode_and_search(tiny_model, collection, k=5, show_progress=False, query_chunk_size=2)
+    assert list(chunked) == list(whole)
+    for qid in whole:
+        assert list(chunked[qid]) == list(whole[qid])
+
+
+def test_evaluate_collections_keeps_embeddings_when_asked(tiny_st_dir: Path, toy_dir: Path, tmp_path: Path) -> None:
+    collection = load_beir(toy_dir, "test")
+    evaluate_collections(
+        tiny_st_dir,
+        [collection],
+        ["nDCG@10"],
+        tmp_path / "out",
+        k=10,
+        show_progress=False,
+        embedding_cache_dir=tmp_path / "emb",
+        embedding_dtype="float16",
+    )
+    (manifest,) = (tmp_path / "emb").glob("*/manifest.json")
+    data = json.loads(manifest.read_text())
+    assert data["dtype"] == "float16" and data["documents"] == len(collection.corpus)
+    assert data["corpus"] == collection.fingerprints["corpus"]
+    assert len(list(manifest.parent.glob("shards/*.npy"))) == 1

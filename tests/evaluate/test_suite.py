@@ -192,3 +192,43 @@ def test_the_legend_states_the_alpha_used(tmp_path: Path, toy: Collection, tiny_
     )
     assert all(c.alpha == 0.01 for c in result.significance)
     assert "α = 0.01 " in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_another_k_or_split_of_the_same_corpus_encodes_no_document(
+    tmp_path: Path, toy_dir: Path, tiny_st_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kwargs = {"cache_dir": tmp_path / "runs", "embedding_cache_dir": tmp_path / "emb", "show_progress": False}
+    dense = str(tiny_st_dir)
+    first = evaluate_suite([dense], [_entry(load_beir(toy_dir, "test"))], MEASURES, tmp_path / "a", k=10, **kwargs)
+    assert first.embedding_shards == {"read": 0, "encoded": 1}
+
+    from sentence_transformers import SentenceTransformer
+
+    def no_documents(*args: object, **kw: object) -> None:
+        raise AssertionError("a cached corpus was encoded again")
+
+    monkeypatch.setattr(SentenceTransformer, "encode_document", no_documents)
+    other_k = evaluate_suite([dense], [_entry(load_beir(toy_dir, "test"))], MEASURES, tmp_path / "b", k=5, **kwargs)
+    other_split = evaluate_suite(
+        [dense], [_entry(load_beir(toy_dir, "train"))], MEASURES, tmp_path / "c", k=10, **kwargs
+    )
+    for result in (other_k, other_split):
+        assert (result.cache_hits, result.cache_misses) == (0, 1)  # a new run ...
+        assert result.embedding_shards == {"read": 1, "encoded": 0}  # ... from the stored corpus embeddings
+    manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    assert manifest["cache"]["embeddings"]["shards"] == {"read": 1, "encoded": 0}
+    assert other_k.results[dense]["toy"]["nDCG@10"] != 0.0
+
+
+def test_no_cache_keeps_no_embeddings(tmp_path: Path, toy: Collection, tiny_st_dir: Path) -> None:
+    evaluate_suite(
+        [str(tiny_st_dir)],
+        [_entry(toy)],
+        MEASURES,
+        tmp_path / "out",
+        k=10,
+        use_cache=False,
+        embedding_cache_dir=tmp_path / "emb",
+        show_progress=False,
+    )
+    assert not (tmp_path / "emb").exists()

@@ -69,3 +69,29 @@ def test_use_gpu_true_without_a_gpu_says_so() -> None:
         pytest.skip("a GPU is visible")
     with pytest.raises(RuntimeError, match="no GPU"):
         FaissFlatIP(use_gpu=True)
+
+
+def test_parts_merge_to_the_single_index_answer() -> None:
+    """Each add() of a big enough batch gets its own part; the merged top-k equals brute force."""
+    docs, queries = _random(300, 8, seed=8), _random(21, 8, seed=9)
+    index = FaissFlatIP(use_gpu=False, query_batch_size=5, part_bytes=1)  # every add is a new part
+    for start in range(0, 300, 70):  # parts of 70, 70, 70, 70, 20 rows
+        index.add(docs[start : start + 70])
+    assert len(index) == 300 and len(index._parts) == 5
+
+    scores, ids = index.search(queries, k=25)
+
+    expected_scores = queries @ docs.T
+    expected_ids = np.argsort(-expected_scores, axis=1)[:, :25]
+    np.testing.assert_array_equal(ids, expected_ids)
+    np.testing.assert_allclose(scores, np.take_along_axis(expected_scores, expected_ids, 1), rtol=1e-5)
+    assert (np.diff(scores, axis=1) <= 0).all()
+    small_k, _ = index.search(queries, k=300)  # k above every part's size: clamped per part, all documents
+    assert small_k.shape == (21, 300)
+
+
+def test_small_adds_fill_the_last_part() -> None:
+    index = FaissFlatIP(use_gpu=False, part_bytes=10 * 4 * 4)  # a part takes adds until it holds 10 rows of d=4
+    for _ in range(6):
+        index.add(_random(4, 4, seed=10))
+    assert [int(p.ntotal) for p in index._parts] == [12, 12]

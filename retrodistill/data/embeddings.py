@@ -1,0 +1,451 @@
+"""Corpus embeddings on disk: one encoder's vectors of one corpus, in shards, resumable and shared.
+
+Evaluation (:func:`retrodistill.evaluate.retrieval.encode_and_search`) and dense mining read the
+same cache, so a corpus is encoded once per encoder, and a run killed while encoding loses at most
+the shard it was working on.
+
+Layout (``root`` is ``$RETRODISTILL_CACHE/embeddings`` by default, see :func:`default_embedding_dir`)::
+
+    ROOT/KEY/manifest.json        format, version, encoder identity, corpus fingerprint, documents,
+                                  shard_size, dtype (written first; never changes afterwards)
+    ROOT/KEY/shards/000000.npy    rows [0, shard_size) of the corpus, corpus (file) order,
+                                  shape (rows, d), float32 or float16, C order
+    ROOT/KEY/shards/000000.json   {"shard", "start", "rows", "dim", "dtype", "bytes", "sha256", "seconds"}
+    ...
+
+``KEY`` is :func:`cache_key`: a sha256 over the encoder's identity (its weights' revision and the
+settings that change its vectors: ``max_seq_length``, prompts, modules such as ``Normalize``),
+the corpus file's fingerprint and the stored dtype.
+
+Invariants: row ``i`` of the concatenated shards is document ``i`` in corpus order; every shard
+but the last holds exactly ``shard_size`` rows. A shard counts as done only when its ``.json``
+entry exists and its ``.npy`` has the recorded size; both are renamed into place (the ``.npy``
+first), so a crash leaves a shard either done or absent, and a re-run encodes only absent shards.
+``sha256`` is recorded for :meth:`EmbeddingCache.verify`; opening a cache checks sizes only, which
+is cheap at any corpus size.
+
+Within a shard, documents are encoded longest first (as BEIR and MTEB do: batches of similar
+length waste little padding) and stored back in corpus order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from retrodistill.artifacts import atomic_path, read_manifest, sha256_file, write_json_atomic, write_manifest
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from retrodistill.data.collections import Document
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "retrodistill-corpus-embeddings"
+#: Bump when a change to the encoding code changes the vectors, so old caches are not reused.
+VERSION = 1
+DTYPES = ("float32", "float16")
+DEFAULT_SHARD_SIZE = 100_000
+
+
+def default_embedding_dir() -> Path:
+    """``$RETRODISTILL_CACHE/embeddings`` if set, else ``~/.cache/retrodistill/embeddings``."""
+    root = os.environ.get("RETRODISTILL_CACHE")
+    return Path(root) / "embeddings" if root else Path.home() / ".cache" / "retrodistill" / "embeddings"
+
+
+def encoder_settings(model: Any) -> dict[str, Any]:
+    """The settings of a loaded encoder that change its document vectors (for the cache key).
+
+    Its weights are identified separately (a hub commit or a weight hash); these are what a caller
+    may change after loading: the truncation length, the prompts, the modules (``Normalize``), the
+    output truncation and the parameters' dtype.
+    """
+    children = getattr(model, "named_children", None)
+    parameters = getattr(model, "parameters", None)
+    first = next(iter(parameters()), None) if callable(parameters) else None
+    return {
+        "class": type(model).__name__,
+        "modules": [type(module).__name__ for _, module in children()] if callable(children) else None,
+        "max_seq_length": getattr(model, "max_seq_length", None),
+        "prompts": dict(getattr(model, "prompts", None) or {}),
+        "default_prompt_name": getattr(model, "default_prompt_name", None),
+        "truncate_dim": getattr(model, "truncate_dim", None),
+        "dtype": None if first is None else str(first.dtype),
+    }
+
+
+def cache_key(encoder: Mapping[str, Any], corpus_fingerprint: str, dtype: str = "float32") -> str:
+    """The cache folder name: 32 hex digits of sha256 over encoder identity, corpus and dtype."""
+    payload = {"version": VERSION, "encoder": encoder, "corpus": corpus_fingerprint, "dtype": dtype}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+class EmbeddingCache:
+    """One corpus's embeddings under one encoder: a folder of shards (see the module docstring).
+
+    Build it with :meth:`open` (creates or resumes) or :meth:`load` (an existing folder, to read).
+
+    Example:
+        >>> import numpy as np, tempfile
+        >>> root = tempfile.mkdtemp()
+        >>> cache = EmbeddingCache.open(root, {"id": "m"}, "sha256:c", documents=3, shard_size=2)
+        >>> cache.missing_shards()
+        [0, 1]
+        >>> cache.write_shard(0, np.ones((2, 4), np.float32)); cache.write_shard(1, np.zeros((1, 4), np.float32))
+        >>> cache.is_complete(), cache.dim, [len(s) for s in cache.iter_shards()]
+        (True, 4, [2, 1])
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.manifest = read_manifest(self.path)
+        if self.manifest.get("format") != FORMAT:
+            raise ValueError(f"{self.path}: not a corpus-embedding cache (format {self.manifest.get('format')!r})")
+        if self.manifest.get("version") != VERSION:
+            raise ValueError(f"{self.path}: cache version {self.manifest.get('version')}, this code reads {VERSION}")
+        self.documents = int(self.manifest["documents"])
+        self.shard_size = int(self.manifest["shard_size"])
+        self.dtype = str(self.manifest["dtype"])
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> EmbeddingCache:
+        """An existing cache folder (``ROOT/KEY``)."""
+        return cls(path)
+
+    @classmethod
+    def open(
+        cls,
+        root: str | os.PathLike[str],
+        encoder: Mapping[str, Any],
+        corpus_fingerprint: str,
+        documents: int,
+        *,
+        dtype: str = "float32",
+        shard_size: int = DEFAULT_SHARD_SIZE,
+    ) -> EmbeddingCache:
+        """The cache of ``encoder`` × corpus under ``root``, created if absent, resumed if present.
+
+        Args:
+            root: the folder holding one sub-folder per key.
+            encoder: what identifies the encoder (JSON-able): its id and weights' revision, and
+                :func:`encoder_settings`.
+            corpus_fingerprint: the corpus file's fingerprint (``collection.fingerprints["corpus"]``).
+            documents: the number of documents in the corpus.
+            dtype: ``"float32"`` or ``"float16"`` (half the disk; vectors rounded to fp16).
+            shard_size: documents per shard for a new cache; an existing cache keeps its own.
+        """
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
+        if shard_size < 1:
+            raise ValueError(f"shard_size must be at least 1, got {shard_size}")
+        if documents < 1:
+            raise ValueError("cannot cache the embeddings of an empty corpus")
+        path = Path(root) / cache_key(encoder, corpus_fingerprint, dtype)
+        if not (path / "manifest.json").is_file():
+            write_manifest(
+                path,
+                {
+                    "format": FORMAT,
+                    "version": VERSION,
+                    "encoder": dict(encoder),
+                    "corpus": corpus_fingerprint,
+                    "documents": documents,
+                    "shard_size": shard_size,
+                    "dtype": dtype,
+                },
+            )
+        cache = cls(path)
+        if cache.documents != documents or cache.manifest.get("corpus") != corpus_fingerprint:
+            raise ValueError(
+                f"{path} holds {cache.documents:,} documents of corpus {cache.manifest.get('corpus')}, "
+                f"not {documents:,} of {corpus_fingerprint}; remove the folder to rebuild it"
+            )
+        if cache.shard_size != shard_size:
+            logger.info("%s: resuming with its own shard size %d (asked %d)", path, cache.shard_size, shard_size)
+        return cache
+
+    @property
+    def num_shards(self) -> int:
+        return -(-self.documents // self.shard_size)
+
+    def bounds(self, shard: int) -> tuple[int, int]:
+        """The rows ``[start, stop)`` of the corpus that ``shard`` holds."""
+        if not 0 <= shard < self.num_shards:
+            raise IndexError(f"shard {shard} out of range (the cache has {self.num_shards})")
+        start = shard * self.shard_size
+        return start, min(start + self.shard_size, self.documents)
+
+    def _files(self, shard: int) -> tuple[Path, Path]:
+        stem = self.path / "shards" / f"{shard:06d}"
+        return stem.with_suffix(".npy"), stem.with_suffix(".json")
+
+    def _entry(self, shard: int) -> dict[str, Any] | None:
+        """The shard's manifest entry if the shard is done (entry present, ``.npy`` of its size)."""
+        array, entry = self._files(shard)
+        if not entry.is_file():
+            return None
+        try:
+            data: dict[str, Any] = json.loads(entry.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            return None  # cannot happen with atomic writes; re-encoding the shard is the safe answer
+        start, stop = self.bounds(shard)
+        if data.get("rows") != stop - start or not array.is_file() or array.stat().st_size != data.get("bytes"):
+            return None
+        return data
+
+    def is_done(self, shard: int) -> bool:
+        """Whether ``shard`` is stored (its entry exists and its ``.npy`` has the recorded size)."""
+        return self._entry(shard) is not None
+
+    def missing_shards(self) -> list[int]:
+        """Shards not yet done, in order."""
+        return [shard for shard in range(self.num_shards) if not self.is_done(shard)]
+
+    def is_complete(self) -> bool:
+        return not self.missing_shards()
+
+    @property
+    def dim(self) -> int | None:
+        """The embedding dimension (``None`` until a shard is written)."""
+        for shard in range(self.num_shards):
+            entry = self._entry(shard)
+            if entry is not None:
+                return int(entry["dim"])
+        return None
+
+    def write_shard(self, shard: int, embeddings: np.ndarray, seconds: float | None = None) -> None:
+        """Store ``shard``'s embeddings (``(rows, d)``, corpus order), cast to the cache's dtype, atomically."""
+        import numpy as np
+
+        start, stop = self.bounds(shard)
+        matrix = np.ascontiguousarray(embeddings, dtype=self.dtype)
+        if matrix.ndim != 2 or len(matrix) != stop - start:
+            raise ValueError(f"shard {shard} needs shape ({stop - start}, d); got {tuple(matrix.shape)}")
+        dim = self.dim
+        if dim is not None and matrix.shape[1] != dim:
+            raise ValueError(f"shard {shard} has dimension {matrix.shape[1]}; the cache holds {dim}")
+        array, entry = self._files(shard)
+        with atomic_path(array) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, matrix)
+        record = {
+            "shard": shard,
+            "start": start,
+            "rows": stop - start,
+            "dim": int(matrix.shape[1]),
+            "dtype": self.dtype,
+            "bytes": array.stat().st_size,
+            "sha256": sha256_file(array),
+            "seconds": None if seconds is None else round(seconds, 3),
+        }
+        write_json_atomic(entry, record)
+
+    def read_shard(self, shard: int) -> np.ndarray:
+        """``shard``'s embeddings, memory-mapped read-only, in the cache's dtype."""
+        import numpy as np
+
+        if not self.is_done(shard):
+            raise FileNotFoundError(f"{self.path}: shard {shard} is not encoded yet")
+        array: np.ndarray = np.load(self._files(shard)[0], mmap_mode="r")
+        return array
+
+    def iter_shards(self) -> Iterator[np.ndarray]:
+        """Every shard, in order, memory-mapped (fails on the first missing one)."""
+        for shard in range(self.num_shards):
+            yield self.read_shard(shard)
+
+    def verify(self) -> list[int]:
+        """Shards whose ``.npy`` no longer matches its recorded sha256 (reads every byte)."""
+        bad = []
+        for shard in range(self.num_shards):
+            entry = self._entry(shard)
+            if entry is not None and sha256_file(self._files(shard)[0]) != entry["sha256"]:
+                bad.append(shard)
+        return bad
+
+
+def encode_texts(
+    model: Any,
+    texts: Sequence[str],
+    kind: str,
+    batch_size: int,
+    show_progress: bool = False,
+    pool: Any = None,
+) -> np.ndarray:
+    """Encode with ``encode_query`` / ``encode_document`` when the model has them, else ``encode``.
+
+    Nothing is normalised here: the model decides (a ``Normalize`` module makes inner product cosine).
+    ``pool`` is a sentence-transformers multi-process pool (``start_multi_process_pool``).
+    """
+    method = getattr(model, f"encode_{kind}", None) or model.encode
+    extra = {} if pool is None else {"pool": pool}
+    embeddings: np.ndarray = method(
+        list(texts),
+        batch_size=batch_size,
+        convert_to_numpy=True,
+        normalize_embeddings=False,
+        show_progress_bar=show_progress,
+        **extra,
+    )
+    return embeddings
+
+
+def encode_length_sorted(
+    model: Any, texts: Sequence[str], batch_size: int, show_progress: bool = False, pool: Any = None
+) -> np.ndarray:
+    """Document embeddings ``(len(texts), d)`` float32 in ``texts`` order, encoded longest first.
+
+    Sorting here (not only inside sentence-transformers) keeps the chunks a multi-process pool
+    hands each device similar in length, and helps encoders that do not sort.
+    """
+    import numpy as np
+
+    order = np.argsort(-np.fromiter((len(t) for t in texts), np.int64, len(texts)), kind="stable")
+    encoded = encode_texts(model, [texts[i] for i in order], "document", batch_size, show_progress, pool)
+    out = np.empty((len(texts), encoded.shape[1]), np.float32)
+    out[order] = encoded
+    return out
+
+
+def _texts(corpus: Mapping[str, Document], ids: list[str] | None, start: int, stop: int) -> list[str]:
+    """Documents ``[start, stop)`` as ``title + " " + text``, from an Arrow corpus's ``texts`` if it has one."""
+    texts = getattr(corpus, "texts", None)
+    if callable(texts):
+        import numpy as np
+
+        return list(texts(np.arange(start, stop, dtype=np.int64)))
+    assert ids is not None  # the caller lists ids of corpora without ``texts``
+    return [corpus[doc_id].joined() for doc_id in ids[start:stop]]
+
+
+@contextlib.contextmanager
+def encoding_pool(model: Any, devices: Sequence[str] | None = None) -> Iterator[Any]:
+    """A sentence-transformers multi-process pool over several devices, or ``None`` for one device.
+
+    Args:
+        model: the encoder; a pool needs ``start_multi_process_pool``.
+        devices: e.g. ``["cuda:0", "cuda:1"]``; ``None`` uses every CUDA device when the model sits
+            on CUDA and more than one is visible. One device (or none) means no pool.
+    """
+    if devices is None and getattr(getattr(model, "device", None), "type", None) == "cuda":
+        import torch
+
+        if torch.cuda.device_count() > 1:
+            devices = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if not devices or len(devices) < 2 or not hasattr(model, "start_multi_process_pool"):
+        yield None
+        return
+    pool = model.start_multi_process_pool(list(devices))
+    logger.info("encoding on %d devices: %s", len(devices), ", ".join(devices))
+    try:
+        yield pool
+    finally:
+        model.stop_multi_process_pool(pool)
+
+
+def iter_corpus_embeddings(
+    model: Any,
+    corpus: Mapping[str, Document],
+    cache: EmbeddingCache | None = None,
+    *,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    batch_size: int = 64,
+    show_progress: bool = False,
+    pool: Any = None,
+) -> Iterator[np.ndarray]:
+    """The corpus's document embeddings, shard by shard in corpus order, float32 ``(rows, d)``.
+
+    With a ``cache``, shards already done are read memory-mapped and the others are encoded and
+    written as they come; without one, each shard is encoded and only held until the caller moves on.
+
+    Args:
+        model: the encoder (see :func:`encode_texts`).
+        corpus: the documents, in order; an Arrow corpus's ``texts(rows)`` is used when present, so
+            no list of every text is ever built.
+        cache: where shards are read from and written to; its ``shard_size`` wins.
+        shard_size: documents per shard without a cache.
+        batch_size: texts per forward pass.
+        show_progress: sentence-transformers' progress bar for each shard.
+        pool: a multi-process pool (:func:`encoding_pool`).
+    """
+    import numpy as np
+
+    documents = len(corpus)
+    if cache is not None and cache.documents != documents:
+        raise ValueError(f"the corpus has {documents:,} documents; {cache.path} was made for {cache.documents:,}")
+    size = cache.shard_size if cache is not None else shard_size
+    if size < 1:
+        raise ValueError(f"shard_size must be at least 1, got {size}")
+    ids = None if callable(getattr(corpus, "texts", None)) else list(corpus)
+    shards = -(-documents // size)
+    for shard in range(shards):
+        start, stop = shard * size, min((shard + 1) * size, documents)
+        if cache is not None and cache.is_done(shard):
+            stored = cache.read_shard(shard)
+            yield stored if stored.dtype == np.float32 else stored.astype(np.float32)
+            del stored  # unmap it before the next shard: only one shard is held at a time
+            continue
+        embeddings, seconds = _encode_shard(model, corpus, ids, start, stop, batch_size, show_progress, pool)
+        logger.info("shard %d/%d: %d documents encoded in %.1f s", shard + 1, shards, stop - start, seconds)
+        if cache is not None:
+            cache.write_shard(shard, embeddings, seconds)
+            if cache.dtype != "float32":  # hand out what a later read will give, so runs do not depend on it
+                embeddings = embeddings.astype(cache.dtype).astype(np.float32)
+        yield embeddings
+        del embeddings
+
+
+def _encode_shard(
+    model: Any,
+    corpus: Mapping[str, Document],
+    ids: list[str] | None,
+    start: int,
+    stop: int,
+    batch_size: int,
+    show_progress: bool,
+    pool: Any,
+) -> tuple[np.ndarray, float]:
+    """Documents ``[start, stop)`` encoded (float32, corpus order) and the seconds it took."""
+    began = time.perf_counter()
+    embeddings = encode_length_sorted(model, _texts(corpus, ids, start, stop), batch_size, show_progress, pool)
+    return embeddings, time.perf_counter() - began
+
+
+def encode_corpus(
+    model: Any,
+    corpus: Mapping[str, Document],
+    cache: EmbeddingCache,
+    *,
+    batch_size: int = 64,
+    show_progress: bool = False,
+    pool: Any = None,
+    rank: int = 0,
+    world_size: int = 1,
+) -> EmbeddingCache:
+    """Encode every shard ``cache`` lacks (the shards ``i`` with ``i % world_size == rank``) and return it.
+
+    Under a launcher, each rank passes its ``rank`` and ``world_size`` and encodes its own shards;
+    once all ranks are done the cache is complete and any of them reads it.
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, {world_size}); got {rank}")
+    if len(corpus) != cache.documents:
+        raise ValueError(f"the corpus has {len(corpus):,} documents; {cache.path} was made for {cache.documents:,}")
+    ids = None if callable(getattr(corpus, "texts", None)) else list(corpus)
+    for shard in cache.missing_shards():
+        if shard % world_size != rank:
+            continue
+        start, stop = cache.bounds(shard)
+        embeddings, seconds = _encode_shard(model, corpus, ids, start, stop, batch_size, show_progress, pool)
+        cache.write_shard(shard, embeddings, seconds)
+        logger.info("shard %d/%d: %d documents encoded in %.1f s", shard + 1, cache.num_shards, stop - start, seconds)
+    return cache
