@@ -28,11 +28,11 @@ Output folder (``out_dir``)::
 Caches: a dense model's corpus embeddings are kept in the corpus-embedding cache
 (``embedding_cache_dir``, :mod:`retrodistill.data.embeddings`), keyed by the model and the corpus
 alone, so another ``k`` or another split of the same corpus encodes only queries. Every run is
-also kept under ``cache_dir/<key>/run.trec``, where the key is a sha256 over
-the model's identity (kind, id, revision or weight hash, the settings that change its ranking,
-the reranker's identity and depth), the collection's corpus and queries fingerprints, the ids of
-the split's queries, ``k`` and the identical-id rule. A re-run with the same key reads the run instead of recomputing it;
-metrics are always recomputed from the run (they are cheap), so changing the measures or the
+also kept under ``cache_dir/<key>/run.trec``, where the key is a sha256 over the model's identity
+(kind, id, revision or weight hash, the settings that change its ranking, the reranker's identity
+and depth), the collection's corpus and queries fingerprints, the ids of the split's queries,
+``k`` and the identical-id rule. A re-run with the same key reads the run instead of recomputing
+it; metrics are always recomputed from the run (they are cheap), so changing the measures or the
 relevance threshold never needs new runs.
 """
 

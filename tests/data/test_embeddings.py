@@ -120,7 +120,8 @@ def test_a_half_written_shard_counts_as_missing(tmp_path: Path) -> None:
     (cache.path / "shards" / "000000.json").unlink()  # crash between the .npy and its entry
     assert cache.missing_shards() == [0, 1]
     encoder = HashEncoder()
-    np.testing.assert_array_equal(np.concatenate(list(iter_corpus_embeddings(encoder, corpus, cache))), expected(corpus))
+    resumed = np.concatenate(list(iter_corpus_embeddings(encoder, corpus, cache)))
+    np.testing.assert_array_equal(resumed, expected(corpus))
     assert len(encoder.calls) == 2 and cache.verify() == []
 
 
