@@ -5,96 +5,210 @@ seeded) from the query's negatives ranked within ``negative_pool`` (or unranked:
 documents and triples-file negatives); column 0 is the positive. Drawing afresh each epoch shows
 the student more of the teacher's judgments.
 
-A dataset's ``label`` column takes one of two layouts (see :mod:`retrodistill.train.st_loss`):
+At MS MARCO size (500k queries, 40M candidate rows) nothing here is a Python object per candidate
+or per example: :func:`build_examples` reads the candidates column-wise and returns
+:class:`Examples`, integer arrays of candidate rows ``(n, 1 + N)`` (and the teacher's scores as a
+float array of the same shape); :meth:`Examples.dataset` wraps them in a ``datasets.Dataset`` whose
+transform looks the texts up when the trainer collates a batch (queries from a list, documents from
+the collection's memory-mapped corpus), so no epoch is ever unrolled into text columns. The seeded
+draw is the one the earlier, row-object implementation made (the same ``random.Random`` calls in the
+same order), so a seed gives the same batches as before.
 
-* **scores** (:meth:`Examples.to_columns`): the teacher's ``1 + N`` float scores per row: all a
-  score loss needs.
-* **ids** (:meth:`Examples.to_id_columns`): ``2 + N`` integer row numbers per row, the query's and
-  each document's, into a :class:`TeacherTable` that the adapter holds. The ids travel in the label
-  because sentence-transformers' collator tokenizes every other column as text. Losses that need
-  the teacher beyond the row's own documents use it: the teacher's scores of a query against the
-  other rows' documents (``in-batch-kl``) and stored teacher embeddings (``embedding``).
+A dataset's ``label`` takes one of two layouts (see :mod:`retrodistill.train.st_loss`):
 
-Teacher embeddings are precomputed once into a store (:func:`precompute_teacher_embeddings`)::
-
-    EMB/
-      manifest.json         stage "embed-teacher", teacher (model, revision, similarity, ...), inputs
-                            (corpus, queries fingerprints), dim, counts, files (name -> sha256), fingerprint
-      queries.npy           float32 (Q, dim), row i is the query queries.ids.json[i]
-      queries.ids.json      JSON list of the Q query ids
-      documents.npy         float32 (D, dim), row i is the document documents.ids.json[i]
-      documents.ids.json    JSON list of the D document ids
-
-Vectors are the teacher's as it scores with them (``encode_query`` / ``encode_document``,
-L2-normalised when its similarity is cosine). Every file is written atomically and the manifest
-last, so a store with a manifest is complete.
+* **scores**: the teacher's ``1 + N`` float scores per row: all a score loss needs.
+* **ids**: ``2 + N`` integer row numbers per row, the query's and each document's, into a
+  :class:`~retrodistill.train.teacher_table.TeacherTable` that the adapter holds. The ids travel in
+  the label because sentence-transformers' collator tokenizes every other column as text.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from retrodistill.artifacts import atomic_path, read_manifest, sha256_file, sha256_strings, write_manifest
 from retrodistill.data.candidates import CandidateSet
 from retrodistill.data.collections import Collection
+from retrodistill.data.teacher_embeddings import (  # noqa: F401  (re-exported: their old home)
+    EMBEDDINGS_STAGE,
+    TeacherEmbeddings,
+    TextEncoder,
+    precompute_teacher_embeddings,
+)
+from retrodistill.train.teacher_table import TeacherTable, build_teacher_table  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
-    from retrodistill.data.pair_store import PairStore
+    import datasets
 
-EMBEDDINGS_STAGE = "embed-teacher"
-_SIDES = ("queries", "documents")
+
+def _candidate_columns(candidates: CandidateSet) -> Any:
+    """The candidates as a pyarrow Table, checked to be grouped by query (sorted by query id).
+
+    Raises:
+        ValueError: If the rows are not sorted by query id.
+    """
+    import pyarrow.compute as pc
+
+    table = candidates.table
+    queries = table.column("query_id")
+    n = len(queries)
+    if n > 1 and not pc.all(pc.less_equal(queries.slice(0, n - 1), queries.slice(1))).as_py():
+        raise ValueError(f"candidates {candidates.path}: rows are not sorted by query id")
+    return table
+
+
+def query_groups(query_column: Any) -> tuple[list[str], np.ndarray]:
+    """The distinct query ids of a query-sorted column and their boundaries.
+
+    Returns:
+        ``(query_ids, bounds)``: rows ``bounds[g]:bounds[g + 1]`` belong to ``query_ids[g]``.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    column = query_column.combine_chunks() if isinstance(query_column, pa.ChunkedArray) else query_column
+    n = len(column)
+    if n == 0:
+        return [], np.zeros(1, dtype=np.int64)
+    changes = pc.not_equal(column.slice(1), column.slice(0, n - 1))
+    starts = np.concatenate([[0], np.flatnonzero(changes.to_numpy(zero_copy_only=False)) + 1]).astype(np.int64)
+    query_ids = column.take(pa.array(starts)).to_pylist()
+    return query_ids, np.append(starts, n)
+
+
+def aligned_scores(
+    candidates: CandidateSet, teacher_scores: Mapping[tuple[str, str], float] | np.ndarray
+) -> np.ndarray:
+    """The teacher's score of every candidate row, float32, NaN where it has none.
+
+    ``teacher_scores`` is already such an array (``TeacherStore.scores_for``), or a small mapping.
+    """
+    table = _candidate_columns(candidates)
+    if isinstance(teacher_scores, np.ndarray):
+        if len(teacher_scores) != table.num_rows:
+            raise ValueError(f"{len(teacher_scores)} teacher scores for {table.num_rows} candidate rows")
+        return teacher_scores.astype(np.float32, copy=False)
+    pairs = zip(table.column("query_id").to_pylist(), table.column("doc_id").to_pylist(), strict=True)
+    return np.array([teacher_scores.get(pair, np.nan) for pair in pairs], dtype=np.float32)
 
 
 @dataclass
 class Examples:
-    query: list[str] = field(default_factory=list)
-    docs: list[list[str]] = field(default_factory=list)  # (n_examples, 1 + N)
-    scores: list[list[float]] = field(default_factory=list)  # (n_examples, 1 + N); empty without a teacher
-    query_ids: list[str] = field(default_factory=list)
-    doc_ids: list[list[str]] = field(default_factory=list)  # (n_examples, 1 + N)
+    """Sampled training examples as arrays: row ``i`` is a query and ``1 + N`` candidate rows.
+
+    ``candidate_rows[i, 0]`` is the positive. ``query_ids`` names the query of each group of rows by
+    ``query_rows``; ``doc_column`` is the candidates' ``doc_id`` column that ``candidate_rows``
+    index. ``scores`` is ``None`` for a teacher-free loss.
+    """
+
+    query_ids: list[str]  # distinct queries with examples, in candidates order
+    query_rows: np.ndarray  # (n,) int64 into query_ids
+    candidate_rows: np.ndarray  # (n, 1 + N) int64 into the candidates table
+    doc_column: Any  # pyarrow string array: the candidates' doc_id column
+    scores: np.ndarray | None = None  # (n, 1 + N) float32
     skipped_queries: dict[str, int] = field(default_factory=dict)  # reason -> count
 
     def __len__(self) -> int:
-        return len(self.query)
+        return len(self.query_rows)
 
-    def text_columns(self) -> dict[str, list[object]]:
-        """The text columns ``query``, ``doc_0`` … ``doc_N``."""
-        columns: dict[str, list[object]] = {"query": list(self.query)}
-        width = len(self.docs[0]) if self.docs else 0
-        for j in range(width):
-            columns[f"doc_{j}"] = [row[j] for row in self.docs]
-        return columns
+    @property
+    def width(self) -> int:
+        """``1 + N``."""
+        return int(self.candidate_rows.shape[1])
 
-    def to_columns(self) -> dict[str, list[object]]:
-        """Columns ``query``, ``doc_0`` … ``doc_N``, ``label`` (the 1 + N teacher scores; absent without)."""
-        columns = self.text_columns()
-        if self.scores:
-            columns["label"] = [list(row) for row in self.scores]
-        return columns
+    def example_query_ids(self) -> list[str]:
+        """The query id of every example (a Python list: small sets and manifests only)."""
+        return [self.query_ids[r] for r in self.query_rows.tolist()]
 
-    def to_id_columns(self, table: TeacherTable) -> dict[str, list[object]]:
-        """Columns ``query``, ``doc_0`` … ``doc_N``, ``label`` = ``[query_row, doc_row_0, …, doc_row_N]``."""
-        columns = self.text_columns()
-        query_row, doc_row = table.query_rows(), table.doc_rows()
-        columns["label"] = [
-            [query_row[qid], *(doc_row[d] for d in docs)]
-            for qid, docs in zip(self.query_ids, self.doc_ids, strict=True)
-        ]
-        return columns
+    def example_doc_ids(self) -> list[list[str]]:
+        """The ``1 + N`` document ids of every example (a Python list: small sets only)."""
+        flat = self.doc_column.take(self.candidate_rows.ravel()).to_pylist()
+        return [flat[i : i + self.width] for i in range(0, len(flat), self.width)]
+
+    def distinct_doc_ids(self) -> list[str]:
+        """The document ids the examples use, sorted."""
+        import pyarrow.compute as pc
+
+        taken = self.doc_column.take(np.unique(self.candidate_rows.ravel()))
+        return sorted(pc.unique(taken).to_pylist())
+
+    def dataset(self, collection: Collection, label: np.ndarray | None = None) -> datasets.Dataset:
+        """A ``datasets.Dataset`` whose rows read ``query``, ``doc_0`` … ``doc_N`` (and ``label``).
+
+        Stored are integer rows only (query row, ``1 + N`` corpus rows, the label); the transform
+        looks the texts up when a batch is built.
+
+        Args:
+            collection: the collection the candidates were drawn from (texts come from it).
+            label: per-example labels ``(n, K)``: :attr:`scores` by default (the ``scores`` layout),
+                or table rows for the ``ids`` layout; ``None`` and no scores: no ``label`` column.
+        """
+        import datasets
+
+        label = self.scores if label is None else label
+        columns: dict[str, Any] = {
+            "query_row": self.query_rows,
+            "doc_rows": corpus_rows(collection, self.doc_column.take(self.candidate_rows.ravel())).reshape(
+                self.candidate_rows.shape
+            ),
+        }
+        if label is not None:
+            columns["label"] = label
+        dataset = datasets.Dataset.from_dict(columns)
+        dataset.set_transform(
+            _TextTransform([collection.queries[q] for q in self.query_ids], corpus_texts(collection), self.width)
+        )
+        return dataset
+
+
+class _TextTransform:
+    """Row numbers → texts, applied by ``datasets`` to each batch the trainer asks for."""
+
+    def __init__(self, query_texts: list[str], doc_texts: Callable[[np.ndarray], list[str]], width: int) -> None:
+        self.query_texts = query_texts
+        self.doc_texts = doc_texts
+        self.width = width
+
+    def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {}
+        if "query_row" in batch:
+            out["query"] = [self.query_texts[r] for r in batch["query_row"]]
+        if "doc_rows" in batch:
+            texts = self.doc_texts(np.asarray(batch["doc_rows"], dtype=np.int64).reshape(-1))
+            for j in range(self.width):
+                out[f"doc_{j}"] = texts[j :: self.width]
+        if "label" in batch:
+            out["label"] = batch["label"]
+        return out
+
+
+def corpus_rows(collection: Collection, doc_ids: Any) -> np.ndarray:
+    """Row numbers of ``doc_ids`` (a pyarrow string array or a sequence) in ``collection.corpus``."""
+    corpus = collection.corpus
+    if hasattr(corpus, "rows"):
+        return np.asarray(corpus.rows(doc_ids), dtype=np.int64)
+    index = {d: i for i, d in enumerate(corpus)}  # a plain dict corpus: small by construction
+    ids = doc_ids.to_pylist() if hasattr(doc_ids, "to_pylist") else list(doc_ids)
+    return np.array([index[d] for d in ids], dtype=np.int64)
+
+
+def corpus_texts(collection: Collection) -> Callable[[np.ndarray], list[str]]:
+    """A function from corpus row numbers to document texts (``title text``)."""
+    corpus = collection.corpus
+    if hasattr(corpus, "texts"):
+        return corpus.texts  # type: ignore[no-any-return]
+    ids = list(corpus)
+    return lambda rows: [collection.doc_text(ids[r]) for r in rows.tolist()]
 
 
 def build_examples(
     collection: Collection,
     candidates: CandidateSet,
-    teacher_scores: Mapping[tuple[str, str], float] | None,
+    teacher_scores: Mapping[tuple[str, str], float] | np.ndarray | None,
     *,
     negatives: int,
     negative_pool: int,
@@ -103,51 +217,74 @@ def build_examples(
 ) -> Examples:
     """Sample the examples; ``teacher_scores=None`` (a teacher-free loss) leaves ``scores`` empty.
 
+    Args:
+        teacher_scores: the teacher's score per candidate row (``TeacherStore.scores_for``), or a
+            ``{(query_id, doc_id): score}`` mapping for small sets, or ``None``.
+
     Raises:
         ValueError: If ``negatives < 1`` or the teacher has no score for a sampled pair.
     """
     if negatives < 1:
         raise ValueError(f"negatives must be at least 1, got {negatives}")
+    table = _candidate_columns(candidates)
+    group_ids, bounds = query_groups(table.column("query_id"))
+    label = table.column("label").to_numpy()
+    rank = table.column("rank").to_numpy()
+    # Row numbers of each query's positives and of its negative pool, in candidates order.
+    positive_rows = np.flatnonzero(label > 0)
+    # rank 0: a judged non-relevant or triples-file negative, which no miner ranked
+    pool_rows = np.flatnonzero((label <= 0) & (rank <= negative_pool))
+    del label, rank
+    positive_bounds = np.searchsorted(positive_rows, bounds)
+    pool_bounds = np.searchsorted(pool_rows, bounds)
+
     rng = random.Random(seed)
-    out = Examples()
     skipped: dict[str, int] = {}
-    grouped = candidates.by_query()
+    query_ids: list[str] = []
+    query_row_of: dict[int, int] = {}
+    example_queries: list[int] = []
+    example_rows: list[list[int]] = []
     for epoch in range(epochs):
-        for qid in sorted(grouped):
+        for group, qid in enumerate(group_ids):
+            reason = None
             if qid not in collection.queries:
+                reason = "not in this split"
+            elif positive_bounds[group] == positive_bounds[group + 1]:
+                reason = "no positive"
+            elif pool_bounds[group + 1] - pool_bounds[group] < negatives:
+                reason = f"fewer than {negatives} negatives"
+            if reason is not None:
                 if epoch == 0:
-                    skipped["not in this split"] = skipped.get("not in this split", 0) + 1
+                    skipped[reason] = skipped.get(reason, 0) + 1
                 continue
-            rows = grouped[qid]
-            positives = [c.doc_id for c in rows if c.label > 0]
-            # rank 0: a judged non-relevant or triples-file negative, which no miner ranked
-            pool = [c.doc_id for c in rows if c.label <= 0 and c.rank <= negative_pool]
-            if not positives:
-                if epoch == 0:
-                    skipped["no positive"] = skipped.get("no positive", 0) + 1
-                continue
-            if len(pool) < negatives:
-                if epoch == 0:
-                    skipped[f"fewer than {negatives} negatives"] = (
-                        skipped.get(f"fewer than {negatives} negatives", 0) + 1
-                    )
-                continue
-            for pos in positives:
-                docs = [pos, *rng.sample(pool, negatives)]
-                if teacher_scores is not None:
-                    missing = [d for d in docs if (qid, d) not in teacher_scores]
-                    if missing:
-                        raise ValueError(
-                            f"the teacher-score store has no score for query {qid!r} and document(s) "
-                            f"{', '.join(missing[:5])}: it was not scored from these candidates"
-                        )
-                    out.scores.append([float(teacher_scores[qid, d]) for d in docs])
-                out.query.append(collection.queries[qid])
-                out.docs.append([collection.doc_text(d) for d in docs])
-                out.query_ids.append(qid)
-                out.doc_ids.append(docs)
-    out.skipped_queries = skipped
-    return out
+            if group not in query_row_of:
+                query_row_of[group] = len(query_ids)
+                query_ids.append(qid)
+            pool = pool_rows[pool_bounds[group] : pool_bounds[group + 1]].tolist()
+            for positive in positive_rows[positive_bounds[group] : positive_bounds[group + 1]].tolist():
+                example_rows.append([positive, *rng.sample(pool, negatives)])
+                example_queries.append(query_row_of[group])
+
+    rows = np.array(example_rows, dtype=np.int64).reshape(-1, 1 + negatives)
+    examples = Examples(
+        query_ids=query_ids,
+        query_rows=np.array(example_queries, dtype=np.int64),
+        candidate_rows=rows,
+        doc_column=table.column("doc_id").combine_chunks(),
+        skipped_queries=skipped,
+    )
+    if teacher_scores is not None:
+        scores = aligned_scores(candidates, teacher_scores)[rows]  # (n, 1 + N)
+        missing = np.isnan(scores)
+        if missing.any():
+            first = int(np.flatnonzero(missing.any(axis=1))[0])
+            docs = examples.doc_column.take(rows[first][missing[first]]).to_pylist()
+            raise ValueError(
+                f"the teacher-score store has no score for query {query_ids[examples.query_rows[first]]!r} and "
+                f"document(s) {', '.join(docs[:5])}: it was not scored from these candidates"
+            )
+        examples.scores = scores
+    return examples
 
 
 def sample_corpus(collection: Collection, max_documents: int | None, seed: int) -> list[str]:
@@ -172,215 +309,3 @@ def corpus_columns(
     texts: list[object] = [collection.doc_text(d) for d in doc_ids]
     labels: list[object] = [[doc_row[d]] for d in doc_ids]
     return {"document": texts * epochs, "label": labels * epochs}
-
-
-@dataclass
-class TeacherTable:
-    """The teacher's data for a training set, addressed by row numbers (the ``ids`` label layout).
-
-    ``query_ids[r]`` / ``doc_ids[r]`` name row ``r``. ``pair_keys`` holds, sorted,
-    ``query_row * len(doc_ids) + doc_row`` for every (query, document) pair the teacher scored,
-    ``pair_scores`` the matching raw scores. ``query_embeddings`` / ``doc_embeddings``
-    (``(Q, D_t)`` / ``(len(doc_ids), D_t)`` float32, row-aligned) are the teacher's embeddings,
-    when a loss needs them. ``pairs`` is the pairwise teacher store that :meth:`pairwise` reads,
-    when a loss needs pairwise probabilities (``pairwise-kl``).
-    """
-
-    query_ids: list[str]
-    doc_ids: list[str]
-    pair_keys: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    pair_scores: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
-    query_embeddings: np.ndarray | None = None
-    doc_embeddings: np.ndarray | None = None
-    pairs: PairStore | None = None
-
-    def query_rows(self) -> dict[str, int]:
-        return {qid: row for row, qid in enumerate(self.query_ids)}
-
-    def doc_rows(self) -> dict[str, int]:
-        return {did: row for row, did in enumerate(self.doc_ids)}
-
-    @property
-    def embedding_dim(self) -> int | None:
-        """The teacher's embedding dimension, or ``None`` without embeddings."""
-        return None if self.doc_embeddings is None else int(self.doc_embeddings.shape[1])
-
-    def scores(self, query_rows: np.ndarray, doc_rows: np.ndarray) -> np.ndarray:
-        """Teacher scores of ``(B,)`` queries against ``(B, K)`` documents: ``(B, K)``, NaN where unscored."""
-        keys = query_rows.astype(np.int64)[:, None] * len(self.doc_ids) + doc_rows.astype(np.int64)  # (B, K)
-        found = np.searchsorted(self.pair_keys, keys).clip(max=max(len(self.pair_keys) - 1, 0))
-        out = np.full(keys.shape, np.nan, dtype=np.float32)
-        if len(self.pair_keys):
-            hit = self.pair_keys[found] == keys
-            out[hit] = self.pair_scores[found[hit]]
-        return out
-
-    def pairwise(self, query_rows: np.ndarray, doc_rows: np.ndarray) -> np.ndarray:
-        """Pairwise teacher probabilities among each row's documents: float32 ``(B, K, K)``.
-
-        ``[b, i, j]`` is ``P(doc_rows[b, i] more relevant than doc_rows[b, j] | query_rows[b])`` from
-        :attr:`pairs` (:meth:`~retrodistill.data.pair_store.PairStore.matrices`), columns in the row's
-        order; NaN where the pair was not scored.
-
-        Raises:
-            ValueError: If the table holds no pair store.
-        """
-        if self.pairs is None:
-            raise ValueError("this TeacherTable holds no pair store: build it with build_teacher_table(pairs=...)")
-        query_ids = [self.query_ids[int(q)] for q in query_rows]
-        doc_ids = [[self.doc_ids[int(d)] for d in row] for row in doc_rows]
-        return self.pairs.matrices(query_ids, doc_ids)
-
-    def pair_names(self, query_rows: np.ndarray, doc_rows: np.ndarray) -> list[tuple[str, str]]:
-        """The ``(query_id, doc_id)`` of paired rows, for error messages."""
-        return [(self.query_ids[int(q)], self.doc_ids[int(d)]) for q, d in zip(query_rows, doc_rows, strict=True)]
-
-
-def build_teacher_table(
-    query_ids: Sequence[str],
-    doc_ids: Sequence[str],
-    teacher_scores: Mapping[tuple[str, str], float] | None = None,
-    embeddings: TeacherEmbeddings | None = None,
-    pairs: PairStore | None = None,
-) -> TeacherTable:
-    """A :class:`TeacherTable` over the distinct ids given (sorted), with every stored pair among them.
-
-    ``pairs`` (a pairwise teacher store) is kept as is and read batch by batch by :meth:`TeacherTable.pairwise`.
-
-    Raises:
-        ValueError: If ``embeddings`` lacks one of the ids.
-    """
-    table = TeacherTable(sorted(set(query_ids)), sorted(set(doc_ids)), pairs=pairs)
-    if teacher_scores is not None:
-        query_row, doc_row, width = table.query_rows(), table.doc_rows(), len(table.doc_ids)
-        keys, values = [], []
-        for (qid, did), score in teacher_scores.items():
-            q, d = query_row.get(qid), doc_row.get(did)
-            if q is not None and d is not None:
-                keys.append(q * width + d)
-                values.append(score)
-        order = np.argsort(np.asarray(keys, dtype=np.int64), kind="stable")
-        table.pair_keys = np.asarray(keys, dtype=np.int64)[order]
-        table.pair_scores = np.asarray(values, dtype=np.float32)[order]
-    if embeddings is not None:
-        table.query_embeddings = embeddings.vectors("queries", table.query_ids)
-        table.doc_embeddings = embeddings.vectors("documents", table.doc_ids)
-    return table
-
-
-class TextEncoder(Protocol):
-    """What :func:`precompute_teacher_embeddings` needs, e.g. ``CachedTeacherEncoder(BiEncoderTeacher(...))``."""
-
-    def encode_query(self, texts: Sequence[str], **kwargs: Any) -> np.ndarray: ...
-
-    def encode_document(self, texts: Sequence[str], **kwargs: Any) -> np.ndarray: ...
-
-
-@dataclass
-class TeacherEmbeddings:
-    """A complete teacher-embedding store, read back (layout in the module docstring)."""
-
-    path: Path
-    manifest: dict[str, Any]
-    ids: dict[str, list[str]]  # side -> ids
-    matrices: dict[str, np.ndarray]  # side -> (n, dim) float32
-
-    @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> TeacherEmbeddings:
-        directory = Path(path)
-        manifest = read_manifest(directory)
-        if manifest.get("stage") != EMBEDDINGS_STAGE:
-            raise ValueError(f"{directory} is not a teacher-embedding store (stage {manifest.get('stage')!r})")
-        ids, matrices = {}, {}
-        for side in _SIDES:
-            ids[side] = json.loads((directory / f"{side}.ids.json").read_text(encoding="utf-8"))
-            matrices[side] = np.load(directory / f"{side}.npy", allow_pickle=False)
-            if len(ids[side]) != len(matrices[side]):
-                raise ValueError(f"{directory / (side + '.npy')}: {len(matrices[side])} rows but {len(ids[side])} ids")
-        return cls(directory, manifest, ids, matrices)
-
-    @property
-    def inputs(self) -> dict[str, str]:
-        return dict(self.manifest.get("inputs", {}))
-
-    def missing(self, side: str, ids: Sequence[str]) -> list[str]:
-        known = set(self.ids[side])
-        return [i for i in ids if i not in known]
-
-    def vectors(self, side: str, ids: Sequence[str]) -> np.ndarray:
-        """``(len(ids), dim)`` float32 rows for ``ids`` of ``side`` (``"queries"`` or ``"documents"``).
-
-        Raises:
-            ValueError: Naming the ids the store lacks and how to recompute it.
-        """
-        missing = self.missing(side, ids)
-        if missing:
-            raise ValueError(
-                f"the teacher-embedding store {self.path} has no embedding for {len(missing)} {side} "
-                f"(e.g. {', '.join(missing[:5])}); it was computed for other texts: point teacher_embeddings.path "
-                "at a new folder (with teacher_embeddings.model) to compute a store for this run"
-            )
-        row = {i: r for r, i in enumerate(self.ids[side])}
-        return np.asarray(self.matrices[side][[row[i] for i in ids]], dtype=np.float32)
-
-
-def precompute_teacher_embeddings(
-    out: str | os.PathLike[str],
-    encoder: TextEncoder,
-    queries: Mapping[str, str],
-    documents: Mapping[str, str],
-    *,
-    teacher: Mapping[str, Any],
-    inputs: Mapping[str, str],
-    show_progress: bool = False,
-) -> TeacherEmbeddings:
-    """Encode ``queries`` and ``documents`` (id -> text) with ``encoder`` and write a store to ``out``.
-
-    Args:
-        out: The store directory (created; an existing manifest is replaced last).
-        encoder: Encodes queries and documents as the teacher scores with them.
-        queries: The queries to embed, id -> text (may be empty, e.g. for the corpus stage).
-        documents: The documents to embed, id -> text (at least one).
-        teacher: The teacher's description for the manifest (``BiEncoderTeacher.describe()``).
-        inputs: Fingerprints of the collection the texts come from (``corpus``, ``queries``).
-        show_progress: Show the encoder's progress bars.
-
-    Returns:
-        The store, read back.
-    """
-    if not documents:
-        raise ValueError("precompute_teacher_embeddings: no documents to embed")
-    directory = Path(out)
-    directory.mkdir(parents=True, exist_ok=True)
-    doc_ids = sorted(documents)
-    doc_vectors = np.asarray(
-        encoder.encode_document([documents[d] for d in doc_ids], show_progress_bar=show_progress), dtype=np.float32
-    )
-    query_ids = sorted(queries)
-    if query_ids:
-        query_vectors = np.asarray(
-            encoder.encode_query([queries[q] for q in query_ids], show_progress_bar=show_progress), dtype=np.float32
-        )
-    else:
-        query_vectors = np.zeros((0, doc_vectors.shape[1]), dtype=np.float32)
-    files: dict[str, str] = {}
-    for side, ids, vectors in (("queries", query_ids, query_vectors), ("documents", doc_ids, doc_vectors)):
-        with atomic_path(directory / f"{side}.npy") as tmp, open(tmp, "wb") as f:
-            np.save(f, vectors, allow_pickle=False)
-        with atomic_path(directory / f"{side}.ids.json") as tmp:
-            tmp.write_text(json.dumps(ids), encoding="utf-8")
-        for name in (f"{side}.npy", f"{side}.ids.json"):
-            files[name] = sha256_file(directory / name)
-    write_manifest(
-        directory,
-        {
-            "stage": EMBEDDINGS_STAGE,
-            "teacher": dict(teacher),
-            "inputs": dict(inputs),
-            "dim": int(doc_vectors.shape[1]),
-            "counts": {"queries": len(query_ids), "documents": len(doc_ids)},
-            "files": files,
-            "fingerprint": sha256_strings(f"{name}={digest}" for name, digest in sorted(files.items())),
-        },
-    )
-    return TeacherEmbeddings.open(directory)

@@ -64,21 +64,16 @@ from retrodistill.data.candidates import (
     CandidateSet,
     candidate_order,
     candidates_fingerprint,
+    candidates_table,
     read_candidates,
     read_triples,
 )
 from retrodistill.data.collections import Collection
 from retrodistill.data.pair_store import PairStore
 from retrodistill.data.store import TeacherStore
-from retrodistill.train.examples import (
-    TeacherEmbeddings,
-    TeacherTable,
-    build_examples,
-    build_teacher_table,
-    corpus_columns,
-    precompute_teacher_embeddings,
-    sample_corpus,
-)
+from retrodistill.data.teacher_embeddings import TeacherEmbeddings, precompute_teacher_embeddings
+from retrodistill.train.examples import Examples, build_examples, corpus_columns, sample_corpus
+from retrodistill.train.teacher_table import TeacherTable, build_teacher_table
 
 STAGE = "train-student"
 STAGES = ("queries", "corpus")
@@ -89,13 +84,26 @@ _CORPUS_INPUTS = frozenset({"student_embeddings", "teacher_embeddings"})
 
 @dataclass
 class _TrainingData:
-    """The dataset columns and everything the manifest says about where they came from."""
+    """What the trainer reads and everything the manifest says about where it came from.
 
-    columns: dict[str, list[object]]
+    The ``queries`` stage has :attr:`examples` (integer arrays; texts looked up per batch) and, for
+    the ``ids`` label layout, :attr:`label`; the ``corpus`` stage has plain :attr:`columns`.
+    """
+
+    examples: Examples | None = None
+    label: Any = None  # (n, 2 + N) int64 rows into table, when a loss reads a TeacherTable
+    columns: dict[str, list[object]] | None = None
     table: TeacherTable | None = None
     inputs: dict[str, str] = field(default_factory=dict)
     teacher: dict[str, Any] = field(default_factory=dict)
     counts: dict[str, Any] = field(default_factory=dict)
+
+    def dataset(self, collection: Collection) -> Any:
+        import datasets
+
+        if self.examples is not None:
+            return self.examples.dataset(collection, self.label)
+        return datasets.Dataset.from_dict(self.columns or {})
 
 
 def _load_candidates(config: TrainConfig, store: TeacherStore | None) -> CandidateSet:
@@ -108,9 +116,14 @@ def _load_candidates(config: TrainConfig, store: TeacherStore | None) -> Candida
         )
     recorded = store.manifest.get("config", {})
     if recorded.get("triples"):
+        import pyarrow.compute as pc
+
         rows = read_triples(recorded["triples"])
         manifest = {"fingerprint": candidates_fingerprint(sorted(rows, key=candidate_order))}
-        return CandidateSet(Path(recorded["triples"]), rows, manifest)
+        table = candidates_table(rows)
+        # Grouped by query, each query's documents in file order (a stable sort), as sampling expects.
+        table = table.take(pc.sort_indices(table, sort_keys=[("query_id", "ascending")]))
+        return CandidateSet(Path(recorded["triples"]), table, manifest)
     if not recorded.get("candidates"):
         raise ValueError(f"the store {store.path} does not say which candidates it was scored from; pass --candidates")
     return read_candidates(recorded["candidates"])
@@ -219,7 +232,9 @@ def _query_data(
             f"  candidates: store has {store.inputs.get('candidates')}, given {candidates.fingerprint}"
         )
     pairs = _pair_store(config, loss_name, collection, candidates) if "teacher_pairwise" in needs else None
-    scores = store.scores() if store is not None and needs & {"teacher_scores", "teacher_in_batch"} else None
+    wants_scores = store is not None and bool(needs & {"teacher_scores", "teacher_in_batch"})
+    # One float per candidate row, joined column-wise: never a dict of every stored score.
+    scores = store.scores_for(candidates) if store is not None and wants_scores else None
     examples = build_examples(
         collection,
         candidates,
@@ -235,11 +250,11 @@ def _query_data(
             f"(split {config.data.split!r}, negatives={config.negatives}, negative_pool={config.negative_pool})"
         )
     data = _TrainingData(
-        columns=examples.to_columns(),
+        examples=examples,
         inputs={k: v for k, v in collection.fingerprints.items()} | {"candidates": candidates.fingerprint},
         counts={
             "examples": len(examples),
-            "documents_per_example": len(examples.docs[0]),
+            "documents_per_example": examples.width,
             "skipped_queries": examples.skipped_queries,
         },
     )
@@ -247,7 +262,7 @@ def _query_data(
         data.inputs["teacher_scores"] = store.fingerprint
         data.teacher = store.manifest.get("teacher", {})
     if pairs is not None:
-        scored_rows = _rows_with_scored_pairs(pairs, examples.query_ids, examples.doc_ids)
+        scored_rows = _rows_with_scored_pairs(pairs, examples.example_query_ids(), examples.example_doc_ids())
         if not scored_rows:
             raise ValueError(
                 f"the pairwise teacher store {pairs.path} scores no pair among the documents of any of the "
@@ -258,27 +273,42 @@ def _query_data(
         data.teacher = {**data.teacher, "pairwise": pairs.manifest.get("teacher", {})}
         data.counts["pairwise_rows"] = scored_rows
     if needs & _TABLE_INPUTS:
+        # Losses that look past a row's own documents: a table over the examples' ids (small sets).
         embeddings = None
         if "teacher_embeddings" in needs:
             # The store covers every document the negatives can be drawn from, so other seeds reuse it.
-            queries = sorted(set(examples.query_ids))
-            wanted = set(queries)
-            pool = sorted(
-                {
-                    c.doc_id
-                    for c in candidates.rows
-                    if c.query_id in wanted and (c.label > 0 or c.rank <= config.negative_pool)
-                }
-            )
-            embeddings = _teacher_embeddings(config, collection, queries, pool, show_progress)
+            pool = _negative_pool_documents(candidates, set(examples.query_ids), config.negative_pool)
+            embeddings = _teacher_embeddings(config, collection, sorted(examples.query_ids), pool, show_progress)
             data.inputs["teacher_embeddings"] = str(embeddings.manifest["fingerprint"])
             data.teacher = {**data.teacher, "embeddings": embeddings.manifest.get("teacher", {})}
-        data.table = build_teacher_table(
-            examples.query_ids, [d for row in examples.doc_ids for d in row], scores, embeddings, pairs
-        )
-        data.columns = examples.to_id_columns(data.table)
+        stored = store.scores() if store is not None and wants_scores else None
+        data.table = build_teacher_table(examples.query_ids, examples.distinct_doc_ids(), stored, embeddings, pairs)
+        data.label = _table_label(examples, data.table)
         data.counts["teacher_pairs"] = len(data.table.pair_keys)
     return data
+
+
+def _negative_pool_documents(candidates: CandidateSet, queries: set[str], negative_pool: int) -> list[str]:
+    """Sorted ids of the documents the examples of ``queries`` can draw: positives and pooled negatives."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = candidates.table
+    keep = pc.and_(
+        pc.is_in(table.column("query_id"), value_set=pa.array(sorted(queries), type=pa.string())),
+        pc.or_(pc.greater(table.column("label"), 0), pc.less_equal(table.column("rank"), negative_pool)),
+    )
+    return sorted(pc.unique(table.column("doc_id").filter(keep)).to_pylist())
+
+
+def _table_label(examples: Examples, table: TeacherTable) -> Any:
+    """The ``ids`` label layout: ``[query_row, doc_row_0, …, doc_row_N]`` into ``table``, per example."""
+    import numpy as np
+
+    query_row, doc_row = table.query_rows(), table.doc_rows()
+    queries = np.array([query_row[q] for q in examples.query_ids], dtype=np.int64)[examples.query_rows]
+    docs = np.array([doc_row[d] for d in examples.doc_column.take(examples.candidate_rows.ravel()).to_pylist()])
+    return np.concatenate([queries[:, None], docs.reshape(examples.candidate_rows.shape)], axis=1)
 
 
 def _corpus_data(
@@ -325,7 +355,6 @@ def run(config: TrainConfig, *, show_progress: bool = True, overwrite: bool = Fa
     An existing, non-empty ``config.out`` is refused unless ``overwrite`` (then it is replaced only
     once the new student is complete); ``config.out`` may never be or contain an input.
     """
-    import datasets
     import torch
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.base.sampler import BatchSamplers
@@ -366,7 +395,7 @@ def run(config: TrainConfig, *, show_progress: bool = True, overwrite: bool = Fa
     train_loss = StudentDistillationLoss(
         model, loss, similarity=config.student.similarity, scale=config.student.scale, teacher=data.table
     )
-    dataset = datasets.Dataset.from_dict(data.columns)
+    dataset = data.dataset(collection)
 
     out = Path(config.out)
     out.parent.mkdir(parents=True, exist_ok=True)

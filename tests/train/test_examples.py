@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import numpy as np
@@ -24,23 +25,76 @@ def toy_candidates(toy_dir: Path, tmp_path: Path):
     return mining.run(cfg, show_progress=False)
 
 
+def _reference_examples(collection, candidates, scores, *, negatives, negative_pool, epochs, seed):
+    """The earlier row-object implementation's draw, written plainly: the oracle for the array version."""
+    rng = random.Random(seed)
+    grouped: dict[str, list] = {}
+    for c in candidates.rows:
+        grouped.setdefault(c.query_id, []).append(c)
+    out = []
+    for _ in range(epochs):
+        for qid in sorted(grouped):
+            if qid not in collection.queries:
+                continue
+            positives = [c.doc_id for c in grouped[qid] if c.label > 0]
+            pool = [c.doc_id for c in grouped[qid] if c.label <= 0 and c.rank <= negative_pool]
+            if not positives or len(pool) < negatives:
+                continue
+            for pos in positives:
+                docs = [pos, *rng.sample(pool, negatives)]
+                out.append((qid, docs, None if scores is None else [scores[qid, d] for d in docs]))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("negatives", "negative_pool", "epochs", "seed"), [(3, 20, 2, 0), (1, 5, 1, 7), (2, 20, 3, 42)]
+)
+def test_same_draw_as_the_row_object_implementation(
+    toy_dir: Path, toy_candidates, negatives: int, negative_pool: int, epochs: int, seed: int
+) -> None:
+    collection = load_beir(toy_dir, "train")
+    scores = {pair: float(i) for i, pair in enumerate(toy_candidates.pairs())}
+    settings = {"negatives": negatives, "negative_pool": negative_pool, "epochs": epochs, "seed": seed}
+    expected = _reference_examples(collection, toy_candidates, scores, **settings)
+    examples = build_examples(collection, toy_candidates, scores, **settings)
+    assert len(expected) > 0
+    got = list(
+        zip(examples.example_query_ids(), examples.example_doc_ids(), examples.scores.tolist(), strict=True)
+    )
+    assert got == expected
+
+
 def test_examples_put_the_positive_first_with_teacher_scores(toy_dir: Path, toy_candidates) -> None:
     collection = load_beir(toy_dir, "train")
     scores = {pair: float(i) for i, pair in enumerate(toy_candidates.pairs())}
     examples = build_examples(collection, toy_candidates, scores, negatives=3, negative_pool=20, epochs=2, seed=0)
     positives = sum(len(d) for d in collection.qrels.values())
     assert len(examples) == 2 * positives  # every positive once per epoch
-    text_to_id = {collection.doc_text(d): d for d in collection.corpus}
-    query_to_id = {t: q for q, t in collection.queries.items()}
-    for query, docs, teacher in zip(examples.query, examples.docs, examples.scores, strict=True):
-        qid = query_to_id[query]
-        ids = [text_to_id[t] for t in docs]
+    for qid, ids, teacher in zip(
+        examples.example_query_ids(), examples.example_doc_ids(), examples.scores.tolist(), strict=True
+    ):
         assert collection.qrels[qid].get(ids[0], 0) > 0
         assert all(collection.qrels[qid].get(d, 0) == 0 for d in ids[1:])
         assert len(set(ids)) == 4
         assert teacher == [scores[qid, d] for d in ids]
-    columns = examples.to_columns()
-    assert list(columns) == ["query", "doc_0", "doc_1", "doc_2", "doc_3", "label"]
+
+
+def test_the_dataset_stores_rows_and_reads_texts_per_batch(toy_dir: Path, toy_candidates) -> None:
+    collection = load_beir(toy_dir, "train")
+    scores = {pair: float(i) for i, pair in enumerate(toy_candidates.pairs())}
+    examples = build_examples(collection, toy_candidates, scores, negatives=3, negative_pool=20, epochs=1, seed=0)
+    dataset = examples.dataset(collection)
+    assert dataset.column_names == ["query_row", "doc_rows", "label"]  # integers on disk, no texts
+    assert len(dataset) == len(examples)
+    batch = dataset[2:5]
+    assert list(batch) == ["query", "doc_0", "doc_1", "doc_2", "doc_3", "label"]
+    qids, docs = examples.example_query_ids()[2:5], examples.example_doc_ids()[2:5]
+    assert batch["query"] == [collection.queries[q] for q in qids]
+    for j in range(4):
+        assert batch[f"doc_{j}"] == [collection.doc_text(row[j]) for row in docs]
+    np.testing.assert_allclose(batch["label"], examples.scores[2:5])
+    # The duplicate check of the NO_DUPLICATES sampler reads rows without their label.
+    assert list(dataset.remove_columns(["label"])[0]) == ["query", "doc_0", "doc_1", "doc_2", "doc_3"]
 
 
 def test_same_seed_same_examples_and_missing_scores_are_an_error(toy_dir: Path, toy_candidates) -> None:
@@ -48,7 +102,7 @@ def test_same_seed_same_examples_and_missing_scores_are_an_error(toy_dir: Path, 
     scores = dict.fromkeys(toy_candidates.pairs(), 0.5)
     a = build_examples(collection, toy_candidates, scores, negatives=2, negative_pool=20, epochs=1, seed=3)
     b = build_examples(collection, toy_candidates, scores, negatives=2, negative_pool=20, epochs=1, seed=3)
-    assert a.docs == b.docs
+    np.testing.assert_array_equal(a.candidate_rows, b.candidate_rows)
     for c in toy_candidates.rows:
         if c.label > 0:
             scores.pop((c.query_id, c.doc_id))
@@ -64,23 +118,34 @@ def test_queries_without_enough_negatives_are_counted(toy_dir: Path, toy_candida
     assert examples.skipped_queries == {"fewer than 25 negatives": len(collection.queries)}
 
 
-def test_id_columns_address_a_teacher_table_with_every_stored_pair(toy_dir: Path, toy_candidates) -> None:
+def test_unsorted_candidates_are_refused(toy_dir: Path, toy_candidates) -> None:
+    from retrodistill.data.candidates import CandidateSet
+
+    collection = load_beir(toy_dir, "train")
+    shuffled = CandidateSet(toy_candidates.path, list(reversed(toy_candidates.rows)), toy_candidates.manifest)
+    with pytest.raises(ValueError, match="not sorted by query id"):
+        build_examples(collection, shuffled, None, negatives=2, negative_pool=20, epochs=1, seed=0)
+
+
+def test_id_label_addresses_a_teacher_table_with_every_stored_pair(toy_dir: Path, toy_candidates) -> None:
+    from retrodistill.train.run import _table_label
+
     collection = load_beir(toy_dir, "train")
     scores = {pair: float(i) for i, pair in enumerate(toy_candidates.pairs())}
     examples = build_examples(collection, toy_candidates, scores, negatives=2, negative_pool=20, epochs=1, seed=0)
-    table = build_teacher_table(examples.query_ids, [d for row in examples.doc_ids for d in row], scores)
-    assert table.query_ids == sorted(set(examples.query_ids))
+    table = build_teacher_table(examples.query_ids, examples.distinct_doc_ids(), scores)
+    assert table.query_ids == sorted(set(examples.example_query_ids()))
     inside = {(q, d) for q, d in scores if q in set(table.query_ids) and d in set(table.doc_ids)}
     assert len(table.pair_keys) == len(inside)  # every stored pair among the examples' ids, own or not
-    columns = examples.to_id_columns(table)
-    assert list(columns)[-1] == "label" and list(columns)[:-1] == list(examples.to_columns())[:-1]
-    for qid, docs, label, teacher in zip(
-        examples.query_ids, examples.doc_ids, columns["label"], examples.scores, strict=True
+    label = _table_label(examples, table)
+    assert label.shape == (len(examples), 4)
+    for qid, docs, row, teacher in zip(
+        examples.example_query_ids(), examples.example_doc_ids(), label, examples.scores, strict=True
     ):
-        assert isinstance(label, list)
-        assert table.query_ids[label[0]] == qid and [table.doc_ids[r] for r in label[1:]] == docs
-        looked_up = table.scores(np.array([label[0]]), np.array([label[1:]]))
-        np.testing.assert_allclose(looked_up[0], teacher)
+        assert table.query_ids[row[0]] == qid and [table.doc_ids[r] for r in row[1:]] == docs
+        np.testing.assert_allclose(table.scores(row[:1], row[None, 1:])[0], teacher)
+    batch = examples.dataset(collection, label)[:2]
+    assert batch["label"] == label[:2].tolist()
 
 
 def test_table_lookup_gives_nan_for_unscored_pairs() -> None:
@@ -96,8 +161,8 @@ def test_table_lookup_gives_nan_for_unscored_pairs() -> None:
 def test_teacher_free_examples_carry_no_label(toy_dir: Path, toy_candidates) -> None:
     collection = load_beir(toy_dir, "train")
     examples = build_examples(collection, toy_candidates, None, negatives=2, negative_pool=20, epochs=1, seed=0)
-    assert len(examples) > 0 and examples.scores == []
-    assert "label" not in examples.to_columns()
+    assert len(examples) > 0 and examples.scores is None
+    assert "label" not in examples.dataset(collection).column_names
 
 
 class CountingEncoder:
