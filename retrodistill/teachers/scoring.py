@@ -93,12 +93,22 @@ from retrodistill.artifacts import (
     check_inputs,
     now_iso,
     read_manifest,
-    sha256_file,
     write_json_atomic,
     write_manifest,
 )
 from retrodistill.config import ScoreTeacherConfig, to_dict
-from retrodistill.data.part_store import pairs_fingerprint, rows_fingerprint
+from retrodistill.data.pairs import PairTexts, check_sorted_pairs, pair_table
+from retrodistill.data.pairs import count_distinct as _count_distinct
+from retrodistill.data.part_store import (
+    StringsHasher,
+    delete_temporary_files,
+    file_sha256,
+    iter_part_tables,
+    pairs_fingerprint,
+    part_index,
+    part_is_complete,
+)
+from retrodistill.data.part_store import rows_fingerprint as rows_fingerprint  # re-exported: its old home
 from retrodistill.data.store import STAGE, TeacherStore, part_name, write_part
 from retrodistill.teachers.base import RUNTIME_FIELDS, TEACHERS, Teacher
 
@@ -243,9 +253,9 @@ class _Plan:
 
 def score_pairs_to_store(
     teacher: Teacher,
-    pairs: list[tuple[str, str]],
+    pairs: Any,
     query_text: Mapping[str, str],
-    doc_text: Mapping[str, str],
+    doc_text: Mapping[str, Any],
     out_dir: str | os.PathLike[str],
     *,
     part_size: int,
@@ -262,9 +272,11 @@ def score_pairs_to_store(
 
     Args:
         teacher: the scorer.
-        pairs: distinct (query_id, doc_id) pairs in sorted order.
+        pairs: distinct (query_id, doc_id) pairs in sorted order: a pyarrow Table with those two
+            columns (``CandidateSet.pair_table()``), or a list of tuples (small runs).
         query_text: query id → text.
-        doc_text: document id → text.
+        doc_text: the collection's :class:`~retrodistill.data.corpus.Corpus` (texts are fetched a part
+            at a time, column-wise), or any mapping document id → text.
         out_dir: store directory (created if missing; resumed if it holds a manifest).
         part_size: pairs per part file.
         inputs: fingerprints of what the pairs and texts came from (corpus, queries, candidates).
@@ -288,14 +300,15 @@ def score_pairs_to_store(
         raise ValueError(f"part_size must be positive, got {part_size}")
     if prepare not in PREPARE_MODES:
         raise ValueError(f"prepare must be one of {', '.join(PREPARE_MODES)}, got {prepare!r}")
-    if not pairs:
+    pairs = pair_table(pairs)
+    if pairs.num_rows == 0:
         raise ValueError("no pairs to score")
-    if any(a >= b for a, b in zip(pairs, pairs[1:], strict=False)):
-        raise ValueError("pairs must be distinct and sorted by (query_id, doc_id)")
-    _check_texts(pairs, query_text, doc_text)
+    check_sorted_pairs(pairs)
+    texts = PairTexts(query_text, doc_text)
+    texts.check(pairs)
     out = Path(out_dir)
     description = teacher.describe()
-    num_parts = math.ceil(len(pairs) / part_size)
+    num_parts = math.ceil(pairs.num_rows / part_size)
     fresh: dict[str, Any] = {
         "stage": STAGE,
         "config": config,
@@ -303,7 +316,7 @@ def score_pairs_to_store(
         "inputs": dict(inputs),
         "part_size": part_size,
         "num_parts": num_parts,
-        "num_pairs": len(pairs),
+        "num_pairs": pairs.num_rows,
         "pairs_fingerprint": pairs_fingerprint(pairs),
     }
     me = scoring_rank()
@@ -323,14 +336,16 @@ def score_pairs_to_store(
             logger.warning(
                 "every rank prepares the texts of all %d pairs (prepare='all', bit-identical stores); "
                 "prepare='shard' splits that work at the cost of last-bit differences",
-                len(pairs),
+                pairs.num_rows,
             )
-        if mine:
+        if mine and type(teacher).prepare is not Teacher.prepare:  # the base prepare does nothing: no texts
             # Same texts in the same order whether the run is fresh or resumed (see Teacher.prepare).
-            chosen = pairs if prepare == "all" else [p for i in mine for p in _part_pairs(pairs, i, part_size)]
+            import pyarrow as pa
+
+            chosen = pairs if prepare == "all" else pa.concat_tables([_part_pairs(pairs, i, part_size) for i in mine])
             teacher.prepare(
-                [query_text[q] for q, _ in chosen],
-                [doc_text[d] for _, d in chosen],
+                texts.queries(chosen.column("query_id")),
+                texts.docs(chosen.column("doc_id")),
                 show_progress=show_progress and me.rank == 0,
             )
         record = _Recorder(out, me, plan.session, manifest, started)
@@ -340,14 +355,14 @@ def score_pairs_to_store(
             chunk = _part_pairs(pairs, index, part_size)
             t0 = time.perf_counter()
             scores = teacher.score(
-                [query_text[q] for q, _ in chunk],
-                [doc_text[d] for _, d in chunk],
+                texts.queries(chunk.column("query_id")),
+                texts.docs(chunk.column("doc_id")),
                 show_progress=show_progress and me.rank == 0,
             )
             scores = np.asarray(scores, dtype=np.float32)
             if scores.shape != (len(chunk),):
                 raise ValueError(f"teacher returned scores of shape {scores.shape} for {len(chunk)} pairs")
-            record.part(index, write_part(out, index, chunk, scores.tolist()))
+            record.part(index, write_part(out, index, chunk, scores))
             rate = len(chunk) / max(time.perf_counter() - t0, 1e-9)
             logger.info(
                 "%s: %spart %d/%d scored (%d pairs, %.1f pairs/s)",
@@ -369,13 +384,12 @@ def score_pairs_to_store(
         group.close()
 
 
-def _part_pairs(pairs: list[tuple[str, str]], index: int, part_size: int) -> list[tuple[str, str]]:
-    return pairs[index * part_size : (index + 1) * part_size]
+def _part_pairs(pairs: Any, index: int, part_size: int) -> Any:
+    """The pairs of part ``index``: a zero-copy slice of the pairs table."""
+    return pairs.slice(index * part_size, part_size)
 
 
-def _begin(
-    out: Path, fresh: dict[str, Any], pairs: list[tuple[str, str]], world_size: int, prepare: str
-) -> tuple[dict[str, Any], _Plan]:
+def _begin(out: Path, fresh: dict[str, Any], pairs: Any, world_size: int, prepare: str) -> tuple[dict[str, Any], _Plan]:
     """Rank 0: check or create the manifest, absorb a crashed run's leftovers, open a session."""
     num_parts = int(fresh["num_parts"])
     if (out / MANIFEST).is_file():
@@ -383,7 +397,7 @@ def _begin(
         _check_resumable(manifest, fresh, out)
         _delete_temporary_files(out)
         _absorb_rank_files(out, manifest, strict_session=None)
-        done = {i for i in range(num_parts) if _part_is_complete(out, i, manifest)}
+        done = {i for i in range(num_parts) if part_is_complete(out, i, manifest)}
         if manifest.get("complete") and len(done) == num_parts:
             _delete_rank_files(out)
             return manifest, _Plan(complete=True)
@@ -395,9 +409,9 @@ def _begin(
         manifest = {**fresh, "created": now_iso(), "parts": {}, "complete": False, "sessions": []}
         done = set()
     manifest["counts"] = {
-        "pairs": len(pairs),
-        "queries": len({q for q, _ in pairs}),
-        "documents": len({d for _, d in pairs}),
+        "pairs": pairs.num_rows,
+        "queries": _count_distinct(pairs.column("query_id")),
+        "documents": _count_distinct(pairs.column("doc_id")),
         "parts": num_parts,
     }
     session = {
@@ -448,24 +462,39 @@ class _Recorder:
             write_json_atomic(_rank_file(self.out, self.me.rank), self.progress)
 
 
-def _finish(out: Path, manifest: dict[str, Any], pairs: list[tuple[str, str]], session: str, started: float) -> None:
-    """Rank 0, after the barrier: merge the ranks' parts, check them, and complete the store if all are."""
+def _finish(out: Path, manifest: dict[str, Any], pairs: Any, session: str, started: float) -> None:
+    """Rank 0, after the barrier: merge the ranks' parts, check them, and complete the store if all are.
+
+    The parts are read back one at a time: their ids are compared with the pairs' and their rows
+    hashed into the fingerprint, so memory stays that of one part.
+    """
+    import pyarrow.compute as pc
+
     _absorb_rank_files(out, manifest, strict_session=session)
     current = manifest["sessions"][-1]
     current["wall_time_s"] = round(time.perf_counter() - started, 3)
     num_parts = int(manifest["num_parts"])
     if len(manifest["parts"]) == num_parts:
-        store = TeacherStore(out, manifest)
-        table = store.table()
-        query_ids, doc_ids = table.column("query_id").to_pylist(), table.column("doc_id").to_pylist()
-        if len(query_ids) != len(pairs):
-            raise RuntimeError(f"{out}: the parts hold {len(query_ids):,} rows for {len(pairs):,} pairs")
-        wrong = next((i for i, row in enumerate(zip(query_ids, doc_ids, strict=True)) if row != pairs[i]), None)
-        if wrong is not None:
-            raise RuntimeError(
-                f"{out}: row {wrong} of the parts is {(query_ids[wrong], doc_ids[wrong])}, not pair {pairs[wrong]}"
+        hasher = StringsHasher()
+        at = 0
+        for table in iter_part_tables(out, manifest):
+            expected = pairs.slice(at, table.num_rows)
+            if table.num_rows != len(expected):
+                raise RuntimeError(f"{out}: the parts hold more rows than the {pairs.num_rows:,} pairs")
+            same = pc.and_(
+                pc.equal(table.column("query_id"), expected.column("query_id")),
+                pc.equal(table.column("doc_id"), expected.column("doc_id")),
             )
-        manifest["fingerprint"] = rows_fingerprint(query_ids, doc_ids, table.column("score").to_pylist())
+            if not pc.all(same).as_py():
+                wrong = pc.indices_nonzero(pc.invert(same))[0].as_py()
+                row = (table.column("query_id")[wrong].as_py(), table.column("doc_id")[wrong].as_py())
+                pair = (expected.column("query_id")[wrong].as_py(), expected.column("doc_id")[wrong].as_py())
+                raise RuntimeError(f"{out}: row {at + wrong} of the parts is {row}, not pair {pair}")
+            hasher.update(table.column("query_id"), table.column("doc_id"), table.column("score"))
+            at += table.num_rows
+        if at != pairs.num_rows:
+            raise RuntimeError(f"{out}: the parts hold {at:,} rows for {pairs.num_rows:,} pairs")
+        manifest["fingerprint"] = hasher.hexdigest()
         manifest["complete"] = True
     _save(out, manifest)
     _delete_rank_files(out)
@@ -498,7 +527,7 @@ def _absorb_rank_files(out: Path, manifest: dict[str, Any], *, strict_session: s
                 expected > 0
                 and entry.get("rows") == expected
                 and file.is_file()
-                and sha256_file(file) == entry.get("sha256")
+                and file_sha256(file) == entry.get("sha256")
             ):
                 manifest["parts"][name] = {"rows": entry["rows"], "sha256": entry["sha256"]}
             elif strict_session is not None and progress.get("session") == strict_session:
@@ -516,9 +545,7 @@ def _absorb_rank_files(out: Path, manifest: dict[str, Any], *, strict_session: s
     manifest["parts"] = dict(sorted(manifest["parts"].items()))
 
 
-def _part_index(name: str) -> int | None:
-    stem = name.removeprefix("part-").removesuffix(".parquet")
-    return int(stem) if stem.isdigit() and part_name(int(stem)) == name else None
+_part_index = part_index
 
 
 def _rank_file(out: Path, rank: int) -> Path:
@@ -536,26 +563,12 @@ def _delete_rank_files(out: Path) -> None:
 
 def _delete_temporary_files(out: Path) -> None:
     """Delete the ``atomic_path`` temporaries (``.NAME.XXXX.tmp``) a killed process left."""
-    for pattern in (".part-*.parquet.*.tmp", f".{MANIFEST}.*.tmp", f"{RANKS_DIR}/.rank-*.json.*.tmp"):
-        for path in out.glob(pattern):
-            path.unlink(missing_ok=True)
+    delete_temporary_files(out, extra=(f"{RANKS_DIR}/.rank-*.json.*.tmp",))
 
 
 def _save(out: Path, manifest: dict[str, Any]) -> None:
     manifest["wall_time_s"] = round(sum(float(s.get("wall_time_s", 0.0)) for s in manifest["sessions"]), 3)
     write_manifest(out, manifest)
-
-
-def _check_texts(pairs: list[tuple[str, str]], query_text: Mapping[str, str], doc_text: Mapping[str, str]) -> None:
-    """Raise ``ValueError`` counting the pairs whose query or document has no text."""
-    problems = []
-    for kind, position, known in (("query", 0, query_text), ("document", 1, doc_text)):
-        unknown = [pair[position] for pair in pairs if pair[position] not in known]
-        if unknown:
-            ids = sorted(set(unknown))
-            problems.append(f"{len(unknown):,} pairs name {len(ids):,} unknown {kind} ids (e.g. {ids[:3]})")
-    if problems:
-        raise ValueError(" and ".join(problems) + "; were the candidates made for this collection and split?")
 
 
 def _check_resumable(manifest: Mapping[str, Any], fresh: Mapping[str, Any], out: Path) -> None:
@@ -583,13 +596,6 @@ def _check_resumable(manifest: Mapping[str, Any], fresh: Mapping[str, Any], out:
         )
 
 
-def _part_is_complete(out: Path, index: int, manifest: Mapping[str, Any]) -> bool:
-    """A part is complete when the manifest lists it and its file still has the recorded sha256."""
-    entry = manifest["parts"].get(part_name(index))
-    path = out / part_name(index)
-    return entry is not None and path.is_file() and sha256_file(path) == entry.get("sha256")
-
-
 def run(
     config: ScoreTeacherConfig,
     *,
@@ -604,15 +610,22 @@ def run(
     Under ``torchrun`` / ``accelerate launch`` every rank runs this with the same config (see the
     module docstring); ``prepare`` is :func:`score_pairs_to_store`'s.
     """
-    from retrodistill.data.candidates import candidate_order, candidates_fingerprint, read_candidates, read_triples
+    from retrodistill.data.candidates import (
+        candidates_fingerprint,
+        candidates_table,
+        read_candidates,
+        read_triples,
+        sort_candidates,
+        sorted_pairs,
+    )
     from retrodistill.data.download import load_dataset
 
     collection = load_dataset(config.data.dataset, config.data.split, config.data.data_dir)
     if config.triples:
-        rows = read_triples(config.triples)
-        pairs = sorted({(c.query_id, c.doc_id) for c in rows})
+        table = candidates_table(read_triples(config.triples))
+        pairs = sorted_pairs(table)
         # The fingerprint write_candidates would give these rows, in its (query_id, rank, doc_id) order.
-        candidates_fp = candidates_fingerprint(sorted(rows, key=candidate_order))
+        candidates_fp = candidates_fingerprint(sort_candidates(table))
     elif config.candidates:
         candidates = read_candidates(config.candidates)
         check_inputs(
@@ -621,7 +634,7 @@ def run(
             artifact=f"candidates {config.candidates}",
             given=f"collection {config.data.dataset} ({config.data.split})",
         )
-        pairs = candidates.pairs()
+        pairs = candidates.pair_table()
         candidates_fp = candidates.fingerprint
     else:
         raise ValueError("score-teacher needs candidates or triples; set `candidates` or `triples`")
@@ -633,12 +646,11 @@ def run(
         "queries": collection.fingerprints["queries"],
         "candidates": candidates_fp,
     }
-    doc_text = _DocTexts(collection.corpus)
     return score_pairs_to_store(
         teacher,
         pairs,
         collection.queries,
-        doc_text,
+        collection.corpus,
         config.out,
         part_size=config.part_size,
         inputs=inputs,
@@ -656,22 +668,3 @@ def _bind_gpu(me: ScoringRank) -> None:
 
     if torch.cuda.is_available() and me.local_rank < torch.cuda.device_count():
         torch.cuda.set_device(me.local_rank)
-
-
-class _DocTexts(Mapping[str, str]):
-    """Document id → ``title text``, joined on access (the corpus stays one copy)."""
-
-    def __init__(self, corpus: Mapping[str, Any]) -> None:
-        self._corpus = corpus
-
-    def __getitem__(self, doc_id: str) -> str:
-        return str(self._corpus[doc_id].joined())
-
-    def __iter__(self) -> Any:
-        return iter(self._corpus)
-
-    def __len__(self) -> int:
-        return len(self._corpus)
-
-    def __contains__(self, doc_id: object) -> bool:
-        return doc_id in self._corpus
