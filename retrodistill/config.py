@@ -288,13 +288,34 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
+def flatten_options(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"data": {"split": "dev"}}`` → ``{"data.split": "dev"}``, dropping ``None`` (an option not given).
+
+    A ``params`` mapping stays one value: plug-in parameters are not config fields.
+    """
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value and key != "params":
+            flat.update(flatten_options(value, f"{path}."))
+        elif value is not None:
+            flat[path] = value
+    return flat
+
+
 def load_config(
     cls: type[C],
     path: str | os.PathLike[str] | None = None,
     overrides: Iterable[str] = (),
     base: Mapping[str, Any] | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> C:
-    """Build ``cls`` from defaults, then ``base``, then the YAML file, then ``--set`` overrides."""
+    """Build ``cls`` from defaults < ``base`` < the YAML file < command-line ``options`` < ``--set`` overrides.
+
+    ``options`` are typed values the command line already parsed (nested like the config; ``None``
+    means not given): they are merged as values, never as ``--set`` strings, and an error in one says
+    it came from the command line.
+    """
     data: dict[str, Any] = {}
     if base:
         for key, value in base.items():
@@ -317,12 +338,22 @@ def load_config(
         for key, value in loaded.items():
             _merge(data, key, value)
         where = f"{file}: "
+    given = flatten_options(options or {})
+    for key, value in given.items():
+        _set_path(data, key, value)
+    set_keys = set()
     for text in overrides:
         key, value = parse_override(text)
         _set_path(data, key, value)
+        set_keys.add(key)
     try:
         return _build(cls, data, "")
     except ConfigError as err:
+        failing = str(err).split(":", 1)[0].split("[", 1)[0]
+        if failing in set_keys:
+            raise ConfigError(f"--set {err}") from None
+        if failing in given:
+            raise ConfigError(f"command-line option for {err}") from None
         raise ConfigError(f"{where}{err}") from None
 
 

@@ -56,3 +56,20 @@ def test_exponent_without_dot_is_a_float() -> None:
     assert load_config(TrainConfig, None, ["learning_rate=2e-4"]).learning_rate == 2e-4
     with pytest.raises(ConfigError, match="learning_rate: expected a number"):
         load_config(TrainConfig, None, ["learning_rate=fast"])
+
+
+def test_command_line_options_are_merged_as_values_and_errors_say_where(tmp_path: Path) -> None:
+    from retrodistill.config import MineConfig
+
+    file = tmp_path / "mine.yaml"
+    file.write_text("k: 50\nout: from-file\n")
+    # A path with YAML-special characters survives: no round trip through --set strings.
+    cfg = load_config(MineConfig, file, ["k=7"], options={"out": "runs/a: b #1", "data": {"split": None}})
+    assert cfg.out == "runs/a: b #1" and cfg.k == 7 and cfg.data.split == "train"
+    with pytest.raises(ConfigError, match=r"^command-line option for k: expected an integer"):
+        load_config(MineConfig, file, [], options={"k": "many"})
+    with pytest.raises(ConfigError, match=r"^--set k: expected an integer"):
+        load_config(MineConfig, file, ["k=many"])
+    file.write_text("k: many\n")
+    with pytest.raises(ConfigError, match=r"mine.yaml: k: expected an integer"):
+        load_config(MineConfig, file)

@@ -62,32 +62,12 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def resolve(cls: type[C], config: Path | None, overrides: list[str] | None, base: dict[str, Any]) -> C:
-    """Defaults < command-line options (``base``) < YAML file < ``--set`` overrides.
+    """Defaults < YAML file < command-line options (``base``, ``None`` = not given) < ``--set`` overrides.
 
-    Explicit options given on the command line win over the YAML file: they are applied as
-    overrides after it.
+    Options given on the command line win over the YAML file; their parsed values are merged into
+    the config directly.
     """
-    given = {k: v for k, v in _flatten(base).items() if v is not None}
-    sets = [f"{k}={_yaml(v)}" for k, v in given.items()] + list(overrides or [])
-    return load_config(cls, config, sets)
-
-
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, dict) and value and key != "params":
-            flat.update(_flatten(value, f"{path}."))
-        else:
-            flat[path] = value
-    return flat
-
-
-def _yaml(value: Any) -> str:
-    import yaml
-
-    text = yaml.safe_dump(value, default_flow_style=True).strip()
-    return text.removesuffix("\n...").removesuffix("...").strip()
+    return load_config(cls, config, list(overrides or []), options=base)
 
 
 @contextmanager
