@@ -31,13 +31,15 @@ import os
 import shutil
 import time
 import uuid
+import weakref
 from collections.abc import ItemsView, Iterator, Mapping, Sequence, ValuesView
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from retrodistill.data.id_index import ORDER_FILE, SORTED_FILE, IdIndex, as_id_array
+from retrodistill.data.column_reader import StringColumn
+from retrodistill.data.id_index import ORDER_FILE, SORTED_FILE, IdIndex
 from retrodistill.data.records import Document
 
 if TYPE_CHECKING:
@@ -72,6 +74,9 @@ class Corpus(Mapping[str, Document]):
         empty_documents: how many documents have an empty :meth:`Document.joined`.
         fingerprint: ``sha256_file`` of the source file, or None for a corpus built in memory.
         directory: the cache folder the table is mapped from, or None.
+        mapping: for a mapped table, ``(file descriptor, base address, size)`` of its file, so that
+            values are read with ``pread`` (:mod:`retrodistill.data.column_reader`); the corpus
+            owns the descriptor and closes it.
     """
 
     def __init__(
@@ -82,14 +87,18 @@ class Corpus(Mapping[str, Document]):
         empty_documents: int,
         fingerprint: str | None = None,
         directory: Path | None = None,
+        mapping: tuple[int, int, int] | None = None,
     ) -> None:
         if len(index) != table.num_rows:
             raise ValueError(f"id index has {len(index)} rows, the table {table.num_rows}")
         self._table = table
         self._index = index
-        self._columns = {name: table.column(name).chunks for name in ("_id", "title", "text")}
-        lengths = [len(chunk) for chunk in self._columns["_id"]]
-        self._starts = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+        fd, base, size = mapping if mapping is not None else (None, 0, 0)
+        if fd is not None:
+            weakref.finalize(self, os.close, fd)
+        self._columns = {
+            name: StringColumn(table.column(name).chunks, fd, base, size) for name in ("_id", "title", "text")
+        }
         self.empty_documents = empty_documents
         self.fingerprint = fingerprint
         self.directory = directory
@@ -131,17 +140,26 @@ class Corpus(Mapping[str, Document]):
         import pyarrow.ipc
 
         # Zero-copy: the table's buffers point into the mapped file, read only when touched.
-        table = pa.ipc.open_file(pa.memory_map(str(directory / TABLE_FILE))).read_all()
+        path = directory / TABLE_FILE
+        whole = pa.memory_map(str(path)).read_buffer()
+        table = pa.ipc.open_file(pa.BufferReader(whole)).read_all()
         counts = manifest["counts"]
         if table.num_rows != counts["documents"]:
             raise ValueError(f"{directory}: {table.num_rows} rows, the manifest says {counts['documents']}")
-        return cls(
-            table,
-            IdIndex.load(directory),
-            empty_documents=int(counts["empty_documents"]),
-            fingerprint=manifest["fingerprint"],
-            directory=directory,
-        )
+        index = IdIndex.load(directory)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            return cls(
+                table,
+                index,
+                empty_documents=int(counts["empty_documents"]),
+                fingerprint=manifest["fingerprint"],
+                directory=directory,
+                mapping=(fd, whole.address, whole.size),
+            )
+        except BaseException:
+            os.close(fd)
+            raise
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled (e.g. for a worker process) as its cache folder, not as gigabytes of text.
@@ -155,8 +173,8 @@ class Corpus(Mapping[str, Document]):
         return int(self._table.num_rows)
 
     def __iter__(self) -> Iterator[str]:
-        for chunk in self._columns["_id"]:
-            yield from chunk.to_pylist()
+        for ids in self._columns["_id"].iter_chunks():
+            yield from ids
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and self._index.row(key) >= 0
@@ -199,48 +217,44 @@ class Corpus(Mapping[str, Document]):
         Raises:
             KeyError: naming the first unknown id, when ``missing`` is None.
         """
-        array = as_id_array(ids)
-        rows = self._index.rows(array)
+        import pyarrow as pa
+
+        if isinstance(ids, pa.Array | pa.ChunkedArray):
+            rows = self._index.rows(ids)
+        else:
+            ids = ids if isinstance(ids, list) else list(ids)
+            rows = self._index.rows_of(ids)
         unknown = rows < 0
         if unknown.any():
             if missing is None:
-                raise KeyError(array[int(np.flatnonzero(unknown)[0])].as_py())
+                first = int(np.flatnonzero(unknown)[0])
+                raise KeyError(ids[first].as_py() if isinstance(ids, pa.Array | pa.ChunkedArray) else ids[first])
             rows[unknown] = missing
         return rows
 
     def texts(self, rows: np.ndarray | Sequence[int]) -> list[str]:
         """``Document.joined()`` of each row: ``f"{title} {text}".strip()``, the encoder's input."""
-        titles, texts = self._take("title", rows), self._take("text", rows)
+        rows = self._checked(rows)
+        titles, texts = self._columns["title"].take(rows), self._columns["text"].take(rows)
         return [f"{t} {x}".strip() for t, x in zip(titles, texts, strict=True)]
 
     def id_at(self, rows: np.ndarray | Sequence[int]) -> list[str]:
         """The id of each row."""
-        return self._take("_id", rows)
+        return self._columns["_id"].take(self._checked(rows))
 
     def document(self, row: int) -> Document:
         """The document in ``row`` (0-based, file order)."""
         row = int(row)
         if not 0 <= row < len(self):
-            raise IndexError(f"row {row} out of range for a corpus of {len(self)} documents")
-        chunk = int(np.searchsorted(self._starts, row, side="right")) - 1
-        local = row - int(self._starts[chunk])
-        return Document(self._columns["title"][chunk][local].as_py(), self._columns["text"][chunk][local].as_py())
+            raise IndexError(f"row {row} out of range for a corpus of {len(self):,} documents")
+        return Document(self._columns["title"].value(row), self._columns["text"].value(row))
 
-    def _take(self, column: str, rows: np.ndarray | Sequence[int]) -> list[Any]:
-        """Values of ``column`` at ``rows``, gathered chunk by chunk (no chunk is concatenated)."""
-        import pyarrow as pa
-
+    def _checked(self, rows: np.ndarray | Sequence[int]) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
-            raise IndexError(f"rows out of range for a corpus of {len(self)} documents")
-        chunks = np.searchsorted(self._starts, rows, side="right") - 1
-        result: list[Any] = [None] * len(rows)
-        for chunk in np.unique(chunks):
-            where = np.flatnonzero(chunks == chunk)
-            local = pa.array(rows[where] - self._starts[chunk])
-            for position, value in zip(where, self._columns[column][chunk].take(local).to_pylist(), strict=True):
-                result[position] = value
-        return result
+            bad = int(rows[(rows < 0) | (rows >= len(self))][0])
+            raise IndexError(f"row {bad} out of range for a corpus of {len(self):,} documents")
+        return rows
 
 
 class _Items(ItemsView[str, Document]):
@@ -250,8 +264,9 @@ class _Items(ItemsView[str, Document]):
 
     def __iter__(self) -> Iterator[tuple[str, Document]]:
         columns = self._mapping._columns
-        for ids, titles, texts in zip(columns["_id"], columns["title"], columns["text"], strict=True):
-            for doc_id, title, text in zip(ids.to_pylist(), titles.to_pylist(), texts.to_pylist(), strict=True):
+        chunks = (columns[name].iter_chunks() for name in ("_id", "title", "text"))
+        for ids, titles, texts in zip(*chunks, strict=True):
+            for doc_id, title, text in zip(ids, titles, texts, strict=True):
                 yield doc_id, Document(title, text)
 
 
@@ -293,6 +308,8 @@ def open_corpus(
     if cached is not None:
         return cached
 
+    if target.exists():
+        _discard(target)
     root.mkdir(parents=True, exist_ok=True)
     staging = root / f".tmp-{key[:16]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
@@ -335,19 +352,21 @@ def _manifest(
 
 
 def _publish(staging: Path, target: Path) -> None:
-    """Rename ``staging`` onto ``target``; an existing ``target`` (invalid, or a concurrent twin) gives way."""
+    """Rename ``staging`` onto ``target``; if a concurrent conversion got there first, keep its copy."""
     try:
         os.rename(staging, target)
-        return
     except OSError:
-        if not target.exists():
+        if not target.is_dir():
             raise
-    existing = _read_manifest(target)
-    if existing is not None and not _check_files(target, existing):
-        return  # another process published the same conversion first; keep its copy
-    trash = target.with_name(f".old-{target.name}-{uuid.uuid4().hex[:8]}")
-    os.rename(target, trash)
-    os.rename(staging, target)
+
+
+def _discard(directory: Path) -> None:
+    """Remove an invalid cache folder; renamed away first, so no reader ever sees it half-deleted."""
+    trash = directory.with_name(f".old-{directory.name[:16]}-{uuid.uuid4().hex[:8]}")
+    try:
+        os.rename(directory, trash)
+    except FileNotFoundError:
+        return  # another process discarded it first
     shutil.rmtree(trash, ignore_errors=True)
 
 
