@@ -5,11 +5,12 @@ Heavy libraries are imported inside each command, so ``retrodistill --help`` is 
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
 
-from retrodistill.cli.common import setup_logging
+from retrodistill.cli.common import describe_error, print_error, setup_logging, verbose
 from retrodistill.cli.datasets import datasets
 from retrodistill.cli.ensemble import ensemble_teachers
 from retrodistill.cli.evaluate import evaluate
@@ -56,7 +57,17 @@ app.command("report")(report)
 
 
 def main() -> None:
-    app()
+    """The console entry point: no uncaught exception reaches a user as a traceback without ``-v``."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        print_error("interrupted; run the same command again to resume where a resumable stage stopped")
+        sys.exit(130)
+    except Exception as err:  # the last guard; expected failures were already turned into one line
+        if verbose():
+            raise
+        print_error(f"{describe_error(err)} ({type(err).__name__}; run with -v for the traceback)")
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections.abc import Iterator
@@ -38,8 +39,18 @@ DataDirOption = Annotated[
 ]
 
 
+_state = {"verbose": False}
+
+
+def verbose() -> bool:
+    """Whether ``-v`` was given: then unexpected errors show their traceback."""
+    return _state["verbose"]
+
+
 def setup_logging(verbose: bool = False) -> None:
     from rich.logging import RichHandler
+
+    _state["verbose"] = verbose
 
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
@@ -84,11 +95,30 @@ def user_errors() -> Iterator[None]:
         DataFormatError,
         DatasetDownloadError,
         ArtifactMismatchError,
-        FileNotFoundError,
         ValueError,
         ImportError,
+        OSError,
     ) as err:
-        from rich.markup import escape
-
-        console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
+        print_error(describe_error(err))
         raise typer.Exit(2) from None
+
+
+def describe_error(err: BaseException) -> str:
+    """One line for the user: what failed, on which path, and what to do."""
+    if isinstance(err, OSError) and not isinstance(err, FileNotFoundError) and err.strerror:
+        where = f"{err.filename}: " if err.filename else ""
+        if err.errno == errno.ENOSPC:
+            return f"{where}no space left on device; free some and run the same command again to resume"
+        if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return f"{where}{err.strerror.lower()}: choose a folder you can write to"
+        return f"{where}{err.strerror}"
+    if isinstance(err, UnicodeDecodeError):
+        return f"a file is not UTF-8 text ({err.reason} at byte {err.start})"
+    text = str(err).strip()
+    return text if text else type(err).__name__
+
+
+def print_error(message: str) -> None:
+    from rich.markup import escape
+
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)

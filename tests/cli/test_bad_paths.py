@@ -1,0 +1,92 @@
+"""Every command, given a path that does not exist or cannot be written: one line, exit 2, no traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from retrodistill.cli.app import app
+
+runner = CliRunner()
+MISSING = "/no/such/place/input"
+
+
+def _fails_in_one_line(args: list[str]) -> str:
+    result = runner.invoke(app, args)
+    output = result.output
+    assert result.exit_code == 2, output
+    assert "Traceback" not in output, output
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, output
+    return errors[0]
+
+
+def _commands_with_a_missing_input(toy: str) -> dict[str, list[str]]:
+    return {
+        "mine-negatives": ["mine-negatives", "--dataset", MISSING, "--out", "{tmp}/cand"],
+        "score-teacher": [
+            "score-teacher", "--model", "m", "--dataset", toy, "--candidates", MISSING, "--out", "{tmp}/s",
+        ],
+        "import-scores": [
+            "import-scores", MISSING, "--format", "hofstaetter-tsv", "--dataset", toy, "--out", "{tmp}/s",
+        ],
+        "score-pairwise": [
+            "score-pairwise", "--model", "m", "--dataset", toy, "--candidates", MISSING, "--out", "{tmp}/p",
+        ],
+        "ensemble-teachers": ["ensemble-teachers", MISSING, MISSING + "2", "--out", "{tmp}/e"],
+        "inspect-teacher": ["inspect-teacher", MISSING],
+        "train-student": ["train-student", "--store", MISSING, "--dataset", toy, "--out", "{tmp}/st"],
+        "evaluate": ["evaluate", "--dataset", MISSING, "--model", "bm25s", "--out", "{tmp}/ev"],
+        "report": ["report", MISSING],
+        "reproduce": ["reproduce", MISSING, "--out", "{tmp}/r"],
+    }
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "mine-negatives",
+        "score-teacher",
+        "import-scores",
+        "score-pairwise",
+        "ensemble-teachers",
+        "inspect-teacher",
+        "train-student",
+        "evaluate",
+        "report",
+        "reproduce",
+    ],
+)
+def test_every_command_names_a_missing_input(command: str, toy_dir: Path, tmp_path: Path) -> None:
+    args = [a.replace("{tmp}", str(tmp_path)) for a in _commands_with_a_missing_input(str(toy_dir))[command]]
+    line = _fails_in_one_line(args)
+    assert MISSING in line, line
+
+
+def test_an_output_that_cannot_be_a_folder_is_one_line(toy_dir: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    line = _fails_in_one_line(
+        ["mine-negatives", "--dataset", str(toy_dir), "--split", "train", "--out", str(blocker / "cand")]
+    )
+    assert str(blocker) in line, line
+    assert blocker.read_text() == "not a folder"
+
+
+def test_an_unexpected_error_is_one_line_without_v_and_a_traceback_with_it(tmp_path: Path) -> None:
+    # A manifest that is a JSON list, not an object: nothing expects that shape.
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "manifest.json").write_text(json.dumps(["not", "an", "object"]))
+    command = [sys.executable, "-m", "retrodistill", "inspect-teacher", str(store)]
+    quiet = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert quiet.returncode == 2, quiet.stderr
+    assert "Traceback" not in quiet.stderr
+    assert len([line for line in quiet.stderr.splitlines() if line.startswith("error:")]) == 1, quiet.stderr
+    loud = subprocess.run([*command[:3], "-v", *command[3:]], capture_output=True, text=True, timeout=120)
+    assert loud.returncode != 0 and "Traceback" in loud.stderr
