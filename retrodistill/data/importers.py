@@ -48,6 +48,11 @@ Decisions (what they counted is in both manifests' ``import`` section):
   rank column for ``trec-run`` and the order in which the file first lists a query's documents
   otherwise; ``"score"`` = by imported score, best first; ``"none"`` = 0 for all, which puts every
   negative inside ``train-student``'s ``negative_pool``. ``retrieval_score`` is NaN (no retriever).
+* **Scale**: the file is read in blocks (:mod:`retrodistill.data.import_readers`); ids become
+  integer codes as they arrive, and one stable sort of the records' (query, document) codes merges
+  repeated pairs, finds conflicts and gives the store its (query_id, doc_id) order, so memory is
+  about 14 bytes per record plus the distinct ids (MS MARCO's 40M-line file: well under 4 GB).
+  Store parts and the candidates file are written a slice at a time.
 * **Store manifest**: ``stage`` is ``"import-scores"`` (one of the store stages
   :meth:`TeacherStore.open` accepts); ``teacher`` is
   ``{"name": "imported", "format", "source", "source_sha256", "model"}``.
@@ -55,70 +60,49 @@ Decisions (what they counted is in both manifests' ``import`` section):
 
 from __future__ import annotations
 
-import gzip
-import json
-import math
 import os
-import pickle
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
-from retrodistill.artifacts import publish_dir, sha256_file, write_manifest
-from retrodistill.data.candidates import Candidate, CandidateSet, read_candidates, write_candidates
+from retrodistill.artifacts import publish_dir, sha256_file
+from retrodistill.data.candidates import CandidateSet, CandidatesWriter, read_candidates
 from retrodistill.data.collections import Collection, DataFormatError, read_qrels
-from retrodistill.data.store import TeacherStore, part_name, write_part
-from retrodistill.registry import Registry
-from retrodistill.teachers.scoring import pairs_fingerprint, rows_fingerprint
+from retrodistill.data.import_readers import (
+    IMPORT_FORMATS,
+    ImportFormat,
+    ReadContext,
+    Records,
+    ScoredPair,
+    data_row_lines,
+)
+from retrodistill.data.part_store import PartWriter, StringsHasher
+from retrodistill.data.store import TeacherStore, store_schema
+
+__all__ = [
+    "CONFLICT_POLICIES",
+    "IMPORT_FORMATS",
+    "RANK_POLICIES",
+    "STAGE",
+    "ImportFormat",
+    "ImportResult",
+    "ReadContext",
+    "ScoredPair",
+    "import_scores",
+]
 
 STAGE = "import-scores"
 RANK_POLICIES = ("file", "score", "none")
 CONFLICT_POLICIES = ("first", "error")
 _EXAMPLES = 5  # conflicts and unknown ids quoted in messages and manifests
-
-
-@dataclass(frozen=True)
-class ScoredPair:
-    """One (query, document, score) record read from a score file.
-
-    ``line`` is the 1-based line (row for Parquet) it came from, ``None`` where the file has no
-    lines (pickle); ``rank`` is a rank the file states (TREC runs), else ``None``.
-    """
-
-    query_id: str
-    doc_id: str
-    score: float
-    positive: bool = False
-    line: int | None = None
-    rank: int | None = None
-
-
-@dataclass
-class ReadContext:
-    """What a reader may need besides the file: the collection (texts → ids) and permissions."""
-
-    collection: Collection
-    allow_pickle: bool = False
-    labels: dict[str, str] = field(default_factory=dict)  # stand-in id → what to call it in messages
-    ambiguous_texts: int = 0
-
-
-Reader = Callable[[Path, ReadContext], Iterator[ScoredPair]]
-
-
-@dataclass(frozen=True)
-class ImportFormat:
-    read: Reader
-    names_positives: bool  # the format says which documents are positives
-
-
-IMPORT_FORMATS: Registry[ImportFormat] = Registry("score-file format")
+_SLICE = 1 << 20  # candidate rows written per step
+_LOW = np.int64(0xFFFFFFFF)
 
 
 @dataclass
@@ -128,394 +112,336 @@ class ImportResult:
     report: dict[str, Any]  # the manifests' "import" section
 
 
-# ---------------------------------------------------------------- readers
+# ---------------------------------------------------------------- ids → integer codes
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """``(line_number, line)`` of the non-blank lines of a text file, gzipped or not."""
-    opener: Callable[..., IO[str]] = gzip.open if path.name.endswith(".gz") else open  # type: ignore[assignment]
-    with opener(path, "rt", encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            line = line.rstrip("\r\n")
-            if line.strip():
-                yield number, line
+class _Codes:
+    """Ids → dense integer codes in order of first appearance (a growing Arrow dictionary)."""
+
+    def __init__(self) -> None:
+        import pyarrow as pa
+
+        self.values = pa.array([], pa.string())
+
+    def encode(self, ids: Any) -> np.ndarray:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        index = pc.index_in(ids, value_set=self.values) if len(self.values) else pa.nulls(len(ids), pa.int32())
+        if index.null_count:
+            new = pc.unique(ids.filter(index.is_null()))
+            self.values = pa.concat_arrays([self.values, new])
+            index = pc.index_in(ids, value_set=self.values)
+        return index.to_numpy(zero_copy_only=False).astype(np.int64)
+
+    def sorted_ranks(self) -> tuple[Any, np.ndarray]:
+        """The ids sorted (as Arrow strings), and each code's position among them."""
+        import pyarrow.compute as pc
+
+        order = pc.sort_indices(self.values).to_numpy(zero_copy_only=False)
+        ranks = np.empty(len(order), dtype=np.int64)
+        ranks[order] = np.arange(len(order), dtype=np.int64)
+        return self.values.take(order), ranks
 
 
-def _json_lines(path: Path) -> Iterator[tuple[int, Any]]:
-    for number, line in _lines(path):
-        try:
-            yield number, json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataFormatError(path, number, f"malformed JSON ({err.msg} at column {err.colno})") from None
-
-
-def _id(value: Any, path: Path, line: int | None, what: str) -> str:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    if isinstance(value, str) and value.strip():
-        return value.strip()
-    raise DataFormatError(path, line, f"{what} must be a non-empty string or an integer, got {value!r}")
-
-
-def _score(value: Any, path: Path, line: int | None, what: str) -> float:
-    try:
-        if isinstance(value, bool) or not isinstance(value, (int, float, str, np.floating, np.integer)):
-            raise ValueError
-        score = float(value)
-    except ValueError:
-        raise DataFormatError(path, line, f"{what} must be a number, got {value!r}") from None
-    if not math.isfinite(score):
-        raise DataFormatError(path, line, f"{what} is {score}, not a finite number")
-    return score
-
-
-def _read_hofstaetter(path: Path, context: ReadContext) -> Iterator[ScoredPair]:
-    for number, line in _lines(path):
-        parts = line.split("\t")
-        if len(parts) != 5:
-            raise DataFormatError(
-                path,
-                number,
-                f"expected 5 tab-separated columns (pos_score neg_score qid pid+ pid-), found {len(parts)}",
-            )
-        pos_score = _score(parts[0], path, number, "pos_score")
-        neg_score = _score(parts[1], path, number, "neg_score")
-        qid, pos, neg = (_id(p, path, number, name) for p, name in zip(parts[2:], ("qid", "pid+", "pid-"), strict=True))
-        yield ScoredPair(qid, pos, pos_score, True, number)
-        yield ScoredPair(qid, neg, neg_score, False, number)
-
-
-def _margin_refusal(path: Path) -> ValueError:
-    return ValueError(
-        f"{path}: this is a margin file (score = teacher(q, pos) - teacher(q, neg)), not teacher scores. A "
-        "teacher-score store holds one score per (query, document); margins fix those only up to an unknown "
-        "constant per query, so they cannot be stored faithfully (putting the margin on the positive and 0 on "
-        "the negative would give a negative that occurs in several triples several scores). Import the absolute "
-        "scores the margins were computed from instead: the 'bert-ensemble-mse' subset of "
-        "sentence-transformers/msmarco (--format st-mse) or Hofstätter's TSV (--format hofstaetter-tsv)."
-    )
-
-
-def _read_margin(path: Path, context: ReadContext) -> Iterator[ScoredPair]:
-    raise _margin_refusal(path)
-
-
-def _read_st_mse(path: Path, context: ReadContext) -> Iterator[ScoredPair]:
-    """sentence-transformers' ``query_id, passage_id, score`` rows, from Parquet or JSONL."""
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        file = pq.ParquetFile(path)
-        names = set(file.schema_arrow.names)
-        if {"positive_id", "negative_id"} <= names:
-            raise _margin_refusal(path)
-        missing = {"query_id", "passage_id", "score"} - names
-        if missing:
-            raise DataFormatError(path, None, f"missing columns {sorted(missing)} (has {sorted(names)})")
-        row = 0
-        for batch in file.iter_batches(columns=["query_id", "passage_id", "score"]):
-            columns = batch.to_pydict()
-            for qid, pid, score in zip(columns["query_id"], columns["passage_id"], columns["score"], strict=True):
-                row += 1
-                yield ScoredPair(
-                    _id(qid, path, row, "query_id"),
-                    _id(pid, path, row, "passage_id"),
-                    _score(score, path, row, "score"),
-                    line=row,
-                )
-        return
-    for number, obj in _json_lines(path):
-        if not isinstance(obj, dict):
-            raise DataFormatError(path, number, f"expected a JSON object, got {type(obj).__name__}")
-        if "positive_id" in obj and "negative_id" in obj:
-            raise _margin_refusal(path)
-        for key in ("query_id", "passage_id", "score"):
-            if key not in obj:
-                raise DataFormatError(path, number, f"record has no {key!r}")
-        yield ScoredPair(
-            _id(obj["query_id"], path, number, "query_id"),
-            _id(obj["passage_id"], path, number, "passage_id"),
-            _score(obj["score"], path, number, "score"),
-            line=number,
-        )
-
-
-class _ScoresUnpickler(pickle.Unpickler):
-    """Builds only containers, numbers and strings (and numpy scalars): no global code can be reached."""
-
-    _ALLOWED = {
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("numpy", "dtype"),
-        ("_codecs", "encode"),  # how protocol-2 pickles spell the bytes of a numpy scalar
-    }
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in self._ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a score pickle needs no code")
-
-
-def _read_pickle(path: Path, context: ReadContext) -> Iterator[ScoredPair]:
-    """``scores[qid][pid] -> score`` from sentence-transformers' msmarco-hard-negatives (``.pkl[.gz]``)."""
-    if not context.allow_pickle:
-        raise ValueError(
-            f"{path} is a Python pickle, and loading a pickle can run arbitrary code. Pass --allow-pickle "
-            "(allow_pickle=True) only for a file from a source you trust; it is then read with a restricted "
-            "unpickler that builds nothing but dicts, numbers, strings and numpy scalars."
-        )
-    opener: Callable[..., IO[bytes]] = gzip.open if path.name.endswith(".gz") else open  # type: ignore[assignment]
-    with opener(path, "rb") as f:
-        try:
-            data = _ScoresUnpickler(f).load()
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
-            raise DataFormatError(path, None, f"not a score pickle: {err}") from None
-    if not isinstance(data, dict):
-        raise DataFormatError(path, None, f"expected a dict qid -> {{pid: score}}, got {type(data).__name__}")
-    for raw_qid, docs in data.items():
-        qid = _id(raw_qid, path, None, "query id key")
-        if not isinstance(docs, dict):
-            raise DataFormatError(
-                path, None, f"scores[{raw_qid!r}] must be a dict pid -> score, got {type(docs).__name__}"
-            )
-        for raw_pid, score in docs.items():
-            pid = _id(raw_pid, path, None, f"a document key of scores[{raw_qid!r}]")
-            yield ScoredPair(qid, pid, _score(score, path, None, f"scores[{raw_qid!r}][{raw_pid!r}]"))
-
-
-def _read_tevatron(path: Path, context: ReadContext) -> Iterator[ScoredPair]:
-    for number, obj in _json_lines(path):
-        if not isinstance(obj, dict) or "query_id" not in obj:
-            raise DataFormatError(path, number, "expected a JSON object with 'query_id'")
-        qid = _id(obj["query_id"], path, number, "query_id")
-        for key, positive in (("positive_passages", True), ("negative_passages", False)):
-            passages = obj.get(key) or []
-            if not isinstance(passages, list):
-                raise DataFormatError(path, number, f"{key!r} must be a list")
-            for passage in passages:
-                if not isinstance(passage, dict) or "docid" not in passage:
-                    raise DataFormatError(path, number, f"every entry of {key!r} needs a 'docid'")
-                pid = _id(passage["docid"], path, number, "docid")
-                if passage.get("score") is None:
-                    raise DataFormatError(path, number, f"passage {pid!r} has no 'score': no teacher scores to import")
-                yield ScoredPair(
-                    qid, pid, _score(passage["score"], path, number, f"score of {pid!r}"), positive, number
-                )
-
-
-def _read_colbert(path: Path, context: ReadContext) -> Iterator[ScoredPair]:
-    for number, obj in _json_lines(path):
-        if not isinstance(obj, list) or len(obj) < 2:
-            raise DataFormatError(path, number, "expected [qid, [pid, score], [pid, score], ...]")
-        qid = _id(obj[0], path, number, "qid")
-        for index, entry in enumerate(obj[1:]):
-            if not isinstance(entry, list) or len(entry) != 2:
-                raise DataFormatError(
-                    path, number, f"entry {index + 1} is {entry!r}, not [pid, score] (a triples file has no scores)"
-                )
-            pid = _id(entry[0], path, number, "pid")
-            yield ScoredPair(qid, pid, _score(entry[1], path, number, f"score of {pid!r}"), index == 0, number)
-
-
-class _TextIds:
-    """Exact text → id lookups over a collection (see the module docstring for the rules)."""
-
-    def __init__(self, context: ReadContext) -> None:
-        self.context = context
-        collection = context.collection
-        self.queries = self._index((text, qid) for qid, text in collection.queries.items())
-        pairs = [(doc.joined(), d) for d, doc in collection.corpus.items()]
-        self.docs = self._index(pairs)
-        self.doc_texts = self._index((doc.text, d) for d, doc in collection.corpus.items())
-        self.unmatched: dict[str, str] = {}
-
-    @staticmethod
-    def _index(items: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
-        index: dict[str, list[str]] = {}
-        for text, key in items:
-            index.setdefault(text.strip(), []).append(key)
-        return index
-
-    def lookup(self, text: str, *tables: dict[str, list[str]]) -> str:
-        text = text.strip()
-        for table in tables:
-            ids = table.get(text)
-            if ids:
-                if len(ids) > 1:
-                    self.context.ambiguous_texts += 1
-                return min(ids)
-        # A stand-in id no collection has; reported (or skipped) as unknown like any other id.
-        if text not in self.unmatched:
-            stand_in = f"<unmatched text {len(self.unmatched) + 1}>"
-            self.unmatched[text] = stand_in
-            self.context.labels[stand_in] = f"text {text[:60]!r}"
-        return self.unmatched[text]
-
-
-def _read_flagembedding(path: Path, context: ReadContext) -> Iterator[ScoredPair]:
-    ids = _TextIds(context)
-    for number, obj in _json_lines(path):
-        if not isinstance(obj, dict) or not isinstance(obj.get("query"), str):
-            raise DataFormatError(path, number, "expected a JSON object with a string 'query'")
-        qid = ids.lookup(obj["query"], ids.queries)
-        for key, positive in (("pos", True), ("neg", False)):
-            texts, scores = obj.get(key) or [], obj.get(f"{key}_scores")
-            if scores is None:
-                raise DataFormatError(path, number, f"no '{key}_scores': no teacher scores to import")
-            if not isinstance(texts, list) or not isinstance(scores, list) or len(texts) != len(scores):
-                raise DataFormatError(path, number, f"'{key}' and '{key}_scores' must be lists of the same length")
-            for text, score in zip(texts, scores, strict=True):
-                if not isinstance(text, str):
-                    raise DataFormatError(path, number, f"'{key}' entries must be strings")
-                doc_id = ids.lookup(text, ids.docs, ids.doc_texts)
-                yield ScoredPair(qid, doc_id, _score(score, path, number, f"{key}_scores entry"), positive, number)
-
-
-def _read_trec_run(path: Path, context: ReadContext) -> Iterator[ScoredPair]:
-    for number, line in _lines(path):
-        parts = line.split()
-        if len(parts) != 6:
-            raise DataFormatError(path, number, f"expected 6 columns (qid Q0 docid rank score tag), found {len(parts)}")
-        try:
-            rank = int(parts[3])
-        except ValueError:
-            rank = 0
-        if rank < 1:
-            raise DataFormatError(path, number, f"rank {parts[3]!r} is not a positive integer")
-        yield ScoredPair(parts[0], parts[2], _score(parts[4], path, number, "score"), False, number, rank)
-
-
-IMPORT_FORMATS.register("hofstaetter-tsv")(ImportFormat(_read_hofstaetter, names_positives=True))
-IMPORT_FORMATS.register("st-mse")(ImportFormat(_read_st_mse, names_positives=False))
-IMPORT_FORMATS.register("st-margin-mse")(ImportFormat(_read_margin, names_positives=True))
-IMPORT_FORMATS.register("st-scores-pickle")(ImportFormat(_read_pickle, names_positives=False))
-IMPORT_FORMATS.register("tevatron")(ImportFormat(_read_tevatron, names_positives=True))
-IMPORT_FORMATS.register("colbert")(ImportFormat(_read_colbert, names_positives=True))
-IMPORT_FORMATS.register("flagembedding")(ImportFormat(_read_flagembedding, names_positives=True))
-IMPORT_FORMATS.register("trec-run")(ImportFormat(_read_trec_run, names_positives=False))
-
-
-# ---------------------------------------------------------------- merging, checks, labels
+# ---------------------------------------------------------------- merging
 
 
 @dataclass
-class _Entry:
-    score: float  # rounded to float32, as the store keeps it
-    positive: bool
-    line: int | None
-    rank: int | None
+class _Pairs:
+    """The distinct pairs, sorted by (query_id, doc_id), with what their first record said."""
+
+    queries: Any  # sorted distinct query ids (Arrow)
+    docs: Any  # sorted distinct doc ids (Arrow)
+    q: np.ndarray  # int64 index into queries, per pair
+    d: np.ndarray  # int64 index into docs
+    score: np.ndarray  # float32, of the first record
+    positive: np.ndarray  # bool
+    rank: np.ndarray | None  # int32 rank the file states (0: none)
+    first: np.ndarray  # int64 record number of the first record
+
+    def __len__(self) -> int:
+        return len(self.q)
+
+    def keep(self, mask: np.ndarray) -> None:
+        self.q, self.d, self.score, self.positive, self.first = (
+            a[mask] for a in (self.q, self.d, self.score, self.positive, self.first)
+        )
+        if self.rank is not None:
+            self.rank = self.rank[mask]
 
 
-@dataclass
-class _Merged:
-    entries: dict[tuple[str, str], _Entry] = field(default_factory=dict)  # in order of first appearance
-    order: dict[str, list[str]] = field(default_factory=dict)  # query → its documents in file order
-    records: int = 0
-    duplicates: int = 0
-    conflicts: int = 0
-    conflict_examples: list[str] = field(default_factory=list)
+class _Merger:
+    """Collects the records of a file column-wise, then merges repeated pairs in one stable sort."""
+
+    def __init__(self, path: Path, on_conflict: str) -> None:
+        self.path = path
+        self.on_conflict = on_conflict
+        self.queries, self.docs = _Codes(), _Codes()
+        self.keys: list[np.ndarray] = []
+        self.scores: list[np.ndarray] = []
+        self.positive: list[np.ndarray] = []
+        self.ranks: list[np.ndarray | None] = []
+        # Where each batch's records came from: (first record number, lines, first data row, records per row).
+        self.segments: list[tuple[int, np.ndarray | None, int, int]] = []
+        self.records = 0
+        self.duplicates = 0
+        self.conflicts = 0
+        self.conflict_examples: list[str] = []
+
+    def add(self, batch: Records) -> None:
+        q = self.queries.encode(batch.query_id)
+        d = self.docs.encode(batch.doc_id)
+        if len(self.queries.values) > 1 << 31 or len(self.docs.values) > 1 << 31:
+            raise ValueError(f"{self.path}: more than 2**31 distinct ids")
+        self.keys.append((q << 32) | d)
+        self.scores.append(batch.score.astype(np.float32))  # the store keeps float32: compare as such
+        self.positive.append(batch.positive.astype(bool))
+        self.ranks.append(batch.rank)
+        self.segments.append((self.records, batch.lines, batch.first_row, batch.per_row))
+        self.records += len(batch)
+
+    def lines(self, records: Iterable[int]) -> dict[int, int | None]:
+        """The 1-based line of each record number (``None`` where the file has no lines)."""
+        wanted = sorted(set(int(r) for r in records))
+        starts = [s for s, *_ in self.segments]
+        found: dict[int, int | None] = {}
+        rows: dict[int, int] = {}
+        for record in wanted:
+            start, lines, first_row, per_row = self.segments[int(np.searchsorted(starts, record, side="right")) - 1]
+            if lines is not None:
+                line = int(lines[record - start])
+                found[record] = None if line < 0 else line
+            else:
+                rows[record] = first_row + (record - start) // per_row
+        if rows:
+            by_row = data_row_lines(self.path, rows.values())
+            found.update({record: by_row.get(row) for record, row in rows.items()})
+        return found
+
+    def merge(self) -> _Pairs:
+        """One entry per (query, document): repeated pairs merged, conflicts counted or refused."""
+        keys = np.concatenate(self.keys) if self.keys else np.empty(0, np.int64)
+        self.keys = []
+        query_ids, q_rank = self.queries.sorted_ranks()
+        doc_ids, d_rank = self.docs.sorted_ranks()
+        self.queries = self.docs = _Codes()  # the sorted ids replace the first-appearance ones
+        # Codes in sorted-id order, so sorting the keys sorts by (query_id, doc_id) as strings do.
+        for start in range(0, len(keys), _SLICE):
+            part = keys[start : start + _SLICE]
+            part[:] = (q_rank[part >> 32] << 32) | d_rank[part & _LOW]
+        del q_rank, d_rank
+        order = np.argsort(keys, kind="stable")  # stable: a pair's first record comes first
+        keys = keys[order]
+        scores = np.concatenate(self.scores)[order] if self.scores else np.empty(0, np.float32)
+        self.scores = []
+        positive = np.concatenate(self.positive)[order] if self.positive else np.empty(0, bool)
+        self.positive = []
+        new = np.ones(len(keys), dtype=bool)
+        new[1:] = keys[1:] != keys[:-1]
+        starts = np.flatnonzero(new)
+        sizes = np.diff(np.append(starts, len(keys)))
+        # Every record against the first record of its pair.
+        role = positive != np.repeat(positive[starts], sizes)
+        differs = scores != np.repeat(scores[starts], sizes)
+        conflict = differs & ~role
+        self._refuse(order, starts, keys, scores, positive, role, conflict, query_ids, doc_ids)
+        self.conflicts = int(conflict.sum())
+        self.duplicates = len(keys) - len(starts) - self.conflicts - int(role.sum())
+        self._examples(order, starts, keys, scores, conflict, query_ids, doc_ids)
+        ranks = None
+        if any(r is not None for r in self.ranks):
+            sizes_in = np.diff([s for s, *_ in self.segments] + [self.records])
+            ranks = np.concatenate(
+                [np.zeros(n, np.int32) if r is None else r for r, n in zip(self.ranks, sizes_in, strict=True)]
+            )[order][starts]
+        self.ranks = []
+        unique = keys[starts]
+        return _Pairs(
+            queries=query_ids,
+            docs=doc_ids,
+            q=unique >> 32,
+            d=unique & _LOW,
+            score=scores[starts],
+            positive=positive[starts],
+            rank=ranks,
+            first=order[starts],
+        )
+
+    def _describe(self, key: np.int64, query_ids: Any, doc_ids: Any) -> tuple[str, str]:
+        return (str(query_ids[int(key >> 32)].as_py()), str(doc_ids[int(key & _LOW)].as_py()))
+
+    def _refuse(
+        self,
+        order: np.ndarray,
+        starts: np.ndarray,
+        keys: np.ndarray,
+        scores: np.ndarray,
+        positive: np.ndarray,
+        role: np.ndarray,
+        conflict: np.ndarray,
+        query_ids: Any,
+        doc_ids: Any,
+    ) -> None:
+        """Raise at the earliest record (in file order) that gives a pair another role, or (``error``) score."""
+        bad = role | conflict if self.on_conflict == "error" else role
+        if not bad.any():
+            return
+        where = np.flatnonzero(bad)
+        at = int(where[np.argmin(order[where])])  # sorted position of the earliest bad record
+        first = int(starts[np.searchsorted(starts, at, side="right") - 1])
+        lines = self.lines([order[at], order[first]])
+        key = self._describe(keys[at], query_ids, doc_ids)
+        prior = _on_line(lines[int(order[first])])
+        if role[at]:
+            roles = ("a positive", "a negative") if positive[at] else ("a negative", "a positive")
+            problem = f"{key} is {roles[0]} here but {roles[1]} {prior}"
+        else:
+            problem = (
+                f"{key} has score {float(scores[at])!r} here but {float(scores[first])!r} {prior}"
+                "; --on-conflict first keeps the first score"
+            )
+        raise DataFormatError(self.path, lines[int(order[at])], problem)
+
+    def _examples(
+        self,
+        order: np.ndarray,
+        starts: np.ndarray,
+        keys: np.ndarray,
+        scores: np.ndarray,
+        conflict: np.ndarray,
+        query_ids: Any,
+        doc_ids: Any,
+    ) -> None:
+        if not conflict.any():
+            return
+        where = np.flatnonzero(conflict)
+        earliest = where[np.argsort(order[where], kind="stable")[:_EXAMPLES]]
+        firsts = starts[np.searchsorted(starts, earliest, side="right") - 1]
+        lines = self.lines(np.concatenate([order[earliest], order[firsts]]))
+        for at, first in zip(earliest, firsts, strict=True):
+            line = lines[int(order[at])]
+            where_text = f"{self.path}:{line}" if line is not None else str(self.path)
+            self.conflict_examples.append(
+                f"{where_text}: {self._describe(keys[at], query_ids, doc_ids)} has score {float(scores[at])!r} here "
+                f"but {float(scores[first])!r} {_on_line(lines[int(order[first])])}"
+            )
 
 
 def _on_line(line: int | None) -> str:
     return f"on line {line}" if line is not None else "earlier in the file"
 
 
-def _merge(pairs: Iterable[ScoredPair], path: Path, on_conflict: str) -> _Merged:
-    """One entry per (query, document); repeated pairs are merged, conflicts counted or refused."""
-    merged = _Merged()
-    for pair in pairs:
-        merged.records += 1
-        key = (pair.query_id, pair.doc_id)
-        score = float(np.float32(pair.score))
-        prior = merged.entries.get(key)
-        if prior is None:
-            merged.entries[key] = _Entry(score, pair.positive, pair.line, pair.rank)
-            merged.order.setdefault(pair.query_id, []).append(pair.doc_id)
-            continue
-        if prior.positive != pair.positive:
-            roles = ("a positive", "a negative") if pair.positive else ("a negative", "a positive")
-            raise DataFormatError(path, pair.line, f"{key} is {roles[0]} here but {roles[1]} {_on_line(prior.line)}")
-        if prior.score == score:
-            merged.duplicates += 1
-            continue
-        merged.conflicts += 1
-        problem = f"{key} has score {score!r} here but {prior.score!r} {_on_line(prior.line)}"
-        if on_conflict == "error":
-            raise DataFormatError(path, pair.line, problem + "; --on-conflict first keeps the first score")
-        if len(merged.conflict_examples) < _EXAMPLES:
-            where = f"{path}:{pair.line}" if pair.line is not None else str(path)
-            merged.conflict_examples.append(f"{where}: {problem}")
-    return merged
+# ---------------------------------------------------------------- checks and labels
 
 
-def _drop_unknown(merged: _Merged, path: Path, context: ReadContext, skip_unknown: bool) -> dict[str, int]:
+def _drop_unknown(pairs: _Pairs, merger: _Merger, context: ReadContext, skip_unknown: bool) -> dict[str, int]:
     """Refuse (or drop and count) pairs whose query is not in the split or document not in the corpus."""
     collection = context.collection
-    queries: dict[str, int | None] = {}  # unknown id → first line naming it
-    docs: dict[str, int | None] = {}
-    bad: list[tuple[str, str]] = []
-    for (qid, doc_id), entry in merged.entries.items():
-        if qid not in collection.queries:
-            queries.setdefault(qid, entry.line)
-        if doc_id not in collection.corpus:
-            docs.setdefault(doc_id, entry.line)
-        if qid not in collection.queries or doc_id not in collection.corpus:
-            bad.append((qid, doc_id))
-    if bad and not skip_unknown:
+    known_q = np.fromiter(
+        (q in collection.queries for q in _iter_strings(pairs.queries)), dtype=bool, count=len(pairs.queries)
+    )
+    corpus = collection.corpus
+    if hasattr(corpus, "rows"):
+        known_d = np.asarray(corpus.rows(pairs.docs, missing=-1)) >= 0
+    else:
+        known_d = np.fromiter((d in corpus for d in _iter_strings(pairs.docs)), dtype=bool, count=len(pairs.docs))
+    bad_q, bad_d = ~known_q[pairs.q], ~known_d[pairs.d]
+    bad = bad_q | bad_d
+    unknown_queries = np.unique(pairs.q[bad_q])
+    unknown_docs = np.unique(pairs.d[bad_d])
+    count = int(bad.sum())
+    if count and not skip_unknown:
 
-        def named(ids: dict[str, int | None]) -> str:
+        def named(codes: np.ndarray, column: np.ndarray, flags: np.ndarray, ids: Any) -> str:
+            # Each id with the line of the first pair naming it, in order of first appearance.
+            firsts = np.full(len(ids), np.iinfo(np.int64).max, dtype=np.int64)
+            np.minimum.at(firsts, column[flags], pairs.first[flags])
+            chosen = codes[np.argsort(firsts[codes], kind="stable")[:_EXAMPLES]]
+            lines = merger.lines(firsts[chosen])
             return ", ".join(
-                f"{context.labels.get(i, repr(i))} ({_on_line(line)})" for i, line in list(ids.items())[:_EXAMPLES]
+                f"{context.labels.get(str(ids[int(c)].as_py()), repr(str(ids[int(c)].as_py())))} "
+                f"({_on_line(lines[int(firsts[c])])})"
+                for c in chosen
             )
 
         problems = []
-        if queries:
+        if len(unknown_queries):
             problems.append(
-                f"{len(queries):,} query ids are not among the {len(collection.queries):,} queries of split "
-                f"{collection.split!r} of {collection.name} (e.g. {named(queries)})"
+                f"{len(unknown_queries):,} query ids are not among the {len(collection.queries):,} queries of split "
+                f"{collection.split!r} of {collection.name} "
+                f"(e.g. {named(unknown_queries, pairs.q, bad_q, pairs.queries)})"
             )
-        if docs:
-            problems.append(f"{len(docs):,} document ids are not in its corpus (e.g. {named(docs)})")
+        if len(unknown_docs):
+            problems.append(
+                f"{len(unknown_docs):,} document ids are not in its corpus "
+                f"(e.g. {named(unknown_docs, pairs.d, bad_d, pairs.docs)})"
+            )
+        first_bad = int(pairs.first[bad].min())
         raise DataFormatError(
-            path,
-            merged.entries[bad[0]].line,
-            f"{len(bad):,} pairs name unknown ids: "
+            merger.path,
+            merger.lines([first_bad])[first_bad],
+            f"{count:,} pairs name unknown ids: "
             + "; ".join(problems)
             + ". Was the file made for this dataset and split? --skip-unknown drops such pairs.",
         )
-    for qid, doc_id in bad:
-        del merged.entries[qid, doc_id]
-    if bad:
-        for qid in {q for q, _ in bad}:
-            kept = [d for d in merged.order[qid] if (qid, d) in merged.entries]
-            if kept:
-                merged.order[qid] = kept
-            else:
-                del merged.order[qid]
-    return {"pairs": len(bad), "query_ids": len(queries), "doc_ids": len(docs)}
+    if count:
+        pairs.keep(~bad)
+    return {"pairs": count, "query_ids": len(unknown_queries), "doc_ids": len(unknown_docs)}
 
 
-def _candidate_rows(
-    merged: _Merged, qrels: dict[str, dict[str, int]], names_positives: bool, rank: str
-) -> tuple[list[Candidate], int]:
-    """The candidates (labels and ranks as the module docstring says) and how many labels qrels changed."""
-    rows: list[Candidate] = []
-    changed = 0
-    for qid, docs in merged.order.items():
-        judged = qrels.get(qid, {})
-        if rank == "score":
-            by_score = sorted(docs, key=lambda d: (-merged.entries[qid, d].score, d))
-            ranks = {d: position for position, d in enumerate(by_score, start=1)}
-        elif rank == "file":
-            ranks = {d: merged.entries[qid, d].rank or position for position, d in enumerate(docs, start=1)}
-        else:
-            ranks = dict.fromkeys(docs, 0)
-        for doc_id in docs:
-            positive = merged.entries[qid, doc_id].positive
-            if names_positives and doc_id in judged and (judged[doc_id] > 0) != positive:
-                changed += 1
-            rows.append(Candidate(qid, doc_id, judged.get(doc_id, int(positive)), ranks[doc_id], math.nan))
-    return rows, changed
+def _iter_strings(array: Any) -> Iterator[str]:
+    """The values of an Arrow string array, a slice at a time (bounded Python memory)."""
+    for start in range(0, len(array), _SLICE):
+        yield from array.slice(start, _SLICE).to_pylist()
+
+
+def _judged(pairs: _Pairs, qrels: dict[str, dict[str, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """For each pair: whether the qrels judge it, and the grade (0 where not)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    jq = [q for q, docs in qrels.items() for _ in docs]
+    jd = [d for docs in qrels.values() for d in docs]
+    grades = np.array([int(g) for docs in qrels.values() for g in docs.values()], dtype=np.int64)
+    judged = np.zeros(len(pairs), dtype=bool)
+    grade = np.zeros(len(pairs), dtype=np.int64)
+    if not jq or not len(pairs):
+        return judged, grade
+    qi = pc.index_in(pa.array(jq, pa.string()), value_set=pairs.queries)
+    di = pc.index_in(pa.array(jd, pa.string()), value_set=pairs.docs)
+    present = pc.and_(qi.is_valid(), di.is_valid()).to_numpy(zero_copy_only=False)
+    q = qi.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    d = di.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    keys = (q[present] << 32) | d[present]
+    order = np.argsort(keys)
+    keys, values = keys[order], grades[present][order]
+    wanted = (pairs.q << 32) | pairs.d
+    position = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
+    if len(keys):
+        judged = keys[position] == wanted
+        grade = np.where(judged, values[position], 0)
+    return judged, grade
+
+
+def _ranks(pairs: _Pairs, policy: str) -> np.ndarray:
+    """Each pair's candidate rank under ``policy`` (module docstring)."""
+    n = len(pairs)
+    if policy == "none":
+        return np.zeros(n, dtype=np.int32)
+    if policy == "score":
+        order = np.lexsort((pairs.d, -pairs.score.astype(np.float64), pairs.q))
+    else:
+        order = np.lexsort((pairs.first, pairs.q))
+    q_sorted = pairs.q[order]
+    new = np.ones(n, dtype=bool)
+    new[1:] = q_sorted[1:] != q_sorted[:-1]
+    group_start = np.maximum.accumulate(np.where(new, np.arange(n), 0))
+    position = np.empty(n, dtype=np.int64)
+    position[order] = np.arange(n) - group_start + 1
+    if policy == "file" and pairs.rank is not None:
+        position = np.where(pairs.rank > 0, pairs.rank, position)
+    return position.astype(np.int32)
 
 
 # ---------------------------------------------------------------- the stage
@@ -576,29 +502,34 @@ def import_scores(
     _check_outputs(path, store_dir, cand_dir, overwrite)
 
     context = ReadContext(collection, allow_pickle=allow_pickle)
-    merged = _merge(importer.read(path, context), path, on_conflict)
-    if not merged.entries:
+    merger = _Merger(path, on_conflict)
+    for batch in importer.read(path, context):
+        merger.add(batch)
+    pairs = merger.merge()
+    if not len(pairs):
         raise DataFormatError(path, None, "empty file: no scores")
-    skipped = _drop_unknown(merged, path, context, skip_unknown)
-    if not merged.entries:
+    skipped = _drop_unknown(pairs, merger, context, skip_unknown)
+    if not len(pairs):
         raise ValueError(
             f"{path}: every pair names an id unknown to {collection.name} ({collection.split}); nothing to import"
         )
-    judged = read_qrels(qrels) if qrels is not None else collection.qrels
-    rows, changed = _candidate_rows(merged, judged, importer.names_positives, rank)
-    positive_queries = {c.query_id for c in rows if c.label > 0}
+    judged_by = read_qrels(qrels) if qrels is not None else collection.qrels
+    judged, grade = _judged(pairs, judged_by)
+    labels = np.where(judged, grade, pairs.positive.astype(np.int64)).astype(np.int32)
+    changed = int((judged & ((grade > 0) != pairs.positive)).sum()) if importer.names_positives else 0
+    queries_with_pairs = len(np.unique(pairs.q))
     report: dict[str, Any] = {
-        "records": merged.records,
-        "pairs": len(merged.entries),
-        "duplicates": merged.duplicates,
-        "conflicts": merged.conflicts,
-        "conflict_examples": merged.conflict_examples,
+        "records": merger.records,
+        "pairs": len(pairs),
+        "duplicates": merger.duplicates,
+        "conflicts": merger.conflicts,
+        "conflict_examples": merger.conflict_examples,
         "on_conflict": on_conflict,
         "skipped_unknown": skipped,
         "ambiguous_texts": context.ambiguous_texts,
         "labels": f"qrels file {qrels}" if qrels is not None else f"qrels/{collection.split} of {collection.name}",
         "labels_changed_by_qrels": changed,
-        "queries_without_positive": len(merged.order) - len(positive_queries),
+        "queries_without_positive": queries_with_pairs - len(np.unique(pairs.q[labels > 0])),
         "rank": rank,
     }
     teacher = {
@@ -627,9 +558,11 @@ def import_scores(
 
     staging = [_staging_dir(cand_dir), _staging_dir(store_dir)]
     try:
-        cand_manifest = write_candidates(
+        cand_manifest = _write_candidates(
             staging[0],
-            rows,
+            pairs,
+            labels,
+            _ranks(pairs, rank),
             {
                 "stage": STAGE,
                 "config": config,
@@ -645,32 +578,58 @@ def import_scores(
             "queries": collection.fingerprints["queries"],
             "candidates": cand_manifest["fingerprint"],
         }
-        _write_store(staging[1], merged, part_size, teacher, inputs, config, report, start)
+        writer = _write_store(staging[1], pairs, part_size, teacher, inputs, config, report, start)
         publish_dir(staging[0], cand_dir)
-        publish_dir(staging[1], store_dir)
+        writer.publish(store_dir)
     finally:
         for directory in staging:
             shutil.rmtree(directory, ignore_errors=True)
     return ImportResult(TeacherStore.open(store_dir), read_candidates(cand_dir), report)
 
 
+def _write_candidates(
+    directory: Path, pairs: _Pairs, labels: np.ndarray, ranks: np.ndarray, manifest: dict[str, Any]
+) -> dict[str, Any]:
+    """The candidates in their canonical order (query_id, rank == 0, rank, doc_id), a slice at a time."""
+    import pyarrow as pa
+
+    # The pairs are sorted by (query, doc); a stable sort on (query, rank == 0, rank) keeps doc order in ties.
+    order = np.lexsort((ranks, ranks == 0, pairs.q))
+    writer = CandidatesWriter(directory)
+    try:
+        for start in range(0, len(order), _SLICE):
+            rows = order[start : start + _SLICE]
+            writer.write(
+                pa.table(
+                    {
+                        "query_id": pairs.queries.take(pa.array(pairs.q[rows])),
+                        "doc_id": pairs.docs.take(pa.array(pairs.d[rows])),
+                        "label": labels[rows],
+                        "rank": ranks[rows],
+                        "retrieval_score": np.full(len(rows), np.nan, dtype=np.float32),
+                    }
+                )
+            )
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.close(manifest)
+
+
 def _write_store(
     directory: Path,
-    merged: _Merged,
+    pairs: _Pairs,
     part_size: int,
     teacher: dict[str, Any],
     inputs: dict[str, str],
     config: dict[str, Any],
     report: dict[str, Any],
     start: float,
-) -> None:
+) -> PartWriter:
     """Write the parts and the manifest of a complete store, as ``score_pairs_to_store`` would."""
-    pairs = sorted(merged.entries)
-    num_parts = math.ceil(len(pairs) / part_size)
-    parts = {}
-    for index in range(num_parts):
-        chunk = pairs[index * part_size : (index + 1) * part_size]
-        parts[part_name(index)] = write_part(directory, index, chunk, [merged.entries[p].score for p in chunk])
+    import pyarrow as pa
+
+    num_parts = -(-len(pairs) // part_size)
     manifest: dict[str, Any] = {
         "stage": STAGE,
         "config": config,
@@ -679,24 +638,36 @@ def _write_store(
         "part_size": part_size,
         "num_parts": num_parts,
         "num_pairs": len(pairs),
-        "pairs_fingerprint": pairs_fingerprint(pairs),
-        "parts": parts,
-        "complete": True,
+        "pairs_fingerprint": "",  # set below, once every part is hashed
+        "parts": {},
+        "complete": False,
         "counts": {
             "pairs": len(pairs),
-            "queries": len({q for q, _ in pairs}),
-            "documents": len({d for _, d in pairs}),
+            "queries": len(np.unique(pairs.q)),
+            "documents": len(np.unique(pairs.d)),
             "parts": num_parts,
         },
         "import": report,
     }
-    # The fingerprint of the rows as written (float32), computed the way the scoring loop does.
-    table = TeacherStore(directory, manifest).table()
-    manifest["fingerprint"] = rows_fingerprint(
-        table.column("query_id").to_pylist(), table.column("doc_id").to_pylist(), table.column("score").to_pylist()
-    )
+    writer = PartWriter(directory, manifest)
+    pair_hash, row_hash = StringsHasher(), StringsHasher()
+    for index in range(num_parts):
+        rows = slice(index * part_size, (index + 1) * part_size)
+        table = pa.table(
+            {
+                "query_id": pairs.queries.take(pa.array(pairs.q[rows])),
+                "doc_id": pairs.docs.take(pa.array(pairs.d[rows])),
+                "score": pairs.score[rows],
+            },
+            schema=store_schema(),
+        )
+        writer.write(index, table, save=False)
+        pair_hash.update(table.column("query_id"), table.column("doc_id"))
+        row_hash.update(table.column("query_id"), table.column("doc_id"), table.column("score"))
+    manifest["pairs_fingerprint"] = pair_hash.hexdigest()
     manifest["wall_time_s"] = round(time.perf_counter() - start, 3)
-    write_manifest(directory, manifest)
+    writer.finish(row_hash.hexdigest())
+    return writer
 
 
 def _check_outputs(source: Path, store_dir: Path, cand_dir: Path, overwrite: bool) -> None:
