@@ -3,6 +3,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from retrodistill.config import DataConfig, MineConfig
@@ -66,3 +67,52 @@ def test_read_triples(tmp_path: Path) -> None:
     path.write_text("q1\td1\td2\nq1\td2\td1\n")
     with pytest.raises(DataFormatError, match="both a positive and a negative"):
         read_triples(path)
+
+
+def test_index_is_cached_by_corpus_and_parameters(
+    toy_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from retrodistill.index.bm25 import read_index_manifest
+
+    monkeypatch.setenv("RETRODISTILL_CACHE", str(tmp_path / "cache"))
+    collection = load_beir(toy_dir, "train")
+    first = mining.mine_table(collection, k=10, k1=0.9, b=0.4)
+    indexes = list((tmp_path / "cache" / "bm25").iterdir())
+    assert len(indexes) == 1
+    manifest = read_index_manifest(indexes[0])
+    assert manifest is not None and manifest["corpus"] == collection.fingerprints["corpus"]
+    assert manifest["num_docs"] == len(collection.corpus)
+    again = mining.mine_table(collection, k=10, k1=0.9, b=0.4)  # read from the cache
+    assert again.drop_columns(["retrieval_score"]).equals(first.drop_columns(["retrieval_score"]))
+    np.testing.assert_array_equal(again.column("retrieval_score"), first.column("retrieval_score"))
+    mining.mine_table(collection, k=10, k1=1.2, b=0.75)  # other parameters: another index
+    assert len(list((tmp_path / "cache" / "bm25").iterdir())) == 2
+
+
+def test_in_memory_collection_gives_the_same_candidates(toy_dir: Path, tmp_path: Path) -> None:
+    """A dict corpus without a fingerprint is indexed in memory; the rows and fingerprint are the same."""
+    from retrodistill.data.collections import Collection, Document
+
+    collection = load_beir(toy_dir, "train")
+    plain = Collection(
+        collection.name,
+        {d: Document(doc.title, doc.text) for d, doc in collection.corpus.items()},
+        dict(collection.queries),
+        collection.qrels,
+        collection.split,
+    )
+    a = write_candidates(tmp_path / "a", mining.mine_table(collection, 10, 0.9, 0.4), {})
+    b = write_candidates(tmp_path / "b", mining.mine_table(plain, 10, 0.9, 0.4), {})
+    assert a["fingerprint"] == b["fingerprint"]
+
+
+def test_judged_documents_not_retrieved_keep_their_grade(toy_dir: Path) -> None:
+    collection = load_beir(toy_dir, "train")
+    rows = mining.mine(collection, k=1, k1=0.9, b=0.4)
+    by_pair = {(c.query_id, c.doc_id): c for c in rows}
+    for qid, judged in collection.qrels.items():
+        for doc_id, grade in judged.items():
+            c = by_pair[qid, doc_id]
+            assert c.label == grade
+            assert (c.rank == 0 and math.isnan(c.retrieval_score)) or (c.rank == 1 and c.retrieval_score > 0)
+    assert sum(1 for c in rows if c.rank == 1) == len(collection.queries)
