@@ -316,13 +316,22 @@ def guarded_output(
 
     With ``overwrite`` over an existing directory, the old one is moved aside (``.NAME.replaced-PID``)
     before the block runs and removed only after it succeeds; if the block fails, whatever it wrote
-    is removed and the old directory is put back. Yields the state :func:`check_output` returned.
+    is removed and the old directory is put back. A command that cannot resume (no ``resumable``
+    stages) and fails leaves no new folder behind. Yields the state :func:`check_output` returned.
     """
     import shutil
 
+    resumable = frozenset(resumable)
+    existed = Path(out).exists()
     state = check_output(out, inputs=inputs, resumable=resumable, overwrite=overwrite)
     if state != "replace":
-        yield state
+        try:
+            yield state
+        except BaseException:
+            # A command that cannot resume leaves nothing half-written where there was nothing.
+            if not resumable and not existed and Path(out).is_dir():
+                shutil.rmtree(out, ignore_errors=True)
+            raise
         return
     target = Path(out)
     aside = target.with_name(f".{target.name}.replaced-{os.getpid()}")
