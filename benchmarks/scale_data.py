@@ -52,7 +52,7 @@ QUERY_WORDS_COUNTS = (
 FUNCTION_WORDS = (
     "the of and to a in is for that are on it as with was by be this or you can from at an your which not "
     "have also has if will its they their these but what all one more when there may used other such into "
-    "how than most been some can about then who so do no"
+    "how than most been some about then who so do no"
 ).split()
 SYLLABLES = tuple(c + v for c in "bdfghklmnprstvz" for v in "aeiou")
 TRAIN_QID_OFFSET = 10_000_000
@@ -202,8 +202,8 @@ class Generator:
             "cross_encoder": self.folder / "models" / "cross-encoder",
         }
 
-    def generate(self) -> dict[str, Path]:
-        """Write whatever is missing; return the paths of every file."""
+    def generate(self, models: bool = True) -> dict[str, Path]:
+        """Write whatever is missing (the tiny models too, unless ``models`` is false); return every path."""
         paths = self.paths()
         (self.dataset / "qrels").mkdir(parents=True, exist_ok=True)
         spec_file = self.folder / "spec.json"
@@ -213,7 +213,8 @@ class Generator:
         self._step("qrels", [paths["train_qrels"], paths["dev_qrels"]], self._qrels)
         self._step("pairs", [paths["pairs"]], self._pairs)
         self._step("triples", [paths["triples"]], self._triples)
-        self._step("models", [paths["student"], paths["cross_encoder"]], self._models)
+        if models:
+            self._step("models", [paths["student"], paths["cross_encoder"]], self._models)
         return paths
 
     def _step(self, name: str, outputs: list[Path], write: Callable[[list[Path]], None]) -> None:
@@ -322,14 +323,14 @@ def build_tiny_models(words: list[str], student_dir: Path, cross_encoder_dir: Pa
     pieces = list(SYLLABLES) + [f"##{s}" for s in SYLLABLES]
     letters = list("abcdefghijklmnopqrstuvwxyz0123456789")
     tokens = list(dict.fromkeys(special + words + pieces + letters + [f"##{c}" for c in letters]))
-    tokenizer = BertTokenizer(vocab={w: i for i, w in enumerate(tokens)}, do_lower_case=True, model_max_length=128)
+    tokenizer = BertTokenizer(vocab={w: i for i, w in enumerate(tokens)}, do_lower_case=True, model_max_length=512)
     config = BertConfig(
         vocab_size=len(tokenizer),
         hidden_size=32,
         num_hidden_layers=2,
         num_attention_heads=2,
         intermediate_size=37,
-        max_position_embeddings=128,
+        max_position_embeddings=512,  # the student plug-in truncates at 256 tokens by default
         initializer_range=0.5,
     )
     with tempfile.TemporaryDirectory() as tmp:
