@@ -222,6 +222,9 @@ def _parse_entry(item: Any, fail: _Fail, where: str) -> Entry:
         raise fail(f"missing key(s) {', '.join(missing)} (expected may be null, but must be written)")
 
     name = _text(item["name"], "name", fail)
+    if any(part in ("", ".", "..") for part in name.split("/")) or name.startswith("."):
+        # Its folder OUT/<slug> must stay inside OUT: no empty, '.' or '..' parts, no hidden name.
+        raise fail(f"name {name!r} may not start with '.' or have an empty, '.' or '..' part", "name")
     command = _text(item["command"], "command", fail)
     if "{out}" not in command:
         raise fail("command must contain {out}, the folder it writes results.json into", "command")

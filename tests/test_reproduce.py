@@ -332,6 +332,12 @@ def test_duplicate_names_and_slug_clashes_are_errors(tmp_path: Path) -> None:
         load_matrix(write_matrix(tmp_path / "n.yaml", [raw("toy/a", writes(0.5)), raw("toy__a", writes(0.5))]))
 
 
+@pytest.mark.parametrize("name", ["..", "../x", "toy/../..", ".hidden", "a//b", "toy/."])
+def test_names_that_would_escape_the_output_folder_are_errors(tmp_path: Path, name: str) -> None:
+    with pytest.raises(MatrixError, match=r"may not start with '\.' or have an empty, '\.' or '\.\.' part"):
+        load_matrix(write_matrix(tmp_path / "m.yaml", [raw(name, writes(0.5))]))
+
+
 def test_bad_documents_are_errors(tmp_path: Path) -> None:
     (tmp_path / "map.yaml").write_text("name: toy/a\n")
     with pytest.raises(MatrixError, match="non-empty YAML list"):
