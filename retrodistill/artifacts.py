@@ -344,3 +344,51 @@ def guarded_output(
         aside.rename(target)
         raise
     shutil.rmtree(aside, ignore_errors=True)
+
+
+_STAGING = ".staging-"
+
+
+def staging_dir(target: str | os.PathLike[str]) -> Path:
+    """A fresh folder beside ``target`` (same filesystem, so publishing it is one rename).
+
+    Named ``.NAME.staging-PID-XXXX``: :func:`clean_stale_staging` removes those of dead processes, so
+    folders of killed runs do not pile up.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_staging(target)
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}{_STAGING}{os.getpid()}-", dir=target.parent))
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def clean_stale_staging(target: str | os.PathLike[str]) -> list[Path]:
+    """Remove the staging folders beside ``target`` left by processes that no longer run; return them.
+
+    Only folders named by :func:`staging_dir` for this ``target`` are considered, and only when the
+    process id in the name is gone (a live run's staging folder is never touched).
+    """
+    import shutil
+
+    target = Path(target)
+    prefix = f".{target.name}{_STAGING}"
+    removed: list[Path] = []
+    if not target.parent.is_dir():
+        return removed
+    for path in target.parent.iterdir():
+        if not path.name.startswith(prefix) or not path.is_dir():
+            continue
+        pid_text = path.name[len(prefix) :].split("-", 1)[0]
+        if pid_text.isdigit() and not _process_alive(int(pid_text)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed

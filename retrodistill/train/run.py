@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +56,7 @@ from retrodistill.artifacts import (
     check_output,
     model_revision,
     publish_dir,
+    staging_dir,
     write_manifest,
 )
 from retrodistill.config import TrainConfig, to_dict
@@ -398,9 +398,8 @@ def run(config: TrainConfig, *, show_progress: bool = True, overwrite: bool = Fa
     dataset = data.dataset(collection)
 
     out = Path(config.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     # Stage beside the destination so the final rename is atomic (same filesystem).
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    work = staging_dir(out)
     try:
         args = SentenceTransformerTrainingArguments(
             output_dir=str(work / "checkpoints"),

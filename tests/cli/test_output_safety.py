@@ -221,3 +221,24 @@ def test_a_plain_encoder_still_becomes_a_mean_pooled_student(tiny_bert_dir: Path
     pooling = [m for m in model if isinstance(m, Pooling)]
     assert len(pooling) == 1 and pooling[0].pooling_mode == "mean"
     assert len(model[0].auto_model.encoder.layer) == 1
+
+
+def test_stale_staging_folders_of_dead_processes_are_cleaned(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from retrodistill.artifacts import clean_stale_staging, staging_dir
+
+    target = tmp_path / "student"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".student.staging-{int(dead.stdout)}-abc"
+    stale.mkdir()
+    live = tmp_path / f".student.staging-{os.getpid()}-def"
+    live.mkdir()
+    other = tmp_path / f".thesis.staging-{int(dead.stdout)}-abc"  # another target's: not ours to judge
+    other.mkdir()
+    fresh = staging_dir(target)
+    assert fresh.parent == tmp_path and fresh.name.startswith(f".student.staging-{os.getpid()}-")
+    assert not stale.exists() and live.exists() and other.exists()
+    assert clean_stale_staging(target) == []
