@@ -59,7 +59,9 @@ def load_model(
     from sentence_transformers import SentenceTransformer
 
     from retrodistill.onednn_linear import use_onednn_linear
+    from retrodistill.teachers.model_kind import require_bi_encoder
 
+    require_bi_encoder(str(name_or_path))  # a cross-encoder would be silently mean-pooled
     model = SentenceTransformer(str(name_or_path), device=device, cache_folder=cache_folder, trust_remote_code=False)
     dtype = "fp32" if all(p.dtype == torch.float32 for p in model.parameters()) else "other"
     use_onednn_linear(model, "auto", model.device.type, dtype)

@@ -73,6 +73,8 @@ class BiEncoderTeacher(Teacher):
     ) -> None:
         from sentence_transformers import SentenceTransformer
 
+        from retrodistill.teachers.model_kind import require_bi_encoder
+
         if similarity not in SIMILARITIES:
             raise ValueError(f"similarity {similarity!r} is not one of {', '.join(SIMILARITIES)}")
         if batch_size < 1:
@@ -84,6 +86,7 @@ class BiEncoderTeacher(Teacher):
         self.batch_size = batch_size
         self.dtype = dtype
         self.trust_remote_code = trust_remote_code
+        require_bi_encoder(model, revision)
         self.model = SentenceTransformer(
             model,
             device=self.device,

@@ -99,6 +99,8 @@ class CrossEncoderTeacher(Teacher):
             default), ``"onednn"`` (required; error when unavailable) or ``"torch"``.
         compile: run the model through ``torch.compile`` (see the module docstring); its linear layers are
             then inductor's (``linear_backend`` ``"auto"`` or ``"torch"``, recorded as ``"inductor"``).
+        allow_new_head: accept a checkpoint without a trained classification head (a bi-encoder or a bare
+            encoder), whose head is then randomly initialised: for speed measurements, never for scores.
     """
 
     def __init__(
@@ -114,9 +116,12 @@ class CrossEncoderTeacher(Teacher):
         revision: str | None = None,
         linear_backend: str = "auto",
         compile: bool = False,
+        allow_new_head: bool = False,
     ) -> None:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from retrodistill.teachers.model_kind import require_cross_encoder
 
         if max_length < 2:
             raise ValueError(f"max_length must be at least 2, got {max_length}")
@@ -132,6 +137,7 @@ class CrossEncoderTeacher(Teacher):
         self.max_tokens_per_batch = max_tokens_per_batch
         self.trust_remote_code = trust_remote_code
 
+        require_cross_encoder(model, revision, allow_new_head=allow_new_head)
         self.tokenizer = AutoTokenizer.from_pretrained(model, revision=revision, trust_remote_code=trust_remote_code)
         try:
             self.model = AutoModelForSequenceClassification.from_pretrained(
