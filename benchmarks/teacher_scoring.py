@@ -65,6 +65,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-diff", type=float, default=1e-4, help="ours fp32 vs baseline, any score")
     parser.add_argument("--min-bf16-ratio", type=float, default=3.0, help="ours bf16 / baseline (fp32)")
     parser.add_argument("--min-spearman", type=float, default=0.999, help="ours bf16 vs ours fp32")
+    parser.add_argument(
+        "--max-load", type=float, default=1.0,
+        help="1-minute load average above which the run is flagged NOT QUIET (its speed ratios are not evidence)",
+    )
     return parser.parse_args(argv)
 
 
@@ -169,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
+    print(f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}")
     pairs = benchmark_pairs(args.data, args.split, args.per_query)
     queries, docs = [q for q, _ in pairs], [d for _, d in pairs]
     n_queries = len(set(queries))
@@ -277,9 +283,18 @@ def main(argv: list[str] | None = None) -> int:
         ),
         (f"ours bf16 Spearman vs ours fp32: {rho:.6f}", f">= {args.min_spearman}", rho >= args.min_spearman),
     ]
+    load_after = os.getloadavg()
+    busiest = max(load_before[0], load_after[0])
+    quiet = busiest <= args.max_load
+    checks.append(
+        (f"machine quiet: load average {load_before[0]:.2f} before, {load_after[0]:.2f} after",
+         f"<= {args.max_load:g}", quiet)
+    )
     for text, bar, passed in checks:
         print(f"{text:50s} required {bar:8s} {'OK' if passed else 'FAIL'}")
     ok = all(passed for _, _, passed in checks)
+    if not quiet:
+        print(f"NOT QUIET: load {busiest:.2f} > {args.max_load:g}; the speed ratios above are not evidence, rerun idle")
     print("OK" if ok else "FAIL")
     return 0 if ok else 1
 
