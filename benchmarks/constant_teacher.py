@@ -3,7 +3,8 @@
 A test double for measuring score-teacher's data path alone (enumerating pairs, resolving texts,
 writing and verifying parts), as the scale benchmark does::
 
-    python benchmarks/constant_teacher.py score-teacher --teacher constant --model constant --triples T --dataset D --out S
+    python benchmarks/constant_teacher.py score-teacher --teacher constant --model constant \\
+        --triples T --dataset D --out S
 
 Everything after the script name is the ``retrodistill`` command line; the command is the library's own.
 """

@@ -208,7 +208,8 @@ class Harness:
             if stage == "score":
                 # The library registers no constant teacher: a wrapper adds one and runs the same CLI.
                 wrapper = [sys.executable, str(Path(__file__).with_name("constant_teacher.py"))]
-                return [*wrapper, *argv, "--teacher", "constant", "--model", "constant"], "≥ 20,000 pairs/s, ≤ 4 GB", "pairs"
+                argv += ["--teacher", "constant", "--model", "constant"]
+                return [*wrapper, *argv], "≥ 20,000 pairs/s, ≤ 4 GB", "pairs"
             argv += ["--teacher", "cross-encoder", "--model", str(p["cross_encoder"]), "--max-length", "128"]
             return [*cli, *argv, "--batch-size", "128"], "≤ 4 GB", "pairs"
         if stage == "evaluate":
