@@ -544,7 +544,7 @@ def _trec_dl_collection(name: str, corpus_path: Path, topics_path: Path, qrels_p
         )
     queries = {qid: topics[qid] for qid in kept}
     fingerprints = {
-        "corpus": sha256_file(corpus_path),
+        "corpus": corpus.fingerprint or sha256_file(corpus_path),  # kept by the corpus cache: no re-hash
         "queries": sha256_file(topics_path),
         "qrels/test": sha256_file(qrels_path),
     }

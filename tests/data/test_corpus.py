@@ -96,6 +96,7 @@ def test_vectorised_access(small: Path, cache: Path) -> None:
 def test_rows_and_texts_across_record_batches(tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Small batches so the table has many chunks, as an 8.8M-passage one has.
     monkeypatch.setattr(corpus_convert, "_BLOCK_BYTES", 1 << 10)
+    monkeypatch.setattr(corpus_convert, "_BATCH_ROWS", 100)
     records = [{"_id": f"p{i}", "title": f"t{i % 7}", "text": f"passage {i}"} for i in range(2_000)]
     corpus = open_corpus(_jsonl(tmp_path / "corpus.jsonl", *records))
     assert corpus.table.column("text").num_chunks > 10
