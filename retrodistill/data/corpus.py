@@ -94,11 +94,11 @@ class Corpus(Mapping[str, Document]):
         self._table = table
         self._index = index
         fd, base, size = mapping if mapping is not None else (None, 0, 0)
-        if fd is not None:
-            weakref.finalize(self, os.close, fd)
         self._columns = {
             name: StringColumn(table.column(name).chunks, fd, base, size) for name in ("_id", "title", "text")
         }
+        if fd is not None:  # registered last: if building failed, the caller still owns the descriptor
+            weakref.finalize(self, os.close, fd)
         self.empty_documents = empty_documents
         self.fingerprint = fingerprint
         self.directory = directory
