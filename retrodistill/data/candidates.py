@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from retrodistill.artifacts import atomic_path, read_manifest, write_manifest
 from retrodistill.data.collections import DataFormatError
 from retrodistill.data.part_store import StringsHasher
@@ -320,14 +322,81 @@ def read_candidates(path: str | os.PathLike[str]) -> CandidateSet:
 
 
 def read_triples(path: str | os.PathLike[str]) -> list[Candidate]:
-    """Read an MS MARCO id-triples TSV (``qid <TAB> pid+ <TAB> pid-``) into candidates.
+    """:func:`read_triples_table` as :class:`Candidate` rows (small files)."""
+    return CandidateSet(path, read_triples_table(path), {}).rows
 
-    Each positive gets label 1 and each negative label 0; ranks are 0 (not from a miner). A pair
-    listed as both positive and negative is an error naming the line.
+
+def read_triples_table(path: str | os.PathLike[str]) -> Any:
+    """Read an MS MARCO id-triples TSV (``qid <TAB> pid+ <TAB> pid-``) into a candidates table.
+
+    Each positive gets label 1 and each negative label 0; ranks are 0 (not from a miner); one row per
+    distinct pair, in order of first appearance. A pair listed as both positive and negative is an
+    error naming the line. Read column-wise by pyarrow's CSV reader; a file it cannot parse is read
+    line by line, which names the bad line.
     """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as csv
+
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"{file}: no such file")
+    try:
+        raw = csv.read_csv(
+            file,
+            csv.ReadOptions(column_names=["q", "pos", "neg"]),
+            csv.ParseOptions(delimiter="\t", quote_char=False, escape_char=False),
+            csv.ConvertOptions(
+                column_types=dict.fromkeys(["q", "pos", "neg"], pa.string()),
+                null_values=[],
+                strings_can_be_null=False,
+            ),
+        )
+    except (pa.ArrowInvalid, UnicodeDecodeError):
+        return candidates_table(_read_triples_rows(file))
+    q, pos, neg = (pc.utf8_trim_whitespace(raw.column(name)) for name in ("q", "pos", "neg"))
+    if any(pc.any(pc.equal(pc.utf8_length(c), 0)).as_py() for c in (q, pos, neg)):
+        return candidates_table(_read_triples_rows(file))
+    n = raw.num_rows
+    if n == 0:
+        raise DataFormatError(file, None, "empty file: no triples")
+    both = pa.array(np.column_stack([np.arange(n), np.arange(n, 2 * n)]).reshape(-1))  # row i's two records
+    records = pa.table(
+        {
+            "query_id": pa.concat_arrays([q.combine_chunks(), q.combine_chunks()]).take(both),
+            "doc_id": pa.concat_arrays([pos.combine_chunks(), neg.combine_chunks()]).take(both),
+            "label": np.tile(np.array([1, 0], dtype=np.int32), n),
+            "record": np.arange(2 * n, dtype=np.int64),
+        }
+    )
+    grouped = records.group_by(["query_id", "doc_id"], use_threads=False).aggregate(
+        [("label", "min"), ("label", "max"), ("record", "min")]
+    )
+    if not pc.all(pc.equal(grouped.column("label_min"), grouped.column("label_max"))).as_py():
+        _read_triples_rows(file)  # raises, naming the line
+    grouped = grouped.take(pc.sort_indices(grouped.column("record_min")))
+    size = grouped.num_rows
+    return pa.table(
+        {
+            "query_id": grouped.column("query_id"),
+            "doc_id": grouped.column("doc_id"),
+            "label": grouped.column("label_min"),
+            "rank": np.zeros(size, dtype=np.int32),
+            "retrieval_score": np.full(size, np.nan, dtype=np.float32),
+        },
+        schema=candidates_schema(),
+    )
+
+
+def triples_candidates(path: str | os.PathLike[str]) -> CandidateSet:
+    """A triples file as a :class:`CandidateSet` (rows in first-appearance order), fingerprinted as
+    :func:`write_candidates` would fingerprint its rows."""
+    table = read_triples_table(path)
+    return CandidateSet(path, table, {"fingerprint": candidates_fingerprint(sort_candidates(table))})
+
+
+def _read_triples_rows(file: Path) -> list[Candidate]:
+    """The triples of ``file`` line by line: the reference rules, and the errors that name a line."""
     rows: dict[tuple[str, str], Candidate] = {}
     with open(file, encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):

@@ -103,6 +103,8 @@ CONFLICT_POLICIES = ("first", "error")
 _EXAMPLES = 5  # conflicts and unknown ids quoted in messages and manifests
 _SLICE = 1 << 20  # candidate rows written per step
 _LOW = np.int64(0xFFFFFFFF)
+#: Records merged per step: bounds the sort's temporaries (about 40 bytes a record).
+_BUCKET = 8_000_000
 
 
 @dataclass
@@ -153,8 +155,8 @@ class _Pairs:
 
     queries: Any  # sorted distinct query ids (Arrow)
     docs: Any  # sorted distinct doc ids (Arrow)
-    q: np.ndarray  # int64 index into queries, per pair
-    d: np.ndarray  # int64 index into docs
+    q: np.ndarray  # int32 index into queries, per pair
+    d: np.ndarray  # int32 index into docs
     score: np.ndarray  # float32, of the first record
     positive: np.ndarray  # bool
     rank: np.ndarray | None  # int32 rank the file states (0: none)
@@ -220,112 +222,155 @@ class _Merger:
         return found
 
     def merge(self) -> _Pairs:
-        """One entry per (query, document): repeated pairs merged, conflicts counted or refused."""
-        keys = np.concatenate(self.keys) if self.keys else np.empty(0, np.int64)
-        self.keys = []
+        """One entry per (query, document): repeated pairs merged, conflicts counted or refused.
+
+        Records are taken a bucket of queries at a time (about :data:`_BUCKET` records each, queries
+        in sorted order), so the sort's temporaries stay small whatever the file's size; within a
+        bucket one stable sort of (query, document) codes puts each pair's records together, its
+        first record first.
+        """
         query_ids, q_rank = self.queries.sorted_ranks()
         doc_ids, d_rank = self.docs.sorted_ranks()
         self.queries = self.docs = _Codes()  # the sorted ids replace the first-appearance ones
         # Codes in sorted-id order, so sorting the keys sorts by (query_id, doc_id) as strings do.
-        for start in range(0, len(keys), _SLICE):
-            part = keys[start : start + _SLICE]
-            part[:] = (q_rank[part >> 32] << 32) | d_rank[part & _LOW]
+        for keys in self.keys:
+            keys[:] = (q_rank[keys >> 32] << 32) | d_rank[keys & _LOW]
         del q_rank, d_rank
+        offsets = [start for start, *_ in self.segments]
+        per_query = np.zeros(len(query_ids), dtype=np.int64)
+        for keys in self.keys:
+            per_query += np.bincount(keys >> 32, minlength=len(query_ids))
+        cumulative = np.cumsum(per_query)
+        buckets = max(1, -(-self.records // _BUCKET))
+        bounds = np.searchsorted(cumulative, np.arange(1, buckets) * (self.records / buckets)) + 1
+        edges = np.unique(np.concatenate([[0], bounds, [len(query_ids)]]))
+        out: dict[str, list[np.ndarray]] = {k: [] for k in ("q", "d", "score", "positive", "first", "rank")}
+        bad: list[_Bad] = []
+        examples: list[_Bad] = []
+        for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+            self._bucket(int(lo), int(hi), offsets, out, bad, examples)
+        if bad:
+            self._refuse(min(bad, key=lambda b: b.record), query_ids, doc_ids)
+        examples = sorted(examples, key=lambda b: b.record)[:_EXAMPLES]
+        lines = self.lines([b.record for b in examples] + [b.first for b in examples])
+        for b in examples:
+            line = lines[b.record]
+            where = f"{self.path}:{line}" if line is not None else str(self.path)
+            self.conflict_examples.append(
+                f"{where}: {self._describe(b.key, query_ids, doc_ids)} has score {b.score!r} here "
+                f"but {b.first_score!r} {_on_line(lines[b.first])}"
+            )
+        has_rank = any(r is not None for r in self.ranks)
+        self.keys, self.scores, self.positive, self.ranks = [], [], [], []
+
+        def joined(name: str, dtype: Any) -> np.ndarray:
+            return np.concatenate(out[name]) if out[name] else np.empty(0, dtype)
+
+        return _Pairs(
+            queries=query_ids,
+            docs=doc_ids,
+            q=joined("q", np.int32),
+            d=joined("d", np.int32),
+            score=joined("score", np.float32),
+            positive=joined("positive", bool),
+            rank=joined("rank", np.int32) if has_rank else None,
+            first=joined("first", np.int64),
+        )
+
+    def _bucket(
+        self,
+        lo: int,
+        hi: int,
+        offsets: list[int],
+        out: dict[str, list[np.ndarray]],
+        bad: list[_Bad],
+        examples: list[_Bad],
+    ) -> None:
+        """Merge the records of the queries ranked ``[lo, hi)``; append their pairs to ``out``."""
+        pieces: dict[str, list[np.ndarray]] = {k: [] for k in ("keys", "score", "positive", "record", "rank")}
+        for i, keys in enumerate(self.keys):
+            q = keys >> 32
+            where = np.flatnonzero((q >= lo) & (q < hi))
+            pieces["keys"].append(keys[where])
+            pieces["score"].append(self.scores[i][where])
+            pieces["positive"].append(self.positive[i][where])
+            pieces["record"].append(where + offsets[i])
+            rank = self.ranks[i]
+            pieces["rank"].append(np.zeros(len(where), np.int32) if rank is None else rank[where])
+        keys = np.concatenate(pieces["keys"])
+        if not len(keys):
+            return
         order = np.argsort(keys, kind="stable")  # stable: a pair's first record comes first
         keys = keys[order]
-        scores = np.concatenate(self.scores)[order] if self.scores else np.empty(0, np.float32)
-        self.scores = []
-        positive = np.concatenate(self.positive)[order] if self.positive else np.empty(0, bool)
-        self.positive = []
+        scores = np.concatenate(pieces["score"])[order]
+        positive = np.concatenate(pieces["positive"])[order]
+        record = np.concatenate(pieces["record"])[order]
+        rank = np.concatenate(pieces["rank"])[order]
+        del order, pieces
         new = np.ones(len(keys), dtype=bool)
         new[1:] = keys[1:] != keys[:-1]
         starts = np.flatnonzero(new)
         sizes = np.diff(np.append(starts, len(keys)))
         # Every record against the first record of its pair.
         role = positive != np.repeat(positive[starts], sizes)
-        differs = scores != np.repeat(scores[starts], sizes)
-        conflict = differs & ~role
-        self._refuse(order, starts, keys, scores, positive, role, conflict, query_ids, doc_ids)
-        self.conflicts = int(conflict.sum())
-        self.duplicates = len(keys) - len(starts) - self.conflicts - int(role.sum())
-        self._examples(order, starts, keys, scores, conflict, query_ids, doc_ids)
-        ranks = None
-        if any(r is not None for r in self.ranks):
-            sizes_in = np.diff([s for s, *_ in self.segments] + [self.records])
-            ranks = np.concatenate(
-                [np.zeros(n, np.int32) if r is None else r for r, n in zip(self.ranks, sizes_in, strict=True)]
-            )[order][starts]
-        self.ranks = []
+        conflict = (scores != np.repeat(scores[starts], sizes)) & ~role
+        self.conflicts += int(conflict.sum())
+        self.duplicates += len(keys) - len(starts) - int(conflict.sum()) - int(role.sum())
+        refused = role | conflict if self.on_conflict == "error" else role
+        for mask, into, count in ((refused, bad, 1), (conflict, examples, _EXAMPLES)):
+            if mask.any():
+                at_all = np.flatnonzero(mask)
+                for at in at_all[np.argsort(record[at_all], kind="stable")[:count]]:
+                    first = int(starts[np.searchsorted(starts, at, side="right") - 1])
+                    into.append(
+                        _Bad(
+                            record=int(record[at]),
+                            first=int(record[first]),
+                            key=int(keys[at]),
+                            score=float(scores[at]),
+                            first_score=float(scores[first]),
+                            role=bool(role[at]),
+                            positive=bool(positive[at]),
+                        )
+                    )
         unique = keys[starts]
-        return _Pairs(
-            queries=query_ids,
-            docs=doc_ids,
-            q=unique >> 32,
-            d=unique & _LOW,
-            score=scores[starts],
-            positive=positive[starts],
-            rank=ranks,
-            first=order[starts],
-        )
+        out["q"].append((unique >> 32).astype(np.int32))
+        out["d"].append((unique & _LOW).astype(np.int32))
+        out["score"].append(scores[starts])
+        out["positive"].append(positive[starts])
+        out["first"].append(record[starts])
+        out["rank"].append(rank[starts])
 
-    def _describe(self, key: np.int64, query_ids: Any, doc_ids: Any) -> tuple[str, str]:
-        return (str(query_ids[int(key >> 32)].as_py()), str(doc_ids[int(key & _LOW)].as_py()))
+    def _describe(self, key: int, query_ids: Any, doc_ids: Any) -> tuple[str, str]:
+        return (str(query_ids[key >> 32].as_py()), str(doc_ids[key & 0xFFFFFFFF].as_py()))
 
-    def _refuse(
-        self,
-        order: np.ndarray,
-        starts: np.ndarray,
-        keys: np.ndarray,
-        scores: np.ndarray,
-        positive: np.ndarray,
-        role: np.ndarray,
-        conflict: np.ndarray,
-        query_ids: Any,
-        doc_ids: Any,
-    ) -> None:
+    def _refuse(self, bad: _Bad, query_ids: Any, doc_ids: Any) -> None:
         """Raise at the earliest record (in file order) that gives a pair another role, or (``error``) score."""
-        bad = role | conflict if self.on_conflict == "error" else role
-        if not bad.any():
-            return
-        where = np.flatnonzero(bad)
-        at = int(where[np.argmin(order[where])])  # sorted position of the earliest bad record
-        first = int(starts[np.searchsorted(starts, at, side="right") - 1])
-        lines = self.lines([order[at], order[first]])
-        key = self._describe(keys[at], query_ids, doc_ids)
-        prior = _on_line(lines[int(order[first])])
-        if role[at]:
-            roles = ("a positive", "a negative") if positive[at] else ("a negative", "a positive")
+        lines = self.lines([bad.record, bad.first])
+        key = self._describe(bad.key, query_ids, doc_ids)
+        prior = _on_line(lines[bad.first])
+        if bad.role:
+            roles = ("a positive", "a negative") if bad.positive else ("a negative", "a positive")
             problem = f"{key} is {roles[0]} here but {roles[1]} {prior}"
         else:
             problem = (
-                f"{key} has score {float(scores[at])!r} here but {float(scores[first])!r} {prior}"
+                f"{key} has score {bad.score!r} here but {bad.first_score!r} {prior}"
                 "; --on-conflict first keeps the first score"
             )
-        raise DataFormatError(self.path, lines[int(order[at])], problem)
+        raise DataFormatError(self.path, lines[bad.record], problem)
 
-    def _examples(
-        self,
-        order: np.ndarray,
-        starts: np.ndarray,
-        keys: np.ndarray,
-        scores: np.ndarray,
-        conflict: np.ndarray,
-        query_ids: Any,
-        doc_ids: Any,
-    ) -> None:
-        if not conflict.any():
-            return
-        where = np.flatnonzero(conflict)
-        earliest = where[np.argsort(order[where], kind="stable")[:_EXAMPLES]]
-        firsts = starts[np.searchsorted(starts, earliest, side="right") - 1]
-        lines = self.lines(np.concatenate([order[earliest], order[firsts]]))
-        for at, first in zip(earliest, firsts, strict=True):
-            line = lines[int(order[at])]
-            where_text = f"{self.path}:{line}" if line is not None else str(self.path)
-            self.conflict_examples.append(
-                f"{where_text}: {self._describe(keys[at], query_ids, doc_ids)} has score {float(scores[at])!r} here "
-                f"but {float(scores[first])!r} {_on_line(lines[int(order[first])])}"
-            )
+
+@dataclass
+class _Bad:
+    """A record that repeats a pair with another role or score, and the pair's first record."""
+
+    record: int
+    first: int
+    key: int
+    score: float
+    first_score: float
+    role: bool
+    positive: bool
 
 
 def _on_line(line: int | None) -> str:
@@ -390,6 +435,11 @@ def _drop_unknown(pairs: _Pairs, merger: _Merger, context: ReadContext, skip_unk
     return {"pairs": count, "query_ids": len(unknown_queries), "doc_ids": len(unknown_docs)}
 
 
+def _distinct(codes: np.ndarray, size: int) -> int:
+    """How many distinct values ``codes`` (integers in ``[0, size)``) holds."""
+    return int(np.count_nonzero(np.bincount(codes, minlength=size))) if len(codes) else 0
+
+
 def _iter_strings(array: Any) -> Iterator[str]:
     """The values of an Arrow string array, a slice at a time (bounded Python memory)."""
     for start in range(0, len(array), _SLICE):
@@ -416,7 +466,7 @@ def _judged(pairs: _Pairs, qrels: dict[str, dict[str, int]]) -> tuple[np.ndarray
     keys = (q[present] << 32) | d[present]
     order = np.argsort(keys)
     keys, values = keys[order], grades[present][order]
-    wanted = (pairs.q << 32) | pairs.d
+    wanted = (pairs.q.astype(np.int64) << 32) | pairs.d
     position = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
     if len(keys):
         judged = keys[position] == wanted
@@ -517,7 +567,7 @@ def import_scores(
     judged, grade = _judged(pairs, judged_by)
     labels = np.where(judged, grade, pairs.positive.astype(np.int64)).astype(np.int32)
     changed = int((judged & ((grade > 0) != pairs.positive)).sum()) if importer.names_positives else 0
-    queries_with_pairs = len(np.unique(pairs.q))
+    queries_with_pairs = _distinct(pairs.q, len(pairs.queries))
     report: dict[str, Any] = {
         "records": merger.records,
         "pairs": len(pairs),
@@ -529,7 +579,7 @@ def import_scores(
         "ambiguous_texts": context.ambiguous_texts,
         "labels": f"qrels file {qrels}" if qrels is not None else f"qrels/{collection.split} of {collection.name}",
         "labels_changed_by_qrels": changed,
-        "queries_without_positive": queries_with_pairs - len(np.unique(pairs.q[labels > 0])),
+        "queries_without_positive": queries_with_pairs - _distinct(pairs.q[labels > 0], len(pairs.queries)),
         "rank": rank,
     }
     teacher = {
@@ -643,8 +693,8 @@ def _write_store(
         "complete": False,
         "counts": {
             "pairs": len(pairs),
-            "queries": len(np.unique(pairs.q)),
-            "documents": len(np.unique(pairs.d)),
+            "queries": _distinct(pairs.q, len(pairs.queries)),
+            "documents": _distinct(pairs.d, len(pairs.docs)),
             "parts": num_parts,
         },
         "import": report,

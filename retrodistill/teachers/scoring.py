@@ -612,9 +612,8 @@ def run(
     """
     from retrodistill.data.candidates import (
         candidates_fingerprint,
-        candidates_table,
         read_candidates,
-        read_triples,
+        read_triples_table,
         sort_candidates,
         sorted_pairs,
     )
@@ -622,7 +621,7 @@ def run(
 
     collection = load_dataset(config.data.dataset, config.data.split, config.data.data_dir)
     if config.triples:
-        table = candidates_table(read_triples(config.triples))
+        table = read_triples_table(config.triples)
         pairs = sorted_pairs(table)
         # The fingerprint write_candidates would give these rows, in its (query_id, rank, doc_id) order.
         candidates_fp = candidates_fingerprint(sort_candidates(table))

@@ -84,3 +84,30 @@ def test_empty_candidates_round_trip(tmp_path: Path) -> None:
     manifest = write_candidates(tmp_path, [], {})
     assert manifest["fingerprint"] == sha256_strings([])
     assert len(read_candidates(tmp_path)) == 0
+
+
+def test_triples_read_column_wise_keep_the_row_rules(tmp_path: Path) -> None:
+    from retrodistill.data.candidates import _read_triples_rows, read_triples, read_triples_table, triples_candidates
+    from retrodistill.data.collections import DataFormatError
+
+    path = tmp_path / "triples.tsv"
+    path.write_text("q2\td1\td2\nq1\td1\td3\n\nq2\td1\td4\r\nq1\t d5\td3\n")
+    rows = _read_triples_rows(path)
+
+    def key(c: Candidate) -> tuple[str, str, int, int]:
+        return (c.query_id, c.doc_id, c.label, c.rank)
+
+    assert [key(c) for c in read_triples(path)] == [key(c) for c in rows]  # same rows, first-appearance order
+    assert read_triples_table(path).column("doc_id").to_pylist() == ["d1", "d2", "d1", "d3", "d4", "d5"]
+    assert triples_candidates(path).fingerprint == candidates_fingerprint(sorted(rows, key=candidate_order))
+    path.write_text("q1\td1\td2\nq1\td3\td1\n")
+    with pytest.raises(DataFormatError, match=r"\(q1, d1\) is both a positive and a negative") as info:
+        read_triples_table(path)
+    assert info.value.line == 2
+    path.write_text("q1\td1\td2\nq1\td3\n")
+    with pytest.raises(DataFormatError, match="expected 'qid<TAB>pid_positive<TAB>pid_negative'") as info:
+        read_triples_table(path)
+    assert info.value.line == 2
+    path.write_text("")
+    with pytest.raises(DataFormatError, match="empty file"):
+        read_triples_table(path)
