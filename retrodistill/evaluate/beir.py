@@ -200,7 +200,7 @@ def evaluate_collections(
     identity: dict[str, Any] | None = None
     if embedding_cache_dir is not None:
         if isinstance(model_name_or_path, (str, os.PathLike)):
-            from retrodistill.evaluate.suite import model_identity
+            from retrodistill.evaluate.runs import model_identity
 
             identity = model_identity(model_id, cache_folder)
         elif revision is not None:

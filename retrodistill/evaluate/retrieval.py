@@ -84,7 +84,7 @@ def open_embedding_cache(
 ) -> EmbeddingCache | None:
     """The corpus-embedding cache of ``model`` on ``collection.corpus`` under ``root``.
 
-    The key joins ``model_identity`` (e.g. :func:`retrodistill.evaluate.suite.model_identity`: id and
+    The key joins ``model_identity`` (e.g. :func:`retrodistill.evaluate.runs.model_identity`: id and
     weights' revision) with the loaded model's :func:`~retrodistill.data.embeddings.encoder_settings`
     and the corpus fingerprint. ``None`` (with a warning) when the collection has no corpus fingerprint.
     """

@@ -220,3 +220,34 @@ def test_encoder_settings_name_what_changes_vectors(tiny_st_dir: Path) -> None:
     model.max_seq_length = 32
     assert encoder_settings(model) != settings
     assert encoder_settings(HashEncoder())["modules"] is None
+
+
+@pytest.mark.slow
+def test_a_multi_process_pool_gives_the_single_process_vectors(tiny_st_dir: Path, tmp_path: Path) -> None:
+    """Two CPU worker processes stand in for two GPUs (the pool code path is the same)."""
+    from retrodistill.data.embeddings import encoding_pool
+    from retrodistill.evaluate.retrieval import load_model
+
+    model = load_model(tiny_st_dir, device="cpu")
+    corpus = {f"d{i}": Document("", "cancer tumor biopsy " * (i % 4)) for i in range(40)}
+    single = np.concatenate(list(iter_corpus_embeddings(model, corpus, shard_size=16)))
+    with encoding_pool(model, ["cpu", "cpu"]) as pool:
+        assert pool is not None
+        pooled = np.concatenate(list(iter_corpus_embeddings(model, corpus, shard_size=16, pool=pool)))
+    np.testing.assert_allclose(pooled, single, atol=1e-5)
+    with encoding_pool(model, ["cpu"]) as none:
+        assert none is None  # one device: no worker processes
+
+
+@pytest.mark.gpu
+def test_every_visible_gpu_joins_the_pool(tiny_st_dir: Path) -> None:
+    import torch
+
+    from retrodistill.data.embeddings import encoding_pool
+    from retrodistill.evaluate.retrieval import load_model
+
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two or more GPUs")
+    model = load_model(tiny_st_dir, device="cuda")
+    with encoding_pool(model) as pool:
+        assert pool is not None and len(pool["processes"]) == torch.cuda.device_count()

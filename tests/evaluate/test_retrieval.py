@@ -121,7 +121,7 @@ def test_the_embedding_cache_gives_the_same_run_and_a_second_run_encodes_no_docu
     tiny_model: SentenceTransformer, tiny_st_dir: Path, toy_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from retrodistill.evaluate.retrieval import open_embedding_cache
-    from retrodistill.evaluate.suite import model_identity
+    from retrodistill.evaluate.runs import model_identity
 
     collection = load_beir(toy_dir, "test")
     plain = encode_and_search(tiny_model, collection, k=10, show_progress=False)

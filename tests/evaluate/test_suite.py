@@ -73,12 +73,12 @@ def test_a_rerun_reads_every_run_from_the_cache(
     first = evaluate_suite([str(tiny_st_dir), "bm25s"], [_entry(toy)], MEASURES, tmp_path / "a", **kwargs)
     assert (first.cache_hits, first.cache_misses) == (0, 2)
 
-    from retrodistill.evaluate import suite
+    from retrodistill.evaluate import runs
 
     def no_retrieval(*args: object, **kw: object) -> None:
         raise AssertionError("a cached run was recomputed")
 
-    monkeypatch.setattr(suite._Retrievers, "first_stage", no_retrieval)
+    monkeypatch.setattr(runs.Retrievers, "first_stage", no_retrieval)
     second = evaluate_suite(
         [str(tiny_st_dir), "bm25s"], [_entry(toy)], (*MEASURES, "RR@10"), tmp_path / "b", **kwargs
     )
