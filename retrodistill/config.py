@@ -180,6 +180,8 @@ class EvaluateConfig:
     rerank_depth: int = 100
     cache_dir: str | None = None
     use_cache: bool = True
+    embedding_cache_dir: str | None = None
+    embedding_dtype: str = "float32"
     alpha: float = 0.05
     permutations: int = 10000
     seed: int = 0

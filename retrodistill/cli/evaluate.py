@@ -54,6 +54,16 @@ def evaluate(
         str | None, typer.Option(help="Run cache (default: $RETRODISTILL_CACHE/runs or ~/.cache/retrodistill/runs).")
     ] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute every run; write no cache.")] = False,
+    embedding_cache_dir: Annotated[
+        str | None,
+        typer.Option(
+            help="Corpus-embedding cache, shared with dense mining (default: $RETRODISTILL_CACHE/embeddings "
+            "or ~/.cache/retrodistill/embeddings); an interrupted encoding resumes from its finished shards."
+        ),
+    ] = None,
+    embedding_dtype: Annotated[
+        str | None, typer.Option(help="Stored corpus embeddings: float32 (default) or float16 (half the disk).")
+    ] = None,
     out: Annotated[str | None, typer.Option(help="Output directory (default: runs/eval).")] = None,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing --out (kept until the new one is complete).")
@@ -95,6 +105,8 @@ def evaluate(
                 "rerank_depth": rerank_depth,
                 "cache_dir": cache_dir,
                 "use_cache": False if no_cache else None,
+                "embedding_cache_dir": embedding_cache_dir,
+                "embedding_dtype": embedding_dtype,
                 "out": out,
             },
         )
@@ -123,6 +135,8 @@ def evaluate(
                 batch_size=cfg.batch_size,
                 cache_dir=cfg.cache_dir,
                 use_cache=cfg.use_cache,
+                embedding_cache_dir=cfg.embedding_cache_dir,
+                embedding_dtype=cfg.embedding_dtype,
                 alpha=cfg.alpha,
                 permutations=cfg.permutations,
                 seed=cfg.seed,
