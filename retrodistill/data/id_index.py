@@ -50,21 +50,22 @@ def fixed_width(ids: pa.Array | pa.ChunkedArray, width: int | None = None) -> tu
     buffers = ids.buffers()
     offsets = np.frombuffer(buffers[1], dtype=offset_type, count=n + 1, offset=ids.offset * offset_type.itemsize)
     data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None and n else np.zeros(1, np.uint8)
-    starts = offsets[:-1].astype(np.int64)
-    lengths = np.diff(offsets).astype(np.int64)
     if width is None:
-        width = max(int(lengths.max(initial=0)), 1)
-    last = data[np.maximum(starts + lengths - 1, 0)] if n else np.zeros(0, np.uint8)
-    fits = (lengths <= width) & ~((lengths > 0) & (last == 0))
+        width = max(int(np.diff(offsets).max(initial=0)), 1)
+    fits = np.empty(n, dtype=bool)
     out = np.zeros((n, width), np.uint8)
+    # Block by block, so the int64 temporaries stay at a few MB whatever the number of ids.
     for begin in range(0, n, _BLOCK):
+        block_offsets = offsets[begin : begin + _BLOCK + 1].astype(np.int64)
+        starts, lengths = block_offsets[:-1], np.diff(block_offsets)
+        ends_in_nul = (lengths > 0) & (data[np.maximum(starts + lengths - 1, 0)] == 0)
+        fits[begin : begin + len(starts)] = (lengths <= width) & ~ends_in_nul
         block = out[begin : begin + _BLOCK]
-        block_starts = starts[begin : begin + _BLOCK]
-        block_lengths = np.minimum(lengths[begin : begin + _BLOCK], width)
+        np.minimum(lengths, width, out=lengths)
         # One pass per byte position: width passes of vectorised gathers, no per-id Python work.
-        for j in range(int(block_lengths.max(initial=0))):
-            has = block_lengths > j
-            block[has, j] = data[block_starts[has] + j]
+        for j in range(int(lengths.max(initial=0))):
+            has = lengths > j
+            block[has, j] = data[starts[has] + j]
     return out.view(f"S{width}").reshape(n), fits
 
 
@@ -108,14 +109,21 @@ class IdIndex:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        if isinstance(ids, pa.ChunkedArray):
-            ids = ids.combine_chunks() if ids.num_chunks else pa.array([], pa.string())
-        empty = pc.fill_null(pc.equal(pc.binary_length(ids), 0), True).to_numpy(zero_copy_only=False)
-        if empty.any():
-            raise InvalidIdError(int(np.flatnonzero(empty)[0]), "ids must be non-empty strings")
+        combined = ids
+        if isinstance(combined, pa.ChunkedArray):
+            combined = combined.combine_chunks() if combined.num_chunks else pa.array([], pa.string())
+        if combined.null_count:
+            raise InvalidIdError(int(np.flatnonzero(combined.is_null().to_numpy(zero_copy_only=False))[0]), "null id")
         # Arrow's sort is stable and bytewise, the order numpy compares ``S`` values in.
-        order = pc.sort_indices(ids).to_numpy().astype(np.int64)
-        sorted_ids, fits = fixed_width(ids.take(pa.array(order)))
+        indices = pc.sort_indices(combined)
+        taken = combined.take(indices)
+        del combined  # each copy of 8.8M ids is ~100 MB: hold one at a time
+        sorted_ids, fits = fixed_width(taken)
+        del taken
+        order = indices.to_numpy().view(np.int64)  # row numbers < 2**63: the same bits, no copy
+        if len(order) and sorted_ids[0] == b"":
+            # Empty ids sort first, the earliest row first (the sort is stable).
+            raise InvalidIdError(int(order[0]), "'_id' must be a non-empty string, got ''")
         if not fits.all():
             row = int(order[np.flatnonzero(~fits)].min())
             raise InvalidIdError(row, f"'_id' {ids[row].as_py()!r} ends in a NUL character, which ids may not")

@@ -17,7 +17,7 @@ from retrodistill.artifacts import sha256_file
 from retrodistill.data import corpus_convert
 from retrodistill.data.collections import Collection, load_beir
 from retrodistill.data.corpus import Corpus, cache_root, open_corpus
-from retrodistill.data.id_index import IdIndex, fixed_width
+from retrodistill.data.id_index import IdIndex, InvalidIdError, fixed_width
 from retrodistill.data.records import DataFormatError, Document, iter_lines, parse_json_record, parse_tsv_record
 
 
@@ -390,3 +390,12 @@ def test_id_index_round_trip(tmp_path: Path) -> None:
 def test_id_index_finds_the_earliest_repeat() -> None:
     assert IdIndex.build(pa.array(["c", "a", "b", "a", "c", "b"])).first_duplicate() == (3, 1)
     assert IdIndex.build(pa.array(["a", "b", "b", "b"])).first_duplicate() == (2, 1)
+
+
+def test_id_index_refuses_ids_it_cannot_hold() -> None:
+    with pytest.raises(InvalidIdError, match="non-empty") as info:
+        IdIndex.build(pa.array(["a", "", "b", ""]))
+    assert info.value.row == 1
+    with pytest.raises(InvalidIdError, match="NUL") as info:
+        IdIndex.build(pa.array(["a", "b\x00", "c\x00"]))
+    assert info.value.row == 1
