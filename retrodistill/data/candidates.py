@@ -241,21 +241,24 @@ class CandidateSet:
         """
         Args:
             path: where the candidates came from (artifact directory, or a triples file).
-            table: a pyarrow Table with the candidates columns, or a list of :class:`Candidate`
-                (kept in the order given).
+            table: a pyarrow Table with the candidates columns, a list of :class:`Candidate` (kept in
+                the order given), or ``None`` to read ``path/candidates.parquet`` on first use.
             manifest: the artifact's manifest (at least ``fingerprint``).
         """
         self.path = Path(path)
         self.manifest = manifest
-        self._table = table if hasattr(table, "column") else candidates_table(table)
+        self._table = None if table is None else table if hasattr(table, "column") else candidates_table(table)
         self._rows: list[Candidate] | None = None
         self._pairs: Any = None
 
     def __repr__(self) -> str:
-        return f"CandidateSet(path={str(self.path)!r}, rows={self._table.num_rows})"
+        return f"CandidateSet(path={str(self.path)!r}, rows={len(self)})"
 
     @property
     def table(self) -> Any:
+        """The rows as a pyarrow Table (read, memory-mapped, on first use)."""
+        if self._table is None:
+            self._table = _read_table(self.path / CANDIDATES_FILE)
         return self._table
 
     @property
@@ -263,19 +266,21 @@ class CandidateSet:
         return str(self.manifest["fingerprint"])
 
     def __len__(self) -> int:
+        if self._table is None:
+            return int(self.manifest.get("counts", {}).get("rows", self.table.num_rows))
         return int(self._table.num_rows)
 
     def pair_table(self) -> Any:
         """Distinct (query_id, doc_id) pairs sorted by (query_id, doc_id): the order teacher scoring follows."""
         if self._pairs is None:
-            self._pairs = sorted_pairs(self._table)
+            self._pairs = sorted_pairs(self.table)
         return self._pairs
 
     @property
     def rows(self) -> list[Candidate]:
         """One :class:`Candidate` per row (small sets only)."""
         if self._rows is None:
-            cols = {name: self._table.column(name).to_pylist() for name in candidates_schema().names}
+            cols = {name: self.table.column(name).to_pylist() for name in candidates_schema().names}
             self._rows = [
                 Candidate(q, d, int(lab), int(r), math.nan if s is None else float(s))
                 for q, d, lab, r, s in zip(
@@ -297,8 +302,11 @@ class CandidateSet:
         return grouped
 
 
-def read_candidates(path: str | os.PathLike[str]) -> CandidateSet:
-    """Read a candidates artifact directory written by :func:`write_candidates` (memory-mapped).
+def read_candidates(path: str | os.PathLike[str], *, verify: bool = True) -> CandidateSet:
+    """Open a candidates artifact directory written by :func:`write_candidates`.
+
+    The rows are checked against the manifest's fingerprint a row group at a time (``verify``), and
+    read as a table (memory-mapped) only when :attr:`CandidateSet.table` is first used.
 
     Raises:
         FileNotFoundError: no ``candidates.parquet`` there.
@@ -311,14 +319,23 @@ def read_candidates(path: str | os.PathLike[str]) -> CandidateSet:
     file = directory / CANDIDATES_FILE
     if not file.is_file():
         raise FileNotFoundError(f"{file}: missing; is {directory} a candidates artifact?")
-    table = pq.read_table(file, memory_map=True)
-    missing = set(candidates_schema().names) - set(table.column_names)
+    parquet = pq.ParquetFile(file, memory_map=True)
+    missing = set(candidates_schema().names) - set(parquet.schema_arrow.names)
     if missing:
         raise ValueError(f"{file}: missing columns {sorted(missing)}")
-    table = table.select(candidates_schema().names).cast(candidates_schema())
-    if candidates_fingerprint(table) != manifest.get("fingerprint"):
-        raise ValueError(f"{file}: rows do not match the fingerprint in {directory / 'manifest.json'}")
-    return CandidateSet(directory, table, manifest)
+    if verify:
+        hasher = StringsHasher()
+        for batch in parquet.iter_batches(batch_size=_CHUNK, columns=["query_id", "doc_id", "label", "rank"]):
+            hasher.update(*batch.columns)
+        if hasher.hexdigest() != manifest.get("fingerprint"):
+            raise ValueError(f"{file}: rows do not match the fingerprint in {directory / 'manifest.json'}")
+    return CandidateSet(directory, None, manifest)
+
+
+def _read_table(file: Path) -> Any:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(file, memory_map=True).select(candidates_schema().names).cast(candidates_schema())
 
 
 def read_triples(path: str | os.PathLike[str]) -> list[Candidate]:

@@ -64,7 +64,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,6 +103,9 @@ CONFLICT_POLICIES = ("first", "error")
 _EXAMPLES = 5  # conflicts and unknown ids quoted in messages and manifests
 _SLICE = 1 << 20  # candidate rows written per step
 _LOW = np.int64(0xFFFFFFFF)
+_CANONICAL_INT = r"^(0|[1-9][0-9]{0,8})$"
+#: Integer ids below this are mapped through a lookup table (8 bytes an entry), larger ones searched.
+_TABLE_LIMIT = 1 << 27
 #: Records merged per step: bounds the sort's temporaries (about 40 bytes a record).
 _BUCKET = 8_000_000
 
@@ -118,32 +121,69 @@ class ImportResult:
 
 
 class _Codes:
-    """Ids → dense integer codes in order of first appearance (a growing Arrow dictionary)."""
+    """Ids → integer codes (below 2**31).
+
+    While every id seen is a decimal integer below 10**9 written without leading zeros (MS MARCO's
+    ids), the code is that integer: nothing is hashed. Otherwise codes index a growing Arrow
+    dictionary of the ids, in order of first appearance.
+    """
 
     def __init__(self) -> None:
         import pyarrow as pa
 
         self.values = pa.array([], pa.string())
+        self.integers = True
 
-    def encode(self, ids: Any) -> np.ndarray:
+    def encode(self, ids: Any) -> np.ndarray | None:
+        """The codes of ``ids``; ``None`` when an id ends integer mode (call :meth:`to_strings`, then again)."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
+        if self.integers:
+            if len(ids) == 0 or pc.all(pc.match_substring_regex(ids, _CANONICAL_INT)).as_py():
+                return np.asarray(pc.cast(ids, pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
+            return None
         index = pc.index_in(ids, value_set=self.values) if len(self.values) else pa.nulls(len(ids), pa.int32())
-        if index.null_count:
-            new = pc.unique(ids.filter(index.is_null()))
+        codes = index.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        missing = codes < 0
+        if missing.any():
+            absent = ids.filter(pa.array(missing))
+            new = pc.unique(absent)
+            codes[missing] = pc.index_in(absent, value_set=new).to_numpy(zero_copy_only=False) + len(self.values)
             self.values = pa.concat_arrays([self.values, new])
-            index = pc.index_in(ids, value_set=self.values)
-        return index.to_numpy(zero_copy_only=False).astype(np.int64)
+            if len(self.values) >= 1 << 31:
+                raise ValueError("more than 2**31 distinct ids")
+        return codes
 
-    def sorted_ranks(self) -> tuple[Any, np.ndarray]:
-        """The ids sorted (as Arrow strings), and each code's position among them."""
+    def to_strings(self, used: np.ndarray) -> None:
+        """Leave integer mode: the integers ``used`` so far (sorted) become codes ``0 … len(used) - 1``."""
+        import pyarrow as pa
         import pyarrow.compute as pc
 
-        order = pc.sort_indices(self.values).to_numpy(zero_copy_only=False)
+        self.integers = False
+        self.values = pc.cast(pa.array(used, pa.int64()), pa.string())
+
+    def sorted_ranks(self, used: np.ndarray) -> tuple[Any, Callable[[np.ndarray], np.ndarray]]:
+        """The ids sorted as strings, and a function from codes to their positions among them.
+
+        Args:
+            used: the sorted distinct codes handed out (integer mode; ignored otherwise).
+        """
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        values = pc.cast(pa.array(used, pa.int64()), pa.string()) if self.integers else self.values
+        order = pc.sort_indices(values).to_numpy(zero_copy_only=False)
         ranks = np.empty(len(order), dtype=np.int64)
         ranks[order] = np.arange(len(order), dtype=np.int64)
-        return self.values.take(order), ranks
+        ordered = values.take(pa.array(order))
+        if not self.integers:
+            return ordered, lambda codes: ranks[codes]
+        if not len(used) or used[-1] < _TABLE_LIMIT:
+            table = np.zeros(int(used[-1]) + 1 if len(used) else 0, dtype=np.int64)
+            table[used] = ranks
+            return ordered, lambda codes: table[codes]
+        return ordered, lambda codes: ranks[np.searchsorted(used, codes)]
 
 
 # ---------------------------------------------------------------- merging
@@ -192,16 +232,41 @@ class _Merger:
         self.conflict_examples: list[str] = []
 
     def add(self, batch: Records) -> None:
-        q = self.queries.encode(batch.query_id)
-        d = self.docs.encode(batch.doc_id)
-        if len(self.queries.values) > 1 << 31 or len(self.docs.values) > 1 << 31:
-            raise ValueError(f"{self.path}: more than 2**31 distinct ids")
+        q = self._encode(self.queries, batch.query_id, 32)
+        d = self._encode(self.docs, batch.doc_id, 0)
         self.keys.append((q << 32) | d)
         self.scores.append(batch.score.astype(np.float32))  # the store keeps float32: compare as such
         self.positive.append(batch.positive.astype(bool))
         self.ranks.append(batch.rank)
         self.segments.append((self.records, batch.lines, batch.first_row, batch.per_row))
         self.records += len(batch)
+
+    def _encode(self, codes: _Codes, ids: Any, shift: int) -> np.ndarray:
+        encoded = codes.encode(ids)
+        if encoded is None:  # an id that is not a small integer: recode what was seen as strings
+            used = self._used(shift)
+            codes.to_strings(used)
+            for keys in self.keys:
+                side = (keys >> shift) & _LOW
+                keys ^= side << shift  # clear that half, then write the new codes
+                keys |= np.searchsorted(used, side).astype(np.int64) << shift
+            encoded = codes.encode(ids)
+            assert encoded is not None
+        return encoded
+
+    def _used(self, shift: int) -> np.ndarray:
+        """The sorted distinct codes in one half of the keys (``shift`` 32: queries, 0: documents)."""
+        if not self.keys:
+            return np.empty(0, np.int64)
+        top = (
+            max(int(((k >> shift) & _LOW).max()) for k in self.keys if len(k)) if any(len(k) for k in self.keys) else 0
+        )
+        if top < _TABLE_LIMIT:
+            present = np.zeros(top + 1, dtype=bool)
+            for keys in self.keys:
+                present[(keys >> shift) & _LOW] = True
+            return np.flatnonzero(present).astype(np.int64)
+        return np.unique(np.concatenate([(k >> shift) & _LOW for k in self.keys]))
 
     def lines(self, records: Iterable[int]) -> dict[int, int | None]:
         """The 1-based line of each record number (``None`` where the file has no lines)."""
@@ -229,12 +294,12 @@ class _Merger:
         bucket one stable sort of (query, document) codes puts each pair's records together, its
         first record first.
         """
-        query_ids, q_rank = self.queries.sorted_ranks()
-        doc_ids, d_rank = self.docs.sorted_ranks()
+        query_ids, q_rank = self.queries.sorted_ranks(self._used(32) if self.queries.integers else np.empty(0))
+        doc_ids, d_rank = self.docs.sorted_ranks(self._used(0) if self.docs.integers else np.empty(0))
         self.queries = self.docs = _Codes()  # the sorted ids replace the first-appearance ones
         # Codes in sorted-id order, so sorting the keys sorts by (query_id, doc_id) as strings do.
         for keys in self.keys:
-            keys[:] = (q_rank[keys >> 32] << 32) | d_rank[keys & _LOW]
+            keys[:] = (q_rank(keys >> 32) << 32) | d_rank(keys & _LOW)
         del q_rank, d_rank
         offsets = [start for start, *_ in self.segments]
         per_query = np.zeros(len(query_ids), dtype=np.int64)
@@ -455,7 +520,7 @@ def _judged(pairs: _Pairs, qrels: dict[str, dict[str, int]]) -> tuple[np.ndarray
     jd = [d for docs in qrels.values() for d in docs]
     grades = np.array([int(g) for docs in qrels.values() for g in docs.values()], dtype=np.int64)
     judged = np.zeros(len(pairs), dtype=bool)
-    grade = np.zeros(len(pairs), dtype=np.int64)
+    grade = np.zeros(len(pairs), dtype=np.int32)
     if not jq or not len(pairs):
         return judged, grade
     qi = pc.index_in(pa.array(jq, pa.string()), value_set=pairs.queries)
@@ -466,11 +531,14 @@ def _judged(pairs: _Pairs, qrels: dict[str, dict[str, int]]) -> tuple[np.ndarray
     keys = (q[present] << 32) | d[present]
     order = np.argsort(keys)
     keys, values = keys[order], grades[present][order]
-    wanted = (pairs.q.astype(np.int64) << 32) | pairs.d
-    position = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
     if len(keys):
-        judged = keys[position] == wanted
-        grade = np.where(judged, values[position], 0)
+        for begin in range(0, len(pairs), 4 * _SLICE):  # a slice at a time: the temporaries stay small
+            rows = slice(begin, begin + 4 * _SLICE)
+            wanted = (pairs.q[rows].astype(np.int64) << 32) | pairs.d[rows]
+            position = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+            hit = keys[position] == wanted
+            judged[rows] = hit
+            grade[rows] = np.where(hit, values[position], 0)
     return judged, grade
 
 
@@ -565,7 +633,7 @@ def import_scores(
         )
     judged_by = read_qrels(qrels) if qrels is not None else collection.qrels
     judged, grade = _judged(pairs, judged_by)
-    labels = np.where(judged, grade, pairs.positive.astype(np.int64)).astype(np.int32)
+    labels = np.where(judged, grade, pairs.positive.astype(np.int32))
     changed = int((judged & ((grade > 0) != pairs.positive)).sum()) if importer.names_positives else 0
     queries_with_pairs = _distinct(pairs.q, len(pairs.queries))
     report: dict[str, Any] = {
@@ -634,7 +702,8 @@ def import_scores(
     finally:
         for directory in staging:
             shutil.rmtree(directory, ignore_errors=True)
-    return ImportResult(TeacherStore.open(store_dir), read_candidates(cand_dir), report)
+    # Just written and hashed: opened without a second pass over the rows.
+    return ImportResult(TeacherStore.open(store_dir), read_candidates(cand_dir, verify=False), report)
 
 
 def _write_candidates(

@@ -15,10 +15,18 @@ from retrodistill.data.collections import Collection, DataFormatError, Document
 from retrodistill.data.importers import import_scores
 
 
-def _collection(queries: int, docs: int) -> Collection:
-    corpus = {f"d{i}": Document("", f"text {i}") for i in range(docs)}
-    qids = {f"q{i}": f"query {i}" for i in range(queries)}
-    qrels = {f"q{i}": {f"d{(7 * i) % docs}": 1 + i % 2} for i in range(0, queries, 3)}
+def _doc(i: int, ids: str) -> str:
+    """Document ids: "d7" (strings), "7" (MS MARCO's integers), or integers with every 5th one "x7"."""
+    if ids == "strings":
+        return f"d{i}"
+    return f"x{i}" if ids == "mixed" and i % 5 == 0 else str(i)
+
+
+def _collection(queries: int, docs: int, ids: str = "strings") -> Collection:
+    corpus = {_doc(i, ids): Document("", f"text {i}") for i in range(docs)}
+    qid = "q{}" if ids == "strings" else "{}"
+    qids = {qid.format(i): f"query {i}" for i in range(queries)}
+    qrels = {qid.format(i): {_doc((7 * i) % docs, ids): 1 + i % 2} for i in range(0, queries, 3)}
     return Collection("synthetic", corpus, qids, qrels, "train", {"corpus": "sha256:c", "queries": "sha256:q"})
 
 
@@ -54,22 +62,28 @@ def _reference(lines: list[str], collection: Collection, rank: str) -> tuple[lis
     return store, candidates, duplicates, conflicts
 
 
-@pytest.mark.parametrize("rank", ["file", "score"])
+@pytest.mark.parametrize(
+    ("rank", "ids"), [("file", "strings"), ("score", "strings"), ("file", "integers"), ("score", "mixed")]
+)
 def test_blocks_give_the_reference_store_and_candidates(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rank: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rank: str, ids: str
 ) -> None:
     monkeypatch.setattr(import_readers, "CSV_BLOCK", 4096)  # many blocks, so codes grow across them
     monkeypatch.setattr(importers, "_BUCKET", 997)  # and many buckets of queries in the merge
-    collection = _collection(queries=60, docs=400)
+    collection = _collection(queries=60, docs=400, ids=ids)
     rng = random.Random(0)
     lines = []
-    for _ in range(3000):
+    for number in range(3000):
         q = rng.randrange(60)
-        pos, neg = f"d{(7 * q) % 400}", f"d{rng.randrange(400)}"
-        if neg == pos:
+        # Integer ids only in the first half of a "mixed" file: the codes switch to strings midway.
+        kind = ids if ids != "mixed" or number > 1500 else "integers"
+        neg = _doc(rng.randrange(400), kind)
+        pos = _doc((7 * q) % 400, ids)
+        if neg == pos or neg not in collection.corpus:
             continue
+        qid = f"q{q}" if ids == "strings" else str(q)
         # Scores repeat for a pair mostly (duplicates) and sometimes differ (conflicts).
-        lines.append(f"{9 + q % 3}.5\t{rng.choice([0.25, 0.25, 0.25, -1.5])}\tq{q}\t{pos}\t{neg}")
+        lines.append(f"{9 + q % 3}.5\t{rng.choice([0.25, 0.25, 0.25, -1.5])}\t{qid}\t{pos}\t{neg}")
     source = tmp_path / "scores.tsv.gz"
     source.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
     result = import_scores(
