@@ -38,6 +38,8 @@ import numpy as np
 
 #: bm25s' default token pattern (scikit-learn's): runs of two or more word characters.
 TOKEN_PATTERN = r"(?u)\b\w\w+\b"
+#: How equal scores are ordered (see ``BM25Retriever.ties``).
+TIES = ("bm25s", "row")
 #: Our record of what an on-disk index was built from, beside bm25s' files.
 INDEX_MANIFEST = "retrodistill.json"
 INDEX_FORMAT = "retrodistill.bm25s-index"
@@ -56,6 +58,10 @@ class BM25Retriever:
         stemmer: a PyStemmer language, or ``None`` for no stemming.
         stopwords: a bm25s stopword list name (``"en"``) or ``None``.
         chunk_size: documents tokenised at a time while indexing.
+        ties: the order of documents with equal scores: ``"bm25s"``, the order bm25s' selection gives
+            them (what this retriever has always returned: same candidates, same fingerprints), or
+            ``"row"``, by corpus position, which needs no pass over every score and is ~10× faster
+            on large corpora (1M passages: 4.7 against 55 ms per query), and the same on any machine.
     """
 
     k1: float = 0.9
@@ -63,6 +69,7 @@ class BM25Retriever:
     stemmer: str | None = "english"
     stopwords: str | None = "en"
     chunk_size: int = 50_000
+    ties: str = "bm25s"
     _doc_ids: Any = field(default=None, init=False, repr=False)
     _model: Any = field(default=None, init=False, repr=False)
 
@@ -156,17 +163,23 @@ class BM25Retriever:
     def search_rows(self, queries: Sequence[str], k: int, show_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` document positions and scores per query, best first.
 
+        The documents with a positive score and their order are exactly those of bm25s' ``retrieve``
+        (see :func:`_top_k`); the places after them hold row -1 and score 0.
+
         Returns:
-            ``(rows, scores)``: int64 and float32 arrays of shape ``(len(queries), min(k, len(self)))``;
-            documents scoring 0 (no query term) sit at the end of a row with score 0.
+            ``(rows, scores)``: int64 and float32 arrays of shape ``(len(queries), min(k, len(self)))``.
         """
         import bm25s
 
         if self._model is None:
             raise RuntimeError("call index() or build() before searching")
+        if self.ties not in TIES:
+            raise ValueError(f"ties must be one of {', '.join(TIES)}, got {self.ties!r}")
         k = min(k, len(self))
+        rows = np.full((len(queries), k), -1, dtype=np.int64)
+        scores = np.zeros((len(queries), k), dtype=np.float32)
         if not queries:
-            return np.zeros((0, k), dtype=np.int64), np.zeros((0, k), dtype=np.float32)
+            return rows, scores
         tokens = bm25s.tokenize(
             list(queries),
             stopwords=self.stopwords,
@@ -174,8 +187,20 @@ class BM25Retriever:
             return_ids=False,
             show_progress=show_progress,
         )
-        rows, scores = self._model.retrieve(tokens, k=k, show_progress=show_progress, n_threads=1)
-        return np.asarray(rows, dtype=np.int64).reshape(len(queries), k), np.asarray(scores, dtype=np.float32)
+        model = self._model
+        data, indices, indptr = model.scores["data"], model.scores["indices"], model.scores["indptr"]
+        dense = np.zeros(len(self), dtype=np.float32)
+        for i, query in enumerate(tokens):
+            dense[:] = 0
+            # bm25s' scoring (np.add.at term by term, in query order); a term's documents are distinct, so
+            # a plain indexed add does the same float32 additions in the same order, much faster.
+            for term in model.get_tokens_ids(query):
+                start, end = int(indptr[term]), int(indptr[term + 1])
+                dense[indices[start:end]] += data[start:end]
+            top_rows, top_scores = _top_k(dense, k, by_row=self.ties == "row")
+            rows[i, : len(top_rows)] = top_rows
+            scores[i, : len(top_rows)] = top_scores
+        return rows, scores
 
     def search(self, queries: Sequence[str], k: int, show_progress: bool = False) -> list[list[tuple[str, float]]]:
         """Top-``k`` ``(doc_id, score)`` per query, best first; documents scoring 0 are left out."""
@@ -186,6 +211,41 @@ class BM25Retriever:
             [(self._doc_ids[int(p)], float(s)) for p, s in zip(row_pos, row_scores, strict=True) if s > 0]
             for row_pos, row_scores in zip(rows, scores, strict=True)
         ]
+
+
+def _top_k(dense: np.ndarray, k: int, by_row: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The positive-scoring part of the top-``k`` of ``dense``, best first.
+
+    bm25s partitions the whole score array, which takes ~70 ms for 1M documents when most scores
+    are 0. When the ``k`` best positive scores (and the one after them) are all distinct, the answer
+    does not depend on the selection algorithm, so it is found among the positive scores alone. When
+    two of them tie, bm25s' order for them depends on its algorithm (and on the CPU's sort kernels), so
+    bm25s is asked, unless ``by_row``: then ties are broken by row (the stable sort already did).
+    """
+    from bm25s.selection import topk
+
+    positive = np.flatnonzero(dense)  # rows, ascending
+    values = dense[positive]
+    if len(values) > k + 1:
+        keep = np.sort(np.argpartition(values, len(values) - (k + 1))[-(k + 1) :])  # back in row order
+        positive, values = positive[keep], values[keep]
+    order = np.argsort(-values, kind="stable")  # equal scores stay in row order
+    positive, values = positive[order], values[order]
+    edge_tie = len(values) > k and values[k] == values[k - 1]
+    if by_row and edge_tie:
+        # Documents tied with the k-th may be among those the partition left out: take every one.
+        rows_all = np.flatnonzero(dense)
+        values_all = dense[rows_all]
+        take = values_all >= values[k - 1]
+        rows_all, values_all = rows_all[take], values_all[take]
+        order = np.argsort(-values_all, kind="stable")
+        return rows_all[order][:k].astype(np.int64), values_all[order][:k]
+    head = values[:k]
+    if not by_row and (edge_tie or np.any(head[1:] == head[:-1])):
+        top_scores, top_rows = topk(dense, k, sorted=True)
+        hit = np.asarray(top_scores) > 0
+        return np.asarray(top_rows)[hit].astype(np.int64), np.asarray(top_scores)[hit]
+    return positive[:k].astype(np.int64), values[:k]
 
 
 def read_index_manifest(directory: str | os.PathLike[str]) -> dict[str, Any] | None:

@@ -58,8 +58,11 @@ def test_chunked_index_is_bit_identical_to_bm25s(chunk_size: int) -> None:
     tokens = bm25s.tokenize(QUERIES, stopwords="en", stemmer=Stemmer.Stemmer("english"), show_progress=False)
     expected_rows, expected_scores = reference.retrieve(tokens, k=10, show_progress=False, n_threads=1)  # type: ignore[attr-defined]
     rows, scores = retriever.search_rows(QUERIES, 10)
-    np.testing.assert_array_equal(rows, expected_rows)
-    np.testing.assert_array_equal(scores, expected_scores)
+    # Positive scores: bm25s' documents in bm25s' order; after them, row -1 and score 0.
+    hit = expected_scores > 0
+    np.testing.assert_array_equal(rows[hit], expected_rows[hit])
+    np.testing.assert_array_equal(scores[hit], expected_scores[hit])
+    assert (rows[~hit] == -1).all() and (scores[~hit] == 0).all()
 
 
 def test_index_on_disk_is_memory_mapped_and_loads_back(tmp_path: Path) -> None:
@@ -79,6 +82,50 @@ def test_index_on_disk_is_memory_mapped_and_loads_back(tmp_path: Path) -> None:
     assert loaded.search(QUERIES, 5) == in_memory.search(QUERIES, 5)
     with pytest.raises(RuntimeError, match="no document ids"):
         on_disk.search(QUERIES, 5)
+
+
+def test_ties_keep_bm25s_order() -> None:
+    """Equal scores are ordered as bm25s orders them (its selection algorithm decides), not by row."""
+    import bm25s
+    import Stemmer
+
+    texts = [f"cancer {filler}" for filler in ["alpha", "beta", "gamma"] * 20] + ["heart"] * 5
+    reference = _reference(texts)
+    retriever = BM25Retriever()
+    retriever.index([f"d{i}" for i in range(len(texts))], texts)
+    tokens = bm25s.tokenize(["cancer"], stopwords="en", stemmer=Stemmer.Stemmer("english"), show_progress=False)
+    expected_rows, _ = reference.retrieve(tokens, k=25, show_progress=False, n_threads=1)  # type: ignore[attr-defined]
+    rows, scores = retriever.search_rows(["cancer"], 25)
+    assert len(set(scores[0].tolist())) == 1  # all tied
+    np.testing.assert_array_equal(rows, expected_rows)
+
+
+@pytest.mark.parametrize("k", [1, 5, 25, 70])
+def test_ties_by_row(k: int) -> None:
+    """``ties="row"``: positive scores best first, equal scores by corpus position, exactly k of them."""
+    import bm25s
+    import Stemmer
+
+    texts = [f"cancer {filler}" for filler in ["alpha", "beta", "cancer gamma"] * 20] + ["heart"] * 5
+    texts += _corpus(40, seed=1)
+    reference = _reference(texts)
+    retriever = BM25Retriever(ties="row")
+    retriever.index([f"d{i}" for i in range(len(texts))], texts)
+    for query in QUERIES:
+        tokens = bm25s.tokenize(
+            [query], stopwords="en", stemmer=Stemmer.Stemmer("english"), return_ids=False, show_progress=False
+        )
+        dense = reference.get_scores(tokens[0]) if tokens[0] else np.zeros(len(texts))  # type: ignore[attr-defined]
+        positive = np.flatnonzero(dense > 0)
+        expected = positive[np.lexsort((positive, -dense[positive]))][:k]
+        rows, scores = retriever.search_rows([query], k)
+        np.testing.assert_array_equal(rows[0][: len(expected)], expected)
+        np.testing.assert_array_equal(scores[0][: len(expected)], dense[expected].astype(np.float32))
+        assert (rows[0][len(expected) :] == -1).all()
+    bad = BM25Retriever(ties="random")
+    bad.index(["a"], ["xy"])
+    with pytest.raises(ValueError, match="ties must be one of"):
+        bad.search_rows(["xy"], 1)
 
 
 def test_search_leaves_out_zero_scores_and_clamps_k() -> None:
