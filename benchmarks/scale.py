@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -47,7 +48,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from scale_data import DataSpec, Generator, human, parse_count  # noqa: E402
+from scale_data import DataSpec, Generator, approx, parse_count  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("load", "load-again", "import", "train", "score", "score-ce", "evaluate", "mine")
@@ -165,7 +166,7 @@ class Harness:
             seed=args.seed,
         )
         self.work = Path(args.work)
-        self.size = f"{human(args.passages)} passages / {human(args.queries)} queries / {human(args.pairs)} pairs"
+        self.size = f"{approx(args.passages)} passages / {approx(args.queries)} queries / {approx(args.pairs)} pairs"
         self.cache = self.work / "cache" / self.spec.label
         self.runs = self.work / "runs" / self.spec.label
         self.logs = self.work / "logs" / self.spec.label
@@ -266,7 +267,7 @@ class Harness:
             result.status = "OK" if not missed else "FAIL: " + "; ".join(missed)
         # Only a crash or a kill needs its log; a missed target is in the status.
         result.tail = text[-800:] if code != 0 else ""
-        result.rate = rate_text(stage, rate, wall, self.spec, target)
+        result.rate = rate_text(stage, rate, wall, self.spec, text)
         log(f"{stage}: {result.status}, {result.wall_s} s, {result.peak_rss_gb} GB peak RSS")
         return result
 
@@ -290,13 +291,19 @@ def missed_targets(stage: str, wall: float, rss_gb: float, spec: DataSpec) -> li
     return missed
 
 
-def rate_text(stage: str, rate: str, wall: float, spec: DataSpec, target: str) -> str:
+def rate_text(stage: str, rate: str, wall: float, spec: DataSpec, log_text: str) -> str:
     if stage == "import":
         return f"{spec.pairs / wall:,.0f} lines/s"
     if stage in ("score", "score-ce"):
         return f"{spec.score_pairs / wall:,.0f} triples/s (whole command)"
     if stage == "mine":
-        return f"{spec.dev_queries / wall:,.1f} queries/s (index build included)"
+        built = re.findall(r"BM25 index: [\d,]+ documents, ([\d,]+) terms in ([\d.]+) s", log_text)
+        found = re.findall(r"BM25 retrieval: ([\d,]+) of [\d,]+ queries in ([\d.]+) s", log_text)
+        parts = [f"index {built[-1][1]} s ({built[-1][0]} terms)"] if built else []
+        if found:
+            n, took = int(found[-1][0].replace(",", "")), float(found[-1][1])
+            parts.append(f"{n:,} queries in {took:.1f} s ({n / max(took, 1e-9):.1f}/s)")
+        return "; ".join(parts) or f"{spec.dev_queries / wall:,.1f} queries/s (whole command)"
     return rate
 
 

@@ -86,6 +86,14 @@ def human(n: int) -> str:
     return str(n)
 
 
+def approx(n: int) -> str:
+    """``4_545_440`` → ``"4.55M"``, ``56_818`` → ``"56.8k"``: three significant digits, for tables."""
+    for unit, size in (("M", 1_000_000), ("k", 1_000)):
+        if n >= size:
+            return f"{n / size:.3g}{unit}"
+    return str(n)
+
+
 def parse_count(text: str) -> int:
     """``"8.8M"`` → 8,800,000; ``"100k"`` → 100,000; ``"40000"`` → 40,000."""
     text = text.strip().replace("_", "").replace(",", "")

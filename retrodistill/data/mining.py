@@ -127,8 +127,12 @@ def mine_table(
     judged_key, grades = judged_key[order], np.asarray(judged_grade, dtype=np.int32)[order]
 
     found_q, found_rows, found_rank, found_score = [], [], [], []
+    started = time.perf_counter()
     for start in range(0, len(query_ids), QUERY_CHUNK):
-        rows, scores = retriever.search_rows(texts[start : start + QUERY_CHUNK], k, show_progress=show_progress)
+        rows, scores = retriever.search_rows(texts[start : start + QUERY_CHUNK], k)
+        if show_progress:
+            done, took = min(len(query_ids), start + QUERY_CHUNK), time.perf_counter() - started
+            print(f"BM25 retrieval: {done:,} of {len(query_ids):,} queries in {took:.1f} s", flush=True)
         hit = scores > 0  # bm25s pads a row with documents scoring 0: they were not retrieved
         q_index, column = np.nonzero(hit)
         found_q.append(q_index.astype(np.int64) + start)

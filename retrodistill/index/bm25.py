@@ -29,6 +29,7 @@ import json
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,8 +121,9 @@ class BM25Retriever:
             chunks: lists of document texts, in corpus order.
             directory: where to save the index (then memory-mapped from there); ``None`` keeps it in memory.
             extra: recorded in the index's ``retrodistill.json`` (e.g. the corpus fingerprint).
-            show_progress: print a line per chunk.
+            show_progress: print a line per chunk and one when done.
         """
+        started = time.perf_counter()
         builder = _Builder(self, None if directory is None else Path(str(directory) + f".tmp-{os.getpid()}"))
         try:
             for number, texts in enumerate(chunks):
@@ -143,6 +145,9 @@ class BM25Retriever:
         else:
             os.replace(builder.directory, target)  # type: ignore[arg-type]
         self._model = _load_model(target)
+        if show_progress:
+            took = time.perf_counter() - started
+            print(f"BM25 index: {builder.n_docs:,} documents, {len(builder.df):,} terms in {took:.1f} s", flush=True)
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str], doc_ids: Sequence[str] | None = None) -> BM25Retriever:
@@ -185,7 +190,7 @@ class BM25Retriever:
             stopwords=self.stopwords,
             stemmer=self._stemmer(),
             return_ids=False,
-            show_progress=show_progress,
+            show_progress=False,
         )
         model = self._model
         data, indices, indptr = model.scores["data"], model.scores["indices"], model.scores["indptr"]

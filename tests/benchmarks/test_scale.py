@@ -93,3 +93,14 @@ def test_report_merges_sizes(tmp_path: Path) -> None:
 def test_unknown_stage_is_refused() -> None:
     with pytest.raises(SystemExit):
         scale.parse_args(["--stages", "load,fly"])
+
+
+def test_mine_rate_is_read_from_its_log() -> None:
+    log = (
+        "BM25 index: tokenised 50,000 documents (chunk 1)\n"
+        "BM25 index: 100,000 documents, 80,123 terms in 12.5 s\n"
+        "BM25 retrieval: 1,000 of 2,000 queries in 2.0 s\n"
+        "BM25 retrieval: 2,000 of 2,000 queries in 4.0 s\n"
+    )
+    text = scale.rate_text("mine", "", 20.0, SPEC, log)
+    assert text == "index 12.5 s (80,123 terms); 2,000 queries in 4.0 s (500.0/s)"
