@@ -314,6 +314,7 @@ class _Merger:
         examples: list[_Bad] = []
         for lo, hi in zip(edges[:-1], edges[1:], strict=True):
             self._bucket(int(lo), int(hi), offsets, out, bad, examples)
+            _return_freed_memory()
         if bad:
             self._refuse(min(bad, key=lambda b: b.record), query_ids, doc_ids)
         examples = sorted(examples, key=lambda b: b.record)[:_EXAMPLES]
@@ -542,24 +543,53 @@ def _judged(pairs: _Pairs, qrels: dict[str, dict[str, int]]) -> tuple[np.ndarray
     return judged, grade
 
 
-def _ranks(pairs: _Pairs, policy: str) -> np.ndarray:
-    """Each pair's candidate rank under ``policy`` (module docstring)."""
-    n = len(pairs)
+def _query_slices(q: np.ndarray, size: int) -> Iterator[slice]:
+    """Consecutive slices of about ``size`` pairs that never split a query (``q`` is sorted)."""
+    start, n = 0, len(q)
+    while start < n:
+        stop = min(start + size, n)
+        if stop < n:
+            stop = int(np.searchsorted(q, q[stop - 1], side="right"))
+        yield slice(start, stop)
+        start = stop
+
+
+def _ranks(pairs: _Pairs, rows: slice, policy: str) -> np.ndarray:
+    """The candidate rank (module docstring) of each pair in ``rows``, a slice of whole queries."""
+    q = pairs.q[rows]
+    n = len(q)
     if policy == "none":
         return np.zeros(n, dtype=np.int32)
     if policy == "score":
-        order = np.lexsort((pairs.d, -pairs.score.astype(np.float64), pairs.q))
+        order = np.lexsort((pairs.d[rows], -pairs.score[rows].astype(np.float64), q))
     else:
-        order = np.lexsort((pairs.first, pairs.q))
-    q_sorted = pairs.q[order]
+        order = np.lexsort((pairs.first[rows], q))
+    # The pairs are sorted by query, so sorted position i lies in the query that pair i lies in.
     new = np.ones(n, dtype=bool)
-    new[1:] = q_sorted[1:] != q_sorted[:-1]
-    group_start = np.maximum.accumulate(np.where(new, np.arange(n), 0))
-    position = np.empty(n, dtype=np.int64)
+    new[1:] = q[1:] != q[:-1]
+    starts = np.flatnonzero(new)
+    group_start = np.repeat(starts, np.diff(np.append(starts, n)))
+    position = np.empty(n, dtype=np.int32)
     position[order] = np.arange(n) - group_start + 1
     if policy == "file" and pairs.rank is not None:
-        position = np.where(pairs.rank > 0, pairs.rank, position)
-    return position.astype(np.int32)
+        stated = pairs.rank[rows]
+        position = np.where(stated > 0, stated, position).astype(np.int32)
+    return position
+
+
+def _return_freed_memory() -> None:
+    """Hand freed heap pages back to the OS.
+
+    glibc keeps the pages of freed mid-sized arrays (below its mmap threshold) in the heap, so the
+    merge's per-block arrays would stay in RSS after they are freed; ``malloc_trim`` releases them.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 # ---------------------------------------------------------------- the stage
@@ -624,6 +654,7 @@ def import_scores(
     for batch in importer.read(path, context):
         merger.add(batch)
     pairs = merger.merge()
+    _return_freed_memory()
     if not len(pairs):
         raise DataFormatError(path, None, "empty file: no scores")
     skipped = _drop_unknown(pairs, merger, context, skip_unknown)
@@ -633,6 +664,7 @@ def import_scores(
         )
     judged_by = read_qrels(qrels) if qrels is not None else collection.qrels
     judged, grade = _judged(pairs, judged_by)
+    _return_freed_memory()
     labels = np.where(judged, grade, pairs.positive.astype(np.int32))
     changed = int((judged & ((grade > 0) != pairs.positive)).sum()) if importer.names_positives else 0
     queries_with_pairs = _distinct(pairs.q, len(pairs.queries))
@@ -680,7 +712,7 @@ def import_scores(
             staging[0],
             pairs,
             labels,
-            _ranks(pairs, rank),
+            rank,
             {
                 "stage": STAGE,
                 "config": config,
@@ -707,25 +739,26 @@ def import_scores(
 
 
 def _write_candidates(
-    directory: Path, pairs: _Pairs, labels: np.ndarray, ranks: np.ndarray, manifest: dict[str, Any]
+    directory: Path, pairs: _Pairs, labels: np.ndarray, rank: str, manifest: dict[str, Any]
 ) -> dict[str, Any]:
-    """The candidates in their canonical order (query_id, rank == 0, rank, doc_id), a slice at a time."""
+    """The candidates in their canonical order (query_id, rank == 0, rank, doc_id), whole queries at a time."""
     import pyarrow as pa
 
-    # The pairs are sorted by (query, doc); a stable sort on (query, rank == 0, rank) keeps doc order in ties.
-    order = np.lexsort((ranks, ranks == 0, pairs.q))
     writer = CandidatesWriter(directory)
     try:
-        for start in range(0, len(order), _SLICE):
-            rows = order[start : start + _SLICE]
+        for rows in _query_slices(pairs.q, _SLICE):
+            ranks = _ranks(pairs, rows, rank)
+            # The pairs are sorted by (query, doc); a stable sort on (query, rank == 0, rank) keeps doc order in ties.
+            take = np.lexsort((ranks, ranks == 0, pairs.q[rows]))
+            chosen = take + rows.start
             writer.write(
                 pa.table(
                     {
-                        "query_id": pairs.queries.take(pa.array(pairs.q[rows])),
-                        "doc_id": pairs.docs.take(pa.array(pairs.d[rows])),
-                        "label": labels[rows],
-                        "rank": ranks[rows],
-                        "retrieval_score": np.full(len(rows), np.nan, dtype=np.float32),
+                        "query_id": pairs.queries.take(pa.array(pairs.q[chosen])),
+                        "doc_id": pairs.docs.take(pa.array(pairs.d[chosen])),
+                        "label": labels[chosen],
+                        "rank": ranks[take],
+                        "retrieval_score": np.full(len(chosen), np.nan, dtype=np.float32),
                     }
                 )
             )

@@ -70,6 +70,7 @@ def test_blocks_give_the_reference_store_and_candidates(
 ) -> None:
     monkeypatch.setattr(import_readers, "CSV_BLOCK", 4096)  # many blocks, so codes grow across them
     monkeypatch.setattr(importers, "_BUCKET", 997)  # and many buckets of queries in the merge
+    monkeypatch.setattr(importers, "_SLICE", 50)  # and many slices of queries for the candidates
     collection = _collection(queries=60, docs=400, ids=ids)
     rng = random.Random(0)
     lines = []
