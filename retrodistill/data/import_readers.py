@@ -25,7 +25,7 @@ from retrodistill.registry import Registry
 
 #: Records per batch from the line-by-line readers; bytes per block for pyarrow's CSV reader.
 BATCH = 1 << 16
-CSV_BLOCK = 64 << 20
+CSV_BLOCK = 16 << 20
 
 
 @dataclass(frozen=True)

@@ -49,10 +49,11 @@ Decisions (what they counted is in both manifests' ``import`` section):
   otherwise; ``"score"`` = by imported score, best first; ``"none"`` = 0 for all, which puts every
   negative inside ``train-student``'s ``negative_pool``. ``retrieval_score`` is NaN (no retriever).
 * **Scale**: the file is read in blocks (:mod:`retrodistill.data.import_readers`); ids become
-  integer codes as they arrive, and one stable sort of the records' (query, document) codes merges
-  repeated pairs, finds conflicts and gives the store its (query_id, doc_id) order, so memory is
-  about 14 bytes per record plus the distinct ids (MS MARCO's 40M-line file: well under 4 GB).
-  Store parts and the candidates file are written a slice at a time.
+  integer codes as they arrive (MS MARCO's numeric ids are their own codes, nothing is hashed;
+  other ids index a growing dictionary), 13 bytes per record. A stable sort of the records'
+  (query, document) codes, a bucket of queries at a time, merges repeated pairs, finds conflicts
+  and gives the store its (query_id, doc_id) order; store parts and the candidates file are then
+  written a slice at a time. No Python object per record is made.
 * **Store manifest**: ``stage`` is ``"import-scores"`` (one of the store stages
   :meth:`TeacherStore.open` accepts); ``teacher`` is
   ``{"name": "imported", "format", "source", "source_sha256", "model"}``.
@@ -107,7 +108,7 @@ _CANONICAL_INT = r"^(0|[1-9][0-9]{0,8})$"
 #: Integer ids below this are mapped through a lookup table (8 bytes an entry), larger ones searched.
 _TABLE_LIMIT = 1 << 27
 #: Records merged per step: bounds the sort's temporaries (about 40 bytes a record).
-_BUCKET = 8_000_000
+_BUCKET = 4_000_000
 
 
 @dataclass
