@@ -129,36 +129,49 @@ def read_queries(path: str | os.PathLike[str]) -> dict[str, str]:
 def read_qrels(path: str | os.PathLike[str]) -> Qrels:
     """Read qrels in BEIR TSV (``qid docid grade``, optional header) or TREC (``qid 0 docid grade``) form.
 
-    The form is decided per line by its number of whitespace-separated columns (3 or 4). A header is
-    recognised on the first line only, by a non-integer grade. A pair judged twice is an error.
+    The form is decided once per file, by its first data line: 4 columns whose second is ``0`` or
+    ``Q0`` (TREC's iteration column) make a TREC file, 3 columns a BEIR one; every later line must
+    have the same form. So ``q1 d1 1 extra`` is refused rather than read as TREC with doc id ``1``.
+    Only the first line may be a header, and only if its grade column is a word (``score``,
+    ``relevance``): a first line with another non-integer grade is an error, not a dropped header.
+    A pair judged twice is an error.
+
+    Raises:
+        DataFormatError: naming the file and line of the first problem.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     qrels: Qrels = {}
     seen_line: dict[tuple[str, str], int] = {}
+    form: tuple[int, int] | None = None  # (columns, first line in that form)
     for index, (number, line) in enumerate(iter_lines(path)):
         parts = line.split()
+        if index == 0 and len(parts) in (3, 4) and _is_header(parts):
+            continue
+        if len(parts) not in (3, 4):
+            raise DataFormatError(path, number, f"expected 3 (BEIR) or 4 (TREC) columns, found {len(parts)}: {line!r}")
+        if form is not None and len(parts) != form[0]:
+            kind = {3: "BEIR", 4: "TREC"}[form[0]]
+            raise DataFormatError(
+                path, number, f"{len(parts)} columns in {kind} qrels of {form[0]} (as on line {form[1]}): {line!r}"
+            )
+        if len(parts) == 4 and parts[1] not in _TREC_ITERATIONS:
+            raise DataFormatError(
+                path,
+                number,
+                f"4 columns, but the second is {parts[1]!r}, not the 0 or Q0 of TREC qrels (qid 0 docid grade); "
+                f"BEIR qrels have 3 (query-id corpus-id score): {line!r}",
+            )
+        if form is None:
+            form = (len(parts), number)
         if len(parts) == 3:
             qid, doc_id, grade_text = parts
-        elif len(parts) == 4:
-            qid, _iteration, doc_id, grade_text = parts
         else:
-            raise DataFormatError(path, number, f"expected 3 (BEIR) or 4 (TREC) columns, found {len(parts)}: {line!r}")
-        try:
-            grade = int(grade_text)
-        except ValueError:
-            try:
-                as_float = float(grade_text)
-            except ValueError:
-                as_float = None
-            if as_float is not None and as_float.is_integer():
-                grade = int(as_float)
-            elif index == 0:
-                continue  # header line such as "query-id corpus-id score"
-            else:
-                problem = f"relevance grade {grade_text!r} is not an integer"
-                raise DataFormatError(path, number, problem) from None
+            qid, _iteration, doc_id, grade_text = parts
+        grade = _grade(grade_text)
+        if grade is None:
+            raise DataFormatError(path, number, f"relevance grade {grade_text!r} is not an integer")
         if (qid, doc_id) in seen_line:
             raise DataFormatError(
                 path, number, f"({qid}, {doc_id}) judged twice (first on line {seen_line[qid, doc_id]})"
@@ -170,8 +183,57 @@ def read_qrels(path: str | os.PathLike[str]) -> Qrels:
     return qrels
 
 
-def _restrict(qrels: Qrels, queries: Mapping[str, str], corpus: Corpus) -> tuple[Qrels, dict[str, str], dict[str, int]]:
-    """Keep judgments whose query and document exist; count the others."""
+#: What TREC qrels hold in their second ("iteration") column.
+_TREC_ITERATIONS = frozenset({"0", "Q0"})
+
+
+def _grade(text: str) -> int | None:
+    """An integer grade (``2`` or ``2.0``), or None when ``text`` is not one."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        as_float = float(text)
+    except ValueError:
+        return None
+    return int(as_float) if as_float.is_integer() else None
+
+
+def _is_header(parts: list[str]) -> bool:
+    """Whether a first line is a header: its grade is a word such as ``score`` and no column is a number.
+
+    ``query-id corpus-id score`` is a header; ``q1 d1 1.5`` (a grade that is a number) and
+    ``q1 d1 1 extra`` (a number among the columns) are data, and are reported as such.
+    """
+    grade = parts[-1]
+    return (
+        grade.isascii()
+        and grade.replace("-", "").replace("_", "").isalpha()
+        and not any(_is_number(part) for part in parts)  # "nan" and "inf" are words that parse
+    )
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _restrict(
+    qrels: Qrels, queries: Mapping[str, str], corpus: Corpus, paths: tuple[Path, Path, Path]
+) -> tuple[Qrels, dict[str, str], dict[str, int]]:
+    """Keep judgments whose query and document exist; count the others.
+
+    Args:
+        paths: the qrels, queries and corpus files, named when no judgment is left.
+
+    Raises:
+        DataFormatError: no judgment names both a known query and a known document (the qrels of
+            another dataset, most likely), which would leave nothing to evaluate or train on.
+    """
     unknown = {"queries": 0, "documents": 0}
     judged = [(qid, docs) for qid, docs in qrels.items() if qid in queries]
     unknown["queries"] = sum(len(docs) for qid, docs in qrels.items() if qid not in queries)
@@ -184,6 +246,19 @@ def _restrict(qrels: Qrels, queries: Mapping[str, str], corpus: Corpus) -> tuple
                 unknown["documents"] += 1
                 continue
             kept.setdefault(qid, {})[doc_id] = grade
+    if not kept:
+        qrels_path, queries_path, corpus_path = paths
+        total = unknown["queries"] + unknown["documents"]
+        if not judged:
+            example = next(iter(qrels))
+            problem = f"no judged query is in {queries_path} ({total:,} judgments; query ids such as {example!r})"
+        else:
+            example = next(iter(judged[0][1]))
+            problem = (
+                f"no document judged for a known query is in {corpus_path} ({total:,} judgments; "
+                f"document ids such as {example!r})"
+            )
+        raise DataFormatError(qrels_path, None, f"{problem}: are these the qrels of this dataset?")
     split_queries = {qid: queries[qid] for qid in kept}
     return kept, split_queries, unknown
 
@@ -202,7 +277,9 @@ def load_beir(path: str | os.PathLike[str], split: str = "test", name: str | Non
     corpus_path, queries_path = root / "corpus.jsonl", root / "queries.jsonl"
     corpus = read_corpus(corpus_path)
     queries = read_queries(queries_path)
-    qrels, split_queries, unknown = _restrict(read_qrels(qrels_path), queries, corpus)
+    qrels, split_queries, unknown = _restrict(
+        read_qrels(qrels_path), queries, corpus, (qrels_path, queries_path, corpus_path)
+    )
     fingerprints = {
         "corpus": corpus.fingerprint or sha256_file(corpus_path),  # the cache keeps the source's hash
         "queries": sha256_file(queries_path),
@@ -239,7 +316,9 @@ def load_msmarco(
     collection_tsv, queries_tsv, qrels_path = Path(collection_tsv), Path(queries_tsv), Path(qrels_path)
     corpus = open_corpus(collection_tsv, "msmarco")
     queries = _read_tsv_texts(queries_tsv)
-    qrels, split_queries, unknown = _restrict(read_qrels(qrels_path), queries, corpus)
+    qrels, split_queries, unknown = _restrict(
+        read_qrels(qrels_path), queries, corpus, (qrels_path, queries_tsv, collection_tsv)
+    )
     fingerprints = {
         "corpus": corpus.fingerprint or sha256_file(collection_tsv),
         "queries": sha256_file(queries_tsv),

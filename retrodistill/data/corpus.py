@@ -16,10 +16,12 @@ Cache layout, under ``cache_root() / "collections"``::
                                   "empty_documents"}, "id_width", "files": {name: bytes}, "reader",
                                   "wall_time_s", "versions": {"pyarrow"}}
 
-A cache is written in a temporary folder beside ``<key>`` and renamed into place, so ``<key>``
-is complete or absent. A folder without a manifest is ignored and rebuilt; one whose files do not
-match their manifest is rebuilt with a warning. ``fingerprint`` is the source's ``sha256_file``
-value, the one collections have always reported, so a second open needs no hashing.
+A cache is written in a temporary folder beside ``<key>`` (``.tmp-KEY-PID-HOST-XXXXXXXX``) and
+renamed into place, so ``<key>`` is complete or absent; the next conversion removes the temporary
+folders of killed ones (:func:`clean_stale_staging`). A folder without a manifest is ignored and
+rebuilt; one whose files do not match their manifest is rebuilt with a warning. ``fingerprint`` is
+the source's ``sha256_file`` value, the one collections have always reported, so a second open
+needs no hashing.
 """
 
 from __future__ import annotations
@@ -311,7 +313,8 @@ def open_corpus(
     if target.exists():
         _discard(target)
     root.mkdir(parents=True, exist_ok=True)
-    staging = root / f".tmp-{key[:16]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    clean_stale_staging(root)
+    staging = root / f"{_STAGING}{key[:16]}-{os.getpid()}-{_host_tag()}-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     try:
         started = time.perf_counter()
@@ -360,9 +363,68 @@ def _publish(staging: Path, target: Path) -> None:
             raise
 
 
+#: Name prefixes of the cache's temporary folders: conversions in progress, and caches being deleted.
+_STAGING, _TRASH = ".tmp-", ".old-"
+#: A staging folder nothing has written to for this long is abandoned, whatever its process id says
+#: (the id may have been reused); a live conversion writes its table continuously.
+STALE_AFTER_S = 3600.0
+
+
+def clean_stale_staging(root: str | os.PathLike[str], *, now: float | None = None) -> list[Path]:
+    """Remove what killed conversions left in the cache folder ``root``; return the folders removed.
+
+    A staging folder (``.tmp-KEY-PID-HOST-XXXXXXXX``) is stale when its process is gone (checked only
+    when ``HOST`` is this machine's: a cache on a shared disk may hold another machine's live
+    conversion) or when nothing in it was written for :data:`STALE_AFTER_S` seconds. Folders being
+    deleted (``.old-*``) are garbage already. A live conversion's folder is never touched.
+    """
+    root = Path(root)
+    now = time.time() if now is None else now
+    removed: list[Path] = []
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return removed
+    for path in entries:
+        if path.name.startswith(_TRASH) or (path.name.startswith(_STAGING) and _stale(path, now)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    if removed:
+        logger.info("%s: removed %d leftover folder(s) of interrupted conversions", root, len(removed))
+    return removed
+
+
+def _stale(staging: Path, now: float) -> bool:
+    parts = staging.name[len(_STAGING) :].split("-")
+    if len(parts) >= 4 and parts[1].isdigit() and parts[2] == _host_tag() and not _process_alive(int(parts[1])):
+        return True
+    try:
+        newest = max([staging.stat().st_mtime, *(child.stat().st_mtime for child in staging.iterdir())])
+    except OSError:  # removed meanwhile (its conversion finished or failed): nothing to do
+        return False
+    return now - newest > STALE_AFTER_S
+
+
+def _host_tag() -> str:
+    """Six hex digits naming this machine, so a process id is only judged on the machine it belongs to."""
+    import socket
+
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
 def _discard(directory: Path) -> None:
     """Remove an invalid cache folder; renamed away first, so no reader ever sees it half-deleted."""
-    trash = directory.with_name(f".old-{directory.name[:16]}-{uuid.uuid4().hex[:8]}")
+    trash = directory.with_name(f"{_TRASH}{directory.name[:16]}-{uuid.uuid4().hex[:8]}")
     try:
         os.rename(directory, trash)
     except FileNotFoundError:

@@ -3,7 +3,8 @@
 Shared by :mod:`retrodistill.data.collections` (queries, qrels) and :mod:`retrodistill.data.corpus`
 (the Arrow corpus cache), so that a file gives the same ``FILE:LINE: problem`` messages whichever
 reads it. Line numbers count every line of the file (blank ones too), starting at 1, with Python's
-universal newlines (``\\n``, ``\\r\\n`` and a lone ``\\r`` each end a line).
+universal newlines (``\\n``, ``\\r\\n`` and a lone ``\\r`` each end a line). A UTF-8 byte-order mark
+at the start of a file is dropped; a byte that is not UTF-8 is a ``FILE:LINE`` error too.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 #: The characters ``str.isspace`` accepts (Python 3.11), as an RE2 character class body: Arrow's
 #: regex ``\s`` is ASCII-only, and ``str.strip`` is the rule the loaders have always followed.
@@ -41,12 +43,46 @@ class Document:
 
 
 def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Yield ``(line_number, line)`` for non-blank lines, stripped of the line ending (CRLF too)."""
-    with open(path, encoding="utf-8") as f:
+    """Yield ``(line_number, line)`` for non-blank lines, stripped of the line ending (CRLF too).
+
+    A UTF-8 byte-order mark at the start of the file is dropped (Windows editors write one); a
+    ``.gz`` file is decompressed. A byte that is not UTF-8 raises :class:`DataFormatError` naming its
+    line, instead of a bare ``UnicodeDecodeError``.
+
+    Raises:
+        DataFormatError: the file is not UTF-8 text.
+    """
+    try:
+        with _open_text(path) as f:
+            for number, line in enumerate(f, start=1):
+                line = line.rstrip("\r\n")
+                if line.strip():
+                    yield number, line
+    except UnicodeDecodeError:
+        # The decoder's offset is within a buffered block, not the file: read again to find the line.
+        raise not_utf8_error(path) from None
+
+
+def _open_text(path: Path, errors: str = "strict") -> TextIO:
+    if path.suffix == ".gz":
+        import gzip
+
+        return gzip.open(path, "rt", encoding="utf-8-sig", errors=errors)
+    return open(path, encoding="utf-8-sig", errors=errors)
+
+
+def not_utf8_error(path: Path) -> DataFormatError:
+    """The :class:`DataFormatError` for a file that does not decode as UTF-8, naming the first bad line."""
+    with _open_text(path, errors="surrogateescape") as f:
         for number, line in enumerate(f, start=1):
-            line = line.rstrip("\r\n")
-            if line.strip():
-                yield number, line
+            # surrogateescape maps each undecodable byte b to the lone surrogate U+DC00 + b.
+            bad = next((i for i, char in enumerate(line) if "\udc80" <= char <= "\udcff"), None)
+            if bad is not None:
+                byte = ord(line[bad]) - 0xDC00
+                return DataFormatError(
+                    path, number, f"not UTF-8 text: byte 0x{byte:02x} at column {bad + 1}; save the file as UTF-8"
+                )
+    return DataFormatError(path, None, "not UTF-8 text; save the file as UTF-8")
 
 
 def parse_json_record(path: Path, number: int, line: str, fields: tuple[str, ...]) -> tuple[str, dict[str, str]]:

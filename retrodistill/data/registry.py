@@ -44,11 +44,10 @@ Example::
 from __future__ import annotations
 
 import difflib
-import gzip
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +64,7 @@ from retrodistill.data.download import (
     load_dataset,
     resolve_dataset,
 )
+from retrodistill.data.records import iter_lines
 
 logger = logging.getLogger(__name__)
 
@@ -323,10 +323,11 @@ def load_entry(
 
     Raises:
         UnknownDatasetError: not a name and not a folder (the message lists close matches).
-        ValueError: ``split`` is not one of the dataset's splits.
+        ValueError: ``split`` is not one of the dataset's splits, or ``rel_threshold`` is below 1.
         FileNotFoundError: data missing and ``download`` is False.
         DatasetDownloadError: a download failed, or the dataset is not redistributable and absent.
     """
+    check_rel_threshold(rel_threshold)
     name = str(name_or_path)
     if name in DATASETS:
         spec = DATASETS[name]
@@ -348,6 +349,19 @@ def load_entry(
             collection.name, [collection], False, 1 if rel_threshold is None else rel_threshold, collection.split
         )
     raise UnknownDatasetError(_unknown_message(name))
+
+
+def check_rel_threshold(rel_threshold: int | None) -> None:
+    """Refuse a least relevant grade below 1 (None means the dataset's own).
+
+    Grade 0 means "judged not relevant" in BEIR and TREC qrels alike, so a threshold of 0 or less
+    would count those documents as hits and inflate every binary measure.
+    """
+    if rel_threshold is not None and rel_threshold < 1:
+        raise ValueError(
+            f"--rel-threshold {rel_threshold}: must be at least 1; grade 0 means judged not relevant, "
+            "so a lower threshold would count non-relevant documents as relevant"
+        )
 
 
 def _check_split(spec: DatasetSpec, split: str | None) -> str:
@@ -408,6 +422,7 @@ def load_trec_dl(
             to put where).
         DatasetDownloadError: a download failed (the message lists what to put where).
     """
+    check_rel_threshold(rel_threshold)
     spec = spec_for(name)
     if spec.kind != "trec-dl":
         raise ValueError(f"{name} is not a TREC DL dataset; use load_entry")
@@ -498,7 +513,7 @@ def _read_topics(path: Path) -> dict[str, str]:
     """Read ``qid <TAB> text`` lines (plain or ``.gz``), with ``FILE:LINE`` errors."""
     topics: dict[str, str] = {}
     first_line: dict[str, int] = {}
-    for number, line in _lines(path):
+    for number, line in iter_lines(path):  # .gz too; a BOM dropped, a bad byte named
         qid, tab, text = line.partition("\t")
         qid = qid.strip()
         if not tab or not qid:
@@ -510,15 +525,6 @@ def _read_topics(path: Path) -> dict[str, str]:
     if not topics:
         raise DataFormatError(path, None, "empty file: no topics")
     return topics
-
-
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            line = line.rstrip("\r\n")
-            if line.strip():
-                yield number, line
 
 
 def _trec_dl_collection(name: str, corpus_path: Path, topics_path: Path, qrels_path: Path) -> Collection:
@@ -590,6 +596,7 @@ __all__ = [
     "RemoteFile",
     "SuiteEntry",
     "UnknownDatasetError",
+    "check_rel_threshold",
     "describe_rules",
     "load_entry",
     "load_trec_dl",
