@@ -11,10 +11,12 @@ Adapters read MS MARCO files: ``collection.tsv`` (``pid <TAB> text``), ``queries
 (``qid <TAB> text``) and TREC qrels (``qid 0 docid rel``, whitespace-separated).
 
 Invariants checked on load, each violation reported as ``FILE:LINE: problem``
-(:class:`DataFormatError`): every line parses; every record has a non-empty string ``_id``;
-ids are unique within a file; a file holds at least one record; relevance grades are integers.
-Judgments that point at an unknown query or document are kept out of ``qrels`` and counted in
-``Collection.unknown_judgments`` (BEIR's own ArguAna has 5 such), so callers can report them.
+(:class:`DataFormatError`): every file is UTF-8 (a leading byte-order mark is dropped); every line
+parses; every record has a non-empty string ``_id``; ids are unique within a file; a file holds at
+least one record; relevance grades are integers; a qrels file keeps one form (BEIR or TREC) on
+every line. Judgments that point at an unknown query or document are kept out of ``qrels`` and
+counted in ``Collection.unknown_judgments`` (BEIR's own ArguAna has 5 such), so callers can report
+them; qrels of which no judgment is left (another dataset's, most likely) are an error.
 
 The corpus is a :class:`~retrodistill.data.corpus.Corpus`: converted once into a memory-mapped Arrow
 cache (:mod:`retrodistill.data.corpus`) and read on demand, so an 8.8M-passage corpus loads in
@@ -249,13 +251,14 @@ def _restrict(
     if not kept:
         qrels_path, queries_path, corpus_path = paths
         total = unknown["queries"] + unknown["documents"]
+        counted = f"{total:,} judgment{'' if total == 1 else 's'}"
         if not judged:
             example = next(iter(qrels))
-            problem = f"no judged query is in {queries_path} ({total:,} judgments; query ids such as {example!r})"
+            problem = f"no judged query is in {queries_path} ({counted}; query ids such as {example!r})"
         else:
             example = next(iter(judged[0][1]))
             problem = (
-                f"no document judged for a known query is in {corpus_path} ({total:,} judgments; "
+                f"no document judged for a known query is in {corpus_path} ({counted}; "
                 f"document ids such as {example!r})"
             )
         raise DataFormatError(qrels_path, None, f"{problem}: are these the qrels of this dataset?")
