@@ -201,7 +201,7 @@ class _Pairs:
     score: np.ndarray  # float32, of the first record
     positive: np.ndarray  # bool
     rank: np.ndarray | None  # int32 rank the file states (0: none)
-    first: np.ndarray  # int64 record number of the first record
+    first: np.ndarray  # record number of the first record (int32, or int64 past 2**31 records)
 
     def __len__(self) -> int:
         return len(self.q)
@@ -225,6 +225,8 @@ class _Merger:
         self.scores: list[np.ndarray] = []
         self.positive: list[np.ndarray] = []
         self.ranks: list[np.ndarray | None] = []
+        self.has_rank = False  # whether any record states a rank (TREC runs)
+        self.record_type: Any = np.int64
         # Where each batch's records came from: (first record number, lines, first data row, records per row).
         self.segments: list[tuple[int, np.ndarray | None, int, int]] = []
         self.records = 0
@@ -239,6 +241,7 @@ class _Merger:
         self.scores.append(batch.score.astype(np.float32))  # the store keeps float32: compare as such
         self.positive.append(batch.positive.astype(bool))
         self.ranks.append(batch.rank)
+        self.has_rank = self.has_rank or batch.rank is not None
         self.segments.append((self.records, batch.lines, batch.first_row, batch.per_row))
         self.records += len(batch)
 
@@ -295,6 +298,8 @@ class _Merger:
         bucket one stable sort of (query, document) codes puts each pair's records together, its
         first record first.
         """
+        # Record numbers as int32 while they fit: 4 bytes a pair less.
+        self.record_type = np.int32 if self.records < 1 << 31 else np.int64
         query_ids, q_rank = self.queries.sorted_ranks(self._used(32) if self.queries.integers else np.empty(0))
         doc_ids, d_rank = self.docs.sorted_ranks(self._used(0) if self.docs.integers else np.empty(0))
         self.queries = self.docs = _Codes()  # the sorted ids replace the first-appearance ones
@@ -327,11 +332,12 @@ class _Merger:
                 f"{where}: {self._describe(b.key, query_ids, doc_ids)} has score {b.score!r} here "
                 f"but {b.first_score!r} {_on_line(lines[b.first])}"
             )
-        has_rank = any(r is not None for r in self.ranks)
         self.keys, self.scores, self.positive, self.ranks = [], [], [], []
 
         def joined(name: str, dtype: Any) -> np.ndarray:
-            return np.concatenate(out[name]) if out[name] else np.empty(0, dtype)
+            # Popped as joined, so only one column is ever held twice.
+            parts = out.pop(name)
+            return np.concatenate(parts) if parts else np.empty(0, dtype)
 
         return _Pairs(
             queries=query_ids,
@@ -340,7 +346,7 @@ class _Merger:
             d=joined("d", np.int32),
             score=joined("score", np.float32),
             positive=joined("positive", bool),
-            rank=joined("rank", np.int32) if has_rank else None,
+            rank=joined("rank", np.int32) if self.has_rank else None,
             first=joined("first", np.int64),
         )
 
@@ -361,9 +367,10 @@ class _Merger:
             pieces["keys"].append(keys[where])
             pieces["score"].append(self.scores[i][where])
             pieces["positive"].append(self.positive[i][where])
-            pieces["record"].append(where + offsets[i])
-            rank = self.ranks[i]
-            pieces["rank"].append(np.zeros(len(where), np.int32) if rank is None else rank[where])
+            pieces["record"].append((where + offsets[i]).astype(self.record_type))
+            if self.has_rank:
+                rank = self.ranks[i]
+                pieces["rank"].append(np.zeros(len(where), np.int32) if rank is None else rank[where])
         keys = np.concatenate(pieces["keys"])
         if not len(keys):
             return
@@ -372,7 +379,7 @@ class _Merger:
         scores = np.concatenate(pieces["score"])[order]
         positive = np.concatenate(pieces["positive"])[order]
         record = np.concatenate(pieces["record"])[order]
-        rank = np.concatenate(pieces["rank"])[order]
+        rank = np.concatenate(pieces["rank"])[order] if self.has_rank else None
         del order, pieces
         new = np.ones(len(keys), dtype=bool)
         new[1:] = keys[1:] != keys[:-1]
@@ -406,7 +413,8 @@ class _Merger:
         out["score"].append(scores[starts])
         out["positive"].append(positive[starts])
         out["first"].append(record[starts])
-        out["rank"].append(rank[starts])
+        if rank is not None:
+            out["rank"].append(rank[starts])
 
     def _describe(self, key: int, query_ids: Any, doc_ids: Any) -> tuple[str, str]:
         return (str(query_ids[key >> 32].as_py()), str(doc_ids[key & 0xFFFFFFFF].as_py()))
