@@ -446,11 +446,20 @@ def _open_valid(directory: Path, stat: os.stat_result) -> Corpus | None:
         problem = "it was made from another version of the source file"
     if not problem:
         try:
-            return Corpus._map(directory, manifest)
+            corpus = Corpus._map(directory, manifest)
         except Exception as err:  # a damaged file: any error pyarrow or numpy raises means "rebuild"
             problem = f"it does not open ({type(err).__name__}: {err})"
+        else:
+            if not _kept_byte_order_mark(corpus):
+                return corpus
+            problem = "its first id starts with the file's byte-order mark"
     logger.warning("%s: corrupt corpus cache (%s); converting the source again", directory, problem)
     return None
+
+
+def _kept_byte_order_mark(corpus: Corpus) -> bool:
+    """Whether the first id holds the source's byte-order mark, as caches converted before BOMs were dropped do."""
+    return len(corpus) > 0 and corpus.id_at([0])[0].startswith("\ufeff")
 
 
 def _read_manifest(directory: Path) -> dict[str, Any] | None:

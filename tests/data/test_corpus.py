@@ -217,6 +217,22 @@ def test_damaged_file_of_the_right_size_is_rebuilt(small: Path, cache: Path, cap
     assert "does not open" in caplog.text
 
 
+def test_cache_that_kept_a_byte_order_mark_is_rebuilt(
+    tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from retrodistill.data import corpus, records
+
+    path = tmp_path / "collection.tsv"
+    path.write_text("\ufeff1\tone\n2\ttwo\n", encoding="utf-8")
+    with monkeypatch.context() as patched:  # the loader before BOMs were dropped
+        patched.setattr(records, "_open_text", lambda p, errors="strict": open(p, encoding="utf-8", errors=errors))
+        patched.setattr(corpus, "_kept_byte_order_mark", lambda _: False)
+        assert list(open_corpus(path, "msmarco")) == ["\ufeff1", "2"]
+    with caplog.at_level(logging.WARNING, logger="retrodistill.data.corpus"):
+        assert list(open_corpus(path, "msmarco")) == ["1", "2"]
+    assert "first id starts with the file's byte-order mark" in caplog.text
+
+
 def test_half_written_cache_is_ignored(small: Path, cache: Path) -> None:
     directory = open_corpus(small).directory
     assert directory is not None
