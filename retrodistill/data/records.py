@@ -75,12 +75,14 @@ def not_utf8_error(path: Path) -> DataFormatError:
     """The :class:`DataFormatError` for a file that does not decode as UTF-8, naming the first bad line."""
     with _open_text(path, errors="surrogateescape") as f:
         for number, line in enumerate(f, start=1):
-            # surrogateescape maps each undecodable byte b to the lone surrogate U+DC00 + b.
-            bad = next((i for i, char in enumerate(line) if "\udc80" <= char <= "\udcff"), None)
-            if bad is not None:
-                byte = ord(line[bad]) - 0xDC00
+            # surrogateescape maps each undecodable byte b to the lone surrogate U+DC00 + b, which
+            # strict encoding refuses: a C-speed search, even for a bad byte deep in a 3 GB corpus.
+            try:
+                line.encode("utf-8")
+            except UnicodeEncodeError as err:
+                byte = ord(line[err.start]) - 0xDC00
                 return DataFormatError(
-                    path, number, f"not UTF-8 text: byte 0x{byte:02x} at column {bad + 1}; save the file as UTF-8"
+                    path, number, f"not UTF-8 text: byte 0x{byte:02x} at column {err.start + 1}; save the file as UTF-8"
                 )
     return DataFormatError(path, None, "not UTF-8 text; save the file as UTF-8")
 
