@@ -206,27 +206,31 @@ class TeacherStore(PartStore):
 
 @dataclass
 class _ScoreIndex:
-    """A store's rows as sorted integer keys: ``query_code * num_docs + doc_code``, codes in sorted-id order.
+    """A store's rows as sorted integer keys ``(query_code << 32) | doc_code``, and their scores.
 
-    Memory: 12 bytes per row (key and score) plus the distinct ids as Arrow strings.
+    When every id is a decimal integer below 10**9 without leading zeros (MS MARCO), an id's code
+    is that integer: nothing is hashed, ids are only parsed. Otherwise codes are positions among
+    the store's distinct ids, sorted. Memory: 12 bytes per row (key and score), plus those ids.
     """
 
-    queries: Any  # distinct query ids, sorted (Arrow string array)
-    docs: Any  # distinct doc ids, sorted
+    queries: Any  # distinct query ids, sorted (Arrow string array); None for integer codes
+    docs: Any  # distinct doc ids, sorted; None for integer codes
     keys: np.ndarray  # int64, ascending
     scores: np.ndarray  # float32, aligned with keys
 
     @classmethod
     def build(cls, table: Any) -> _ScoreIndex:
         query_col, doc_col = table.column("query_id"), table.column("doc_id")
-        queries = _sorted_unique(query_col)
-        docs = _sorted_unique(doc_col)
-        q = _codes(query_col, queries)
-        d = _codes(doc_col, docs)
-        keys = q * max(len(docs), 1) + d
         scores = table.column("score").to_numpy().astype(np.float32, copy=False)
-        if len(keys) > 1 and not bool(np.all(keys[1:] > keys[:-1])):  # not sorted (or duplicate pairs)
-            order = np.argsort(keys, kind="stable")
+        q, d = _integer_codes(query_col), _integer_codes(doc_col)
+        if q.all() and d.all():
+            queries = docs = None
+            keys = (_as_int64(query_col) << 32) | _as_int64(doc_col)
+        else:
+            queries, docs = _sorted_unique(query_col), _sorted_unique(doc_col)
+            keys = (_codes(query_col, queries) << 32) | _codes(doc_col, docs)
+        if len(keys) > 1 and not bool(np.all(keys[1:] > keys[:-1])):  # integer codes: numeric, not string order
+            order = np.argsort(keys)
             keys, scores = keys[order], scores[order]
         return cls(queries, docs, keys, scores)
 
@@ -240,15 +244,44 @@ class _ScoreIndex:
         out = np.full(len(qa), np.nan, dtype=np.float32)
         if len(qa) == 0 or len(self.keys) == 0:
             return out
-        q = _codes(qa, self.queries, missing=-1)
-        d = _codes(da, self.docs, missing=-1)
-        known = (q >= 0) & (d >= 0)
-        wanted = q[known] * max(len(self.docs), 1) + d[known]
-        position = np.minimum(np.searchsorted(self.keys, wanted), len(self.keys) - 1)
-        found = self.keys[position] == wanted
-        hits = np.flatnonzero(known)[found]
-        out[hits] = self.scores[position[found]]
+        if self.queries is None:  # integer codes: an id that is not such an integer is not in the store
+            q, d = _as_int64(qa, missing=-1), _as_int64(da, missing=-1)
+        else:
+            q, d = _codes(qa, self.queries, missing=-1), _codes(da, self.docs, missing=-1)
+        known = np.flatnonzero((q >= 0) & (d >= 0))
+        for begin in range(0, len(known), 1 << 22):  # a slice at a time: the temporaries stay small
+            rows = known[begin : begin + (1 << 22)]
+            wanted = (q[rows] << 32) | d[rows]
+            position = np.minimum(np.searchsorted(self.keys, wanted), len(self.keys) - 1)
+            found = self.keys[position] == wanted
+            out[rows[found]] = self.scores[position[found]]
         return out
+
+
+_CANONICAL_INT = r"^(0|[1-9][0-9]{0,8})$"
+
+
+def _integer_codes(column: Any) -> np.ndarray:
+    """Whether each id is a decimal integer below 10**9 without leading zeros (bool array)."""
+    import pyarrow.compute as pc
+
+    flags = pc.match_substring_regex(column, _CANONICAL_INT)
+    return np.asarray(flags.to_numpy(zero_copy_only=False), dtype=bool) if len(column) else np.ones(0, bool)
+
+
+def _as_int64(column: Any, missing: int | None = None) -> np.ndarray:
+    """The integer value of each id; ``missing`` for ids that are not such integers (None: all are)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if missing is None:
+        return np.asarray(pc.cast(column, pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
+    flags = _integer_codes(column)
+    out = np.full(len(column), missing, dtype=np.int64)
+    if flags.any():
+        good = pc.filter(column, pa.array(flags))
+        out[flags] = np.asarray(pc.cast(good, pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
+    return out
 
 
 def _sorted_unique(column: Any) -> Any:

@@ -67,3 +67,24 @@ def test_a_part_changed_in_place_is_refused_on_open(tmp_path: Path) -> None:
     path.unlink()
     with pytest.raises(PartChangedError, match="missing"):
         TeacherStore.open(tmp_path)
+
+
+def test_integer_ids_are_looked_up_without_a_dictionary(tmp_path: Path) -> None:
+    """MS MARCO's numeric ids: the store is in string order ("10" < "9"), the lookup parses them."""
+    pairs = [("10", "7"), ("10", "70"), ("10", "8"), ("9", "0"), ("9", "123456789")]
+    scores = [1.0, 2.0, 3.0, 4.0, 5.0]
+    write_part(tmp_path, 0, pairs, scores)
+    q, d = zip(*pairs, strict=True)
+    write_manifest(
+        tmp_path,
+        {
+            "stage": "import-scores",
+            "num_parts": 1,
+            "parts": {part_name(0): write_part(tmp_path, 0, pairs, scores)},
+            "complete": True,
+            "fingerprint": rows_fingerprint(q, d, scores),
+        },
+    )
+    store = TeacherStore.open(tmp_path)
+    got = store.lookup(["9", "10", "010", "10", "x", "9"], ["123456789", "70", "70", "07", "7", "0"])
+    np.testing.assert_array_equal(got, np.array([5.0, 2.0, np.nan, np.nan, np.nan, 4.0], dtype=np.float32))
