@@ -15,6 +15,13 @@ part ``i`` always holds the same pairs and a resumed run ends with exactly the r
 uninterrupted one. ``manifest["parts"]`` lists the parts that are complete (name → rows, sha256);
 a part file not listed there is ignored and rewritten. ``complete`` is true once every part is.
 The store's ``fingerprint`` (set when complete) hashes all rows in order.
+
+Reading (:class:`TeacherStore`): :meth:`PartStore.open` refuses an incomplete store, and a part
+that is missing or whose bytes changed since it was written (sha256 checked once per file version),
+naming the part and the command that rebuilds it. Scores are looked up column-wise:
+:meth:`TeacherStore.lookup` for any pairs, :meth:`TeacherStore.scores_for` for a candidate set's
+rows, both through one index of sorted integer keys built on first use (40M pairs: 12 bytes a pair).
+Parts, their checks and the fingerprints live in :mod:`retrodistill.data.part_store`.
 """
 
 from __future__ import annotations
@@ -180,7 +187,7 @@ class TeacherStore(PartStore):
         up many pairs per call: a whole candidate set, an epoch, not one batch at a time.
         """
         if self._index is None:
-            self._index = _ScoreIndex.build(self.table())
+            self._index = _ScoreIndex.build(self)
         return self._index.lookup(query_ids, doc_ids)
 
     def scores_for(self, candidates: Any) -> np.ndarray:
@@ -219,19 +226,36 @@ class _ScoreIndex:
     scores: np.ndarray  # float32, aligned with keys
 
     @classmethod
-    def build(cls, table: Any) -> _ScoreIndex:
+    def build(cls, store: PartStore) -> _ScoreIndex:
+        """Read ``store`` a part at a time into keys (integer ids), or whole (other ids)."""
+        total = int(store.manifest.get("num_pairs", 0)) or sum(
+            int(e.get("rows", 0)) for e in store.manifest.get("parts", {}).values()
+        )
+        keys = np.empty(total, dtype=np.int64)
+        scores = np.empty(total, dtype=np.float32)
+        at = 0
+        for table in iter_part_tables(store.path, store.manifest):
+            query_col, doc_col = table.column("query_id"), table.column("doc_id")
+            if at + table.num_rows > total or not (_integer_codes(query_col).all() and _integer_codes(doc_col).all()):
+                return cls._build_with_dictionaries(store.table())
+            keys[at : at + table.num_rows] = (_as_int64(query_col) << 32) | _as_int64(doc_col)
+            scores[at : at + table.num_rows] = table.column("score").to_numpy()
+            at += table.num_rows
+        return cls._sorted(None, None, keys[:at], scores[:at])
+
+    @classmethod
+    def _build_with_dictionaries(cls, table: Any) -> _ScoreIndex:
         query_col, doc_col = table.column("query_id"), table.column("doc_id")
-        scores = table.column("score").to_numpy().astype(np.float32, copy=False)
-        q, d = _integer_codes(query_col), _integer_codes(doc_col)
-        if q.all() and d.all():
-            queries = docs = None
-            keys = (_as_int64(query_col) << 32) | _as_int64(doc_col)
-        else:
-            queries, docs = _sorted_unique(query_col), _sorted_unique(doc_col)
-            keys = (_codes(query_col, queries) << 32) | _codes(doc_col, docs)
+        queries, docs = _sorted_unique(query_col), _sorted_unique(doc_col)
+        keys = (_codes(query_col, queries) << 32) | _codes(doc_col, docs)
+        return cls._sorted(queries, docs, keys, table.column("score").to_numpy().astype(np.float32, copy=False))
+
+    @classmethod
+    def _sorted(cls, queries: Any, docs: Any, keys: np.ndarray, scores: np.ndarray) -> _ScoreIndex:
         if len(keys) > 1 and not bool(np.all(keys[1:] > keys[:-1])):  # integer codes: numeric, not string order
             order = np.argsort(keys)
-            keys, scores = keys[order], scores[order]
+            keys = keys[order]
+            scores = scores[order]
         return cls(queries, docs, keys, scores)
 
     def lookup(self, query_ids: Any, doc_ids: Any) -> np.ndarray:
@@ -242,22 +266,23 @@ class _ScoreIndex:
         if len(qa) != len(da):
             raise ValueError(f"got {len(qa)} query ids but {len(da)} doc ids")
         out = np.full(len(qa), np.nan, dtype=np.float32)
-        if len(qa) == 0 or len(self.keys) == 0:
+        if len(self.keys) == 0:
             return out
-        if self.queries is None:  # integer codes: an id that is not such an integer is not in the store
-            q, d = _as_int64(qa, missing=-1), _as_int64(da, missing=-1)
-        else:
-            q, d = _codes(qa, self.queries, missing=-1), _codes(da, self.docs, missing=-1)
-        known = np.flatnonzero((q >= 0) & (d >= 0))
-        for begin in range(0, len(known), 1 << 22):  # a slice at a time: the temporaries stay small
-            rows = known[begin : begin + (1 << 22)]
-            wanted = (q[rows] << 32) | d[rows]
+        for begin in range(0, len(qa), _LOOKUP_SLICE):  # a slice at a time: the temporaries stay small
+            qs, ds = qa.slice(begin, _LOOKUP_SLICE), da.slice(begin, _LOOKUP_SLICE)
+            if self.queries is None:  # integer codes: an id that is not such an integer is not in the store
+                q, d = _as_int64(qs, missing=-1), _as_int64(ds, missing=-1)
+            else:
+                q, d = _codes(qs, self.queries, missing=-1), _codes(ds, self.docs, missing=-1)
+            known = np.flatnonzero((q >= 0) & (d >= 0))
+            wanted = (q[known] << 32) | d[known]
             position = np.minimum(np.searchsorted(self.keys, wanted), len(self.keys) - 1)
             found = self.keys[position] == wanted
-            out[rows[found]] = self.scores[position[found]]
+            out[begin + known[found]] = self.scores[position[found]]
         return out
 
 
+_LOOKUP_SLICE = 1 << 22
 _CANONICAL_INT = r"^(0|[1-9][0-9]{0,8})$"
 
 
