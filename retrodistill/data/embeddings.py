@@ -20,7 +20,9 @@ the corpus file's fingerprint and the stored dtype.
 Invariants: row ``i`` of the concatenated shards is document ``i`` in corpus order; every shard
 but the last holds exactly ``shard_size`` rows. A shard counts as done only when its ``.json``
 entry exists and its ``.npy`` has the recorded size; both are renamed into place (the ``.npy``
-first), so a crash leaves a shard either done or absent, and a re-run encodes only absent shards.
+first), so a crash leaves a shard either done or absent, and a re-run encodes only absent shards
+(a writer killed mid-write leaves a hidden ``.tmp`` file, which a later open deletes once it is
+ten minutes old).
 ``sha256`` is recorded for :meth:`EmbeddingCache.verify`; opening a cache checks sizes only, which
 is cheap at any corpus size.
 
@@ -171,7 +173,16 @@ class EmbeddingCache:
             )
         if cache.shard_size != shard_size:
             logger.info("%s: resuming with its own shard size %d (asked %d)", path, cache.shard_size, shard_size)
+        cache._remove_stale_temporaries()
         return cache
+
+    def _remove_stale_temporaries(self, older_than_s: float = 600.0) -> None:
+        """Delete half-written shard files a killed writer left (old enough that no live writer owns them)."""
+        now = time.time()
+        for tmp in (self.path / "shards").glob(".*.tmp"):
+            with contextlib.suppress(FileNotFoundError):  # another process may clean up at the same time
+                if now - tmp.stat().st_mtime > older_than_s:
+                    tmp.unlink()
 
     @property
     def num_shards(self) -> int:

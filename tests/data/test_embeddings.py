@@ -251,3 +251,18 @@ def test_every_visible_gpu_joins_the_pool(tiny_st_dir: Path) -> None:
     model = load_model(tiny_st_dir, device="cuda")
     with encoding_pool(model) as pool:
         assert pool is not None and len(pool["processes"]) == torch.cuda.device_count()
+
+
+def test_a_killed_writers_old_temporary_file_is_removed_on_open(tmp_path: Path) -> None:
+    import os
+    import time
+
+    corpus = make_corpus(4)
+    cache = open_cache(tmp_path, corpus, shard_size=2)
+    (cache.path / "shards").mkdir()
+    old, fresh = cache.path / "shards" / ".000001.npy.abc.tmp", cache.path / "shards" / ".000000.npy.def.tmp"
+    old.write_bytes(b"half a shard")
+    fresh.write_bytes(b"a live writer's shard")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    open_cache(tmp_path, corpus, shard_size=2)
+    assert not old.exists() and fresh.exists()  # a recent one may belong to a writer still at work
