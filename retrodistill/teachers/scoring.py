@@ -674,3 +674,31 @@ def _bind_gpu(me: ScoringRank) -> None:
 
     if torch.cuda.is_available() and me.local_rank < torch.cuda.device_count():
         torch.cuda.set_device(me.local_rank)
+
+
+# What teachers/pairwise.py (the pairwise scoring loop) still imports from here.
+_part_is_complete = part_is_complete
+
+
+def _check_texts(pairs: Sequence[tuple[str, str]], query_text: Mapping[str, str], doc_text: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` counting the pairs whose query or document has no text."""
+    PairTexts(query_text, doc_text).check(pair_table(pairs))
+
+
+class _DocTexts(Mapping[str, str]):
+    """Document id → ``title text``, joined on access (the corpus stays one copy)."""
+
+    def __init__(self, corpus: Mapping[str, Any]) -> None:
+        self._corpus = corpus
+
+    def __getitem__(self, doc_id: str) -> str:
+        return str(self._corpus[doc_id].joined())
+
+    def __iter__(self) -> Any:
+        return iter(self._corpus)
+
+    def __len__(self) -> int:
+        return len(self._corpus)
+
+    def __contains__(self, doc_id: object) -> bool:
+        return doc_id in self._corpus
