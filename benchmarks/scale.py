@@ -267,7 +267,7 @@ class Harness:
             result.status = "OK" if not missed else "FAIL: " + "; ".join(missed)
         # Only a crash or a kill needs its log; a missed target is in the status.
         result.tail = text[-800:] if code != 0 else ""
-        result.rate = rate_text(stage, rate, wall, self.spec, text)
+        result.rate = rate_text(stage, rate, wall, self.spec, text) if code == 0 else ""
         log(f"{stage}: {result.status}, {result.wall_s} s, {result.peak_rss_gb} GB peak RSS")
         return result
 
@@ -295,7 +295,11 @@ def rate_text(stage: str, rate: str, wall: float, spec: DataSpec, log_text: str)
     if stage == "import":
         return f"{spec.pairs / wall:,.0f} lines/s"
     if stage in ("score", "score-ce"):
-        return f"{spec.score_pairs / wall:,.0f} triples/s (whole command)"
+        scored = re.findall(r"([\d,]+)\s+scored pairs", log_text)
+        if not scored:
+            return ""
+        n = int(scored[-1].replace(",", ""))
+        return f"{n:,} pairs, {n / wall:,.0f} pairs/s (whole command)"
     if stage == "mine":
         built = re.findall(r"BM25 index: [\d,]+ documents, ([\d,]+) terms in ([\d.]+) s", log_text)
         found = re.findall(r"BM25 retrieval: ([\d,]+) of [\d,]+ queries in ([\d.]+) s", log_text)

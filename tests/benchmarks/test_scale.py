@@ -104,3 +104,9 @@ def test_mine_rate_is_read_from_its_log() -> None:
     )
     text = scale.rate_text("mine", "", 20.0, SPEC, log)
     assert text == "index 12.5 s (80,123 terms); 2,000 queries in 4.0 s (500.0/s)"
+
+
+def test_score_rate_counts_the_pairs_written() -> None:
+    log = "wrote /tmp/x/score: 1,012,460 \nscored pairs\n"
+    assert scale.rate_text("score", "", 10.0, SPEC, log) == "1,012,460 pairs, 101,246 pairs/s (whole command)"
+    assert scale.rate_text("score", "", 10.0, SPEC, "Traceback") == ""
