@@ -321,7 +321,8 @@ def write_report(report: Path, results: list[Result], generation: dict[str, Any]
     kept = [r for r in data["results"] if (r["stage"], r["size"]) not in fresh]
     data["results"] = kept + [asdict(r) for r in results]
     data["results"].sort(key=lambda r: (r["passages"], r["queries"], r["pairs"], STAGES.index(r["stage"])))
-    if generation is not None:
+    if generation is not None and (generation["steps_s"] or spec.label not in data["generation"]):
+        # A run that found every file already there keeps the figures of the run that wrote them.
         data["generation"][spec.label] = {"spec": asdict(spec), **generation}
     json_path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     lines = [

@@ -279,26 +279,40 @@ class _Builder:
         self.split = re.compile(TOKEN_PATTERN).findall
         self.stopwords = set(bm25s.tokenization._infer_stopwords(retriever.stopwords) or [])
         self.stemmer = retriever._stemmer()
-        self.word_ids: dict[str, int] = {}  # lowercased word -> stem id, -1 for a stopword
+        self.known: Any = None  # every lowercased word seen (pyarrow strings) …
+        self.known_stem = np.zeros(0, dtype=np.int64)  # … and its stem id, -1 for a stopword
         self.stem_ids: dict[str, int] = {}
         self.df = np.zeros(0, dtype=np.int64)
         self.lengths: list[np.ndarray] = []
         self.parts: list[tuple[Any, Any, Any]] = []  # per chunk: stem, doc, tf sorted by (stem, doc)
         self.n_docs = 0
+        import pyarrow as pa
+
+        self.known = pa.array([], pa.string())
         if directory is not None:
             shutil.rmtree(directory, ignore_errors=True)
             (directory / "spill").mkdir(parents=True)
 
-    def _lookup(self, words: list[str]) -> np.ndarray:
-        """Stem id of each distinct word of a chunk (-1 for stopwords), new words stemmed in one call."""
-        new = [w for w in words if w not in self.word_ids]
-        kept = [w for w in new if w not in self.stopwords]
-        for w in new:
-            self.word_ids[w] = -1
-        stems = self.stemmer.stemWords(kept) if self.stemmer is not None and kept else kept
-        for word, stem in zip(kept, stems, strict=True):
-            self.word_ids[word] = self.stem_ids.setdefault(stem, len(self.stem_ids))
-        return np.fromiter((self.word_ids[w] for w in words), dtype=np.int64, count=len(words))
+    def _lookup(self, words: Any) -> np.ndarray:
+        """Stem id of each distinct word of a chunk (a pyarrow string array), -1 for stopwords.
+
+        Known words are found by Arrow's hash lookup; only new ones reach Python, stemmed in one call.
+        """
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        at = pc.index_in(words, value_set=self.known).fill_null(-1).to_numpy(zero_copy_only=False).copy()
+        new = np.flatnonzero(at < 0)
+        if len(new):
+            fresh = words.take(pa.array(new)).to_pylist()
+            kept = [w for w in fresh if w not in self.stopwords]
+            stems = self.stemmer.stemWords(kept) if self.stemmer is not None and kept else kept
+            stem_of = {w: self.stem_ids.setdefault(s, len(self.stem_ids)) for w, s in zip(kept, stems, strict=True)}
+            ids = np.fromiter((stem_of.get(w, -1) for w in fresh), dtype=np.int64, count=len(fresh))
+            at[new] = len(self.known) + np.arange(len(new))
+            self.known = pa.concat_arrays([self.known, pa.array(fresh, pa.string())])
+            self.known_stem = np.concatenate([self.known_stem, ids])
+        return self.known_stem[at]
 
     def add(self, texts: Sequence[str]) -> None:
         import pyarrow as pa
@@ -310,7 +324,7 @@ class _Builder:
         counts = np.fromiter(map(len, split), dtype=np.int64, count=n)
         flat = pa.array(list(itertools.chain.from_iterable(split)), pa.string()).dictionary_encode()
         del split
-        stem = self._lookup(flat.dictionary.to_pylist())[flat.indices.to_numpy(zero_copy_only=False)]
+        stem = self._lookup(flat.dictionary)[flat.indices.to_numpy(zero_copy_only=False)]
         doc = np.repeat(np.arange(n, dtype=np.int64), counts)
         keep = stem >= 0
         stem, doc = stem[keep], doc[keep]
