@@ -55,6 +55,7 @@ __all__ = [
     "PartStore",
     "TeacherStore",
     "part_name",
+    "score_table",
     "store_schema",
     "write_part",
 ]
@@ -66,6 +67,23 @@ def store_schema() -> Any:
     return pa.schema([("query_id", pa.string()), ("doc_id", pa.string()), ("score", pa.float32())])
 
 
+def score_table(pairs: Any, scores: Any) -> Any:
+    """The rows of a part: ``pairs`` (a table with ``query_id``/``doc_id``, or (query_id, doc_id)
+    tuples) with one score each, stored as float32."""
+    import pyarrow as pa
+
+    if len(pairs) != len(scores):
+        raise ValueError(f"{len(pairs)} pairs but {len(scores)} scores")
+    if hasattr(pairs, "column"):
+        query_ids, doc_ids = pairs.column("query_id"), pairs.column("doc_id")
+    else:
+        query_ids, doc_ids = [q for q, _ in pairs], [d for _, d in pairs]
+    return pa.table(
+        {"query_id": query_ids, "doc_id": doc_ids, "score": np.asarray(scores, dtype=np.float32)},
+        schema=store_schema(),
+    )
+
+
 def write_part(directory: str | os.PathLike[str], index: int, pairs: Any, scores: Any) -> dict[str, Any]:
     """Write one part atomically; return its manifest entry (``rows``, ``sha256``).
 
@@ -75,19 +93,9 @@ def write_part(directory: str | os.PathLike[str], index: int, pairs: Any, scores
         pairs: a table with ``query_id`` and ``doc_id`` columns, or a sequence of (query_id, doc_id) tuples.
         scores: one score per pair (array or sequence), stored as float32.
     """
-    import pyarrow as pa
-
     if len(pairs) != len(scores):
         raise ValueError(f"part {index}: {len(pairs)} pairs but {len(scores)} scores")
-    if hasattr(pairs, "column"):
-        query_ids, doc_ids = pairs.column("query_id"), pairs.column("doc_id")
-    else:
-        query_ids, doc_ids = [q for q, _ in pairs], [d for _, d in pairs]
-    table = pa.table(
-        {"query_id": query_ids, "doc_id": doc_ids, "score": np.asarray(scores, dtype=np.float32)},
-        schema=store_schema(),
-    )
-    return write_table_part(directory, index, table)
+    return write_table_part(directory, index, score_table(pairs, scores))
 
 
 S = TypeVar("S", bound="PartStore")

@@ -107,6 +107,7 @@ from retrodistill.config import ScoreTeacherConfig, to_dict
 from retrodistill.data.pairs import PairTexts, check_sorted_pairs, pair_table
 from retrodistill.data.pairs import count_distinct as _count_distinct
 from retrodistill.data.part_store import (
+    PartWriter,
     StringsHasher,
     delete_temporary_files,
     file_sha256,
@@ -114,9 +115,10 @@ from retrodistill.data.part_store import (
     pairs_fingerprint,
     part_index,
     part_is_complete,
+    write_table_part,
 )
 from retrodistill.data.part_store import rows_fingerprint as rows_fingerprint  # re-exported: its old home
-from retrodistill.data.store import STAGE, TeacherStore, part_name, write_part
+from retrodistill.data.store import STAGE, TeacherStore, part_name, score_table
 from retrodistill.teachers.base import RUNTIME_FIELDS, TEACHERS, Teacher
 
 logger = logging.getLogger(__name__)
@@ -369,7 +371,7 @@ def score_pairs_to_store(
             scores = np.asarray(scores, dtype=np.float32)
             if scores.shape != (len(chunk),):
                 raise ValueError(f"teacher returned scores of shape {scores.shape} for {len(chunk)} pairs")
-            record.part(index, write_part(out, index, chunk, scores))
+            record.part(index, score_table(chunk, scores))
             rate = len(chunk) / max(time.perf_counter() - t0, 1e-9)
             logger.info(
                 "%s: %spart %d/%d scored (%d pairs, %.1f pairs/s)",
@@ -443,6 +445,7 @@ class _Recorder:
 
     def __init__(self, out: Path, me: ScoringRank, session: str, manifest: dict[str, Any], started: float) -> None:
         self.out, self.me, self.manifest, self.started = out, me, manifest, started
+        self.writer = PartWriter(out, manifest) if me.world_size == 1 else None
         self.scored = 0
         self.progress: dict[str, Any] = {
             "rank": me.rank,
@@ -453,16 +456,18 @@ class _Recorder:
             "wall_time_s": 0.0,
         }
 
-    def part(self, index: int, entry: dict[str, Any]) -> None:
+    def part(self, index: int, table: Any) -> None:
+        """Write part ``index`` (its rows ``table``) and record it."""
         self.scored += 1
         elapsed = round(time.perf_counter() - self.started, 3)
-        if self.me.world_size == 1:
-            self.manifest["parts"][part_name(index)] = entry
+        if self.writer is not None:  # alone: the part-store writer lists the part and saves the manifest
             session = self.manifest["sessions"][-1]
             session["parts_scored"] = session["parts_by_rank"][0] = self.scored
             session["wall_time_s"] = elapsed
-            _save(self.out, self.manifest)
+            _sum_wall_time(self.manifest)
+            self.writer.write(index, table)
         else:
+            entry = write_table_part(self.out, index, table)
             self.progress["parts"][part_name(index)] = entry
             self.progress["parts_scored"] = self.scored
             self.progress["wall_time_s"] = elapsed
@@ -573,8 +578,12 @@ def _delete_temporary_files(out: Path) -> None:
     delete_temporary_files(out, extra=(f"{RANKS_DIR}/.rank-*.json.*.tmp",))
 
 
-def _save(out: Path, manifest: dict[str, Any]) -> None:
+def _sum_wall_time(manifest: dict[str, Any]) -> None:
     manifest["wall_time_s"] = round(sum(float(s.get("wall_time_s", 0.0)) for s in manifest["sessions"]), 3)
+
+
+def _save(out: Path, manifest: dict[str, Any]) -> None:
+    _sum_wall_time(manifest)
     write_manifest(out, manifest)
 
 
