@@ -295,7 +295,7 @@ def rate_text(stage: str, rate: str, wall: float, spec: DataSpec, log_text: str)
     if stage == "import":
         return f"{spec.pairs / wall:,.0f} lines/s"
     if stage in ("score", "score-ce"):
-        scored = re.findall(r"([\d,]+)\s+scored pairs", log_text)
+        scored = re.findall(r"([\d,]+)\s+scored\s+pairs", log_text)
         if not scored:
             return ""
         n = int(scored[-1].replace(",", ""))

@@ -107,6 +107,6 @@ def test_mine_rate_is_read_from_its_log() -> None:
 
 
 def test_score_rate_counts_the_pairs_written() -> None:
-    log = "wrote /tmp/x/score: 1,012,460 \nscored pairs\n"
+    log = "wrote /tmp/x/score: 1,012,460 scored\npairs\n"  # rich wraps lines anywhere
     assert scale.rate_text("score", "", 10.0, SPEC, log) == "1,012,460 pairs, 101,246 pairs/s (whole command)"
     assert scale.rate_text("score", "", 10.0, SPEC, "Traceback") == ""
