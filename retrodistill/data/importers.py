@@ -65,7 +65,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,13 +75,12 @@ import numpy as np
 from retrodistill.artifacts import publish_dir, sha256_file
 from retrodistill.data.candidates import CandidateSet, CandidatesWriter, read_candidates
 from retrodistill.data.collections import Collection, DataFormatError, read_qrels
+from retrodistill.data.import_merge import EXAMPLES, Merger, Pairs, on_line, return_freed_memory
 from retrodistill.data.import_readers import (
     IMPORT_FORMATS,
     ImportFormat,
     ReadContext,
-    Records,
     ScoredPair,
-    data_row_lines,
 )
 from retrodistill.data.part_store import PartWriter, StringsHasher
 from retrodistill.data.store import TeacherStore, store_schema
@@ -101,14 +100,7 @@ __all__ = [
 STAGE = "import-scores"
 RANK_POLICIES = ("file", "score", "none")
 CONFLICT_POLICIES = ("first", "error")
-_EXAMPLES = 5  # conflicts and unknown ids quoted in messages and manifests
 _SLICE = 1 << 20  # candidate rows written per step
-_LOW = np.int64(0xFFFFFFFF)
-_CANONICAL_INT = r"^(0|[1-9][0-9]{0,8})$"
-#: Integer ids below this are mapped through a lookup table (8 bytes an entry), larger ones searched.
-_TABLE_LIMIT = 1 << 27
-#: Records merged per step: bounds the sort's temporaries (about 40 bytes a record).
-_BUCKET = 4_000_000
 
 
 @dataclass
@@ -118,344 +110,10 @@ class ImportResult:
     report: dict[str, Any]  # the manifests' "import" section
 
 
-# ---------------------------------------------------------------- ids → integer codes
-
-
-class _Codes:
-    """Ids → integer codes (below 2**31).
-
-    While every id seen is a decimal integer below 10**9 written without leading zeros (MS MARCO's
-    ids), the code is that integer: nothing is hashed. Otherwise codes index a growing Arrow
-    dictionary of the ids, in order of first appearance.
-    """
-
-    def __init__(self) -> None:
-        import pyarrow as pa
-
-        self.values = pa.array([], pa.string())
-        self.integers = True
-
-    def encode(self, ids: Any) -> np.ndarray | None:
-        """The codes of ``ids``; ``None`` when an id ends integer mode (call :meth:`to_strings`, then again)."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        if self.integers:
-            if len(ids) == 0 or pc.all(pc.match_substring_regex(ids, _CANONICAL_INT)).as_py():
-                return np.asarray(pc.cast(ids, pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
-            return None
-        index = pc.index_in(ids, value_set=self.values) if len(self.values) else pa.nulls(len(ids), pa.int32())
-        codes = index.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-        missing = codes < 0
-        if missing.any():
-            absent = ids.filter(pa.array(missing))
-            new = pc.unique(absent)
-            codes[missing] = pc.index_in(absent, value_set=new).to_numpy(zero_copy_only=False) + len(self.values)
-            self.values = pa.concat_arrays([self.values, new])
-            if len(self.values) >= 1 << 31:
-                raise ValueError("more than 2**31 distinct ids")
-        return codes
-
-    def to_strings(self, used: np.ndarray) -> None:
-        """Leave integer mode: the integers ``used`` so far (sorted) become codes ``0 … len(used) - 1``."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        self.integers = False
-        self.values = pc.cast(pa.array(used, pa.int64()), pa.string())
-
-    def sorted_ranks(self, used: np.ndarray) -> tuple[Any, Callable[[np.ndarray], np.ndarray]]:
-        """The ids sorted as strings, and a function from codes to their positions among them.
-
-        Args:
-            used: the sorted distinct codes handed out (integer mode; ignored otherwise).
-        """
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        values = pc.cast(pa.array(used, pa.int64()), pa.string()) if self.integers else self.values
-        order = pc.sort_indices(values).to_numpy(zero_copy_only=False)
-        ranks = np.empty(len(order), dtype=np.int64)
-        ranks[order] = np.arange(len(order), dtype=np.int64)
-        ordered = values.take(pa.array(order))
-        if not self.integers:
-            return ordered, lambda codes: ranks[codes]
-        if not len(used) or used[-1] < _TABLE_LIMIT:
-            table = np.zeros(int(used[-1]) + 1 if len(used) else 0, dtype=np.int64)
-            table[used] = ranks
-            return ordered, lambda codes: table[codes]
-        return ordered, lambda codes: ranks[np.searchsorted(used, codes)]
-
-
-# ---------------------------------------------------------------- merging
-
-
-@dataclass
-class _Pairs:
-    """The distinct pairs, sorted by (query_id, doc_id), with what their first record said."""
-
-    queries: Any  # sorted distinct query ids (Arrow)
-    docs: Any  # sorted distinct doc ids (Arrow)
-    q: np.ndarray  # int32 index into queries, per pair
-    d: np.ndarray  # int32 index into docs
-    score: np.ndarray  # float32, of the first record
-    positive: np.ndarray  # bool
-    rank: np.ndarray | None  # int32 rank the file states (0: none)
-    first: np.ndarray  # record number of the first record (int32, or int64 past 2**31 records)
-
-    def __len__(self) -> int:
-        return len(self.q)
-
-    def keep(self, mask: np.ndarray) -> None:
-        self.q, self.d, self.score, self.positive, self.first = (
-            a[mask] for a in (self.q, self.d, self.score, self.positive, self.first)
-        )
-        if self.rank is not None:
-            self.rank = self.rank[mask]
-
-
-class _Merger:
-    """Collects the records of a file column-wise, then merges repeated pairs in one stable sort."""
-
-    def __init__(self, path: Path, on_conflict: str) -> None:
-        self.path = path
-        self.on_conflict = on_conflict
-        self.queries, self.docs = _Codes(), _Codes()
-        self.keys: list[np.ndarray] = []
-        self.scores: list[np.ndarray] = []
-        self.positive: list[np.ndarray] = []
-        self.ranks: list[np.ndarray | None] = []
-        self.has_rank = False  # whether any record states a rank (TREC runs)
-        self.record_type: Any = np.int64
-        # Where each batch's records came from: (first record number, lines, first data row, records per row).
-        self.segments: list[tuple[int, np.ndarray | None, int, int]] = []
-        self.records = 0
-        self.duplicates = 0
-        self.conflicts = 0
-        self.conflict_examples: list[str] = []
-
-    def add(self, batch: Records) -> None:
-        q = self._encode(self.queries, batch.query_id, 32)
-        d = self._encode(self.docs, batch.doc_id, 0)
-        self.keys.append((q << 32) | d)
-        self.scores.append(batch.score.astype(np.float32))  # the store keeps float32: compare as such
-        self.positive.append(batch.positive.astype(bool))
-        self.ranks.append(batch.rank)
-        self.has_rank = self.has_rank or batch.rank is not None
-        self.segments.append((self.records, batch.lines, batch.first_row, batch.per_row))
-        self.records += len(batch)
-
-    def _encode(self, codes: _Codes, ids: Any, shift: int) -> np.ndarray:
-        encoded = codes.encode(ids)
-        if encoded is None:  # an id that is not a small integer: recode what was seen as strings
-            used = self._used(shift)
-            codes.to_strings(used)
-            for keys in self.keys:
-                side = (keys >> shift) & _LOW
-                keys ^= side << shift  # clear that half, then write the new codes
-                keys |= np.searchsorted(used, side).astype(np.int64) << shift
-            encoded = codes.encode(ids)
-            assert encoded is not None
-        return encoded
-
-    def _used(self, shift: int) -> np.ndarray:
-        """The sorted distinct codes in one half of the keys (``shift`` 32: queries, 0: documents)."""
-        if not self.keys:
-            return np.empty(0, np.int64)
-        top = (
-            max(int(((k >> shift) & _LOW).max()) for k in self.keys if len(k)) if any(len(k) for k in self.keys) else 0
-        )
-        if top < _TABLE_LIMIT:
-            present = np.zeros(top + 1, dtype=bool)
-            for keys in self.keys:
-                present[(keys >> shift) & _LOW] = True
-            return np.flatnonzero(present).astype(np.int64)
-        return np.unique(np.concatenate([(k >> shift) & _LOW for k in self.keys]))
-
-    def lines(self, records: Iterable[int]) -> dict[int, int | None]:
-        """The 1-based line of each record number (``None`` where the file has no lines)."""
-        wanted = sorted(set(int(r) for r in records))
-        starts = [s for s, *_ in self.segments]
-        found: dict[int, int | None] = {}
-        rows: dict[int, int] = {}
-        for record in wanted:
-            start, lines, first_row, per_row = self.segments[int(np.searchsorted(starts, record, side="right")) - 1]
-            if lines is not None:
-                line = int(lines[record - start])
-                found[record] = None if line < 0 else line
-            else:
-                rows[record] = first_row + (record - start) // per_row
-        if rows:
-            by_row = data_row_lines(self.path, rows.values())
-            found.update({record: by_row.get(row) for record, row in rows.items()})
-        return found
-
-    def merge(self) -> _Pairs:
-        """One entry per (query, document): repeated pairs merged, conflicts counted or refused.
-
-        Records are taken a bucket of queries at a time (about :data:`_BUCKET` records each, queries
-        in sorted order), so the sort's temporaries stay small whatever the file's size; within a
-        bucket one stable sort of (query, document) codes puts each pair's records together, its
-        first record first.
-        """
-        # Record numbers as int32 while they fit: 4 bytes a pair less.
-        self.record_type = np.int32 if self.records < 1 << 31 else np.int64
-        query_ids, q_rank = self.queries.sorted_ranks(self._used(32) if self.queries.integers else np.empty(0))
-        doc_ids, d_rank = self.docs.sorted_ranks(self._used(0) if self.docs.integers else np.empty(0))
-        self.queries = self.docs = _Codes()  # the sorted ids replace the first-appearance ones
-        # Codes in sorted-id order, so sorting the keys sorts by (query_id, doc_id) as strings do.
-        for keys in self.keys:
-            keys[:] = (q_rank(keys >> 32) << 32) | d_rank(keys & _LOW)
-        del q_rank, d_rank
-        offsets = [start for start, *_ in self.segments]
-        per_query = np.zeros(len(query_ids), dtype=np.int64)
-        for keys in self.keys:
-            per_query += np.bincount(keys >> 32, minlength=len(query_ids))
-        cumulative = np.cumsum(per_query)
-        buckets = max(1, -(-self.records // _BUCKET))
-        bounds = np.searchsorted(cumulative, np.arange(1, buckets) * (self.records / buckets)) + 1
-        edges = np.unique(np.concatenate([[0], bounds, [len(query_ids)]]))
-        out: dict[str, list[np.ndarray]] = {k: [] for k in ("q", "d", "score", "positive", "first", "rank")}
-        bad: list[_Bad] = []
-        examples: list[_Bad] = []
-        for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-            self._bucket(int(lo), int(hi), offsets, out, bad, examples)
-            _return_freed_memory()
-        if bad:
-            self._refuse(min(bad, key=lambda b: b.record), query_ids, doc_ids)
-        examples = sorted(examples, key=lambda b: b.record)[:_EXAMPLES]
-        lines = self.lines([b.record for b in examples] + [b.first for b in examples])
-        for b in examples:
-            line = lines[b.record]
-            where = f"{self.path}:{line}" if line is not None else str(self.path)
-            self.conflict_examples.append(
-                f"{where}: {self._describe(b.key, query_ids, doc_ids)} has score {b.score!r} here "
-                f"but {b.first_score!r} {_on_line(lines[b.first])}"
-            )
-        self.keys, self.scores, self.positive, self.ranks = [], [], [], []
-
-        def joined(name: str, dtype: Any) -> np.ndarray:
-            # Popped as joined, so only one column is ever held twice.
-            parts = out.pop(name)
-            return np.concatenate(parts) if parts else np.empty(0, dtype)
-
-        return _Pairs(
-            queries=query_ids,
-            docs=doc_ids,
-            q=joined("q", np.int32),
-            d=joined("d", np.int32),
-            score=joined("score", np.float32),
-            positive=joined("positive", bool),
-            rank=joined("rank", np.int32) if self.has_rank else None,
-            first=joined("first", np.int64),
-        )
-
-    def _bucket(
-        self,
-        lo: int,
-        hi: int,
-        offsets: list[int],
-        out: dict[str, list[np.ndarray]],
-        bad: list[_Bad],
-        examples: list[_Bad],
-    ) -> None:
-        """Merge the records of the queries ranked ``[lo, hi)``; append their pairs to ``out``."""
-        pieces: dict[str, list[np.ndarray]] = {k: [] for k in ("keys", "score", "positive", "record", "rank")}
-        for i, keys in enumerate(self.keys):
-            q = keys >> 32
-            where = np.flatnonzero((q >= lo) & (q < hi))
-            pieces["keys"].append(keys[where])
-            pieces["score"].append(self.scores[i][where])
-            pieces["positive"].append(self.positive[i][where])
-            pieces["record"].append((where + offsets[i]).astype(self.record_type))
-            if self.has_rank:
-                rank = self.ranks[i]
-                pieces["rank"].append(np.zeros(len(where), np.int32) if rank is None else rank[where])
-        keys = np.concatenate(pieces["keys"])
-        if not len(keys):
-            return
-        order = np.argsort(keys, kind="stable")  # stable: a pair's first record comes first
-        keys = keys[order]
-        scores = np.concatenate(pieces["score"])[order]
-        positive = np.concatenate(pieces["positive"])[order]
-        record = np.concatenate(pieces["record"])[order]
-        rank = np.concatenate(pieces["rank"])[order] if self.has_rank else None
-        del order, pieces
-        new = np.ones(len(keys), dtype=bool)
-        new[1:] = keys[1:] != keys[:-1]
-        starts = np.flatnonzero(new)
-        sizes = np.diff(np.append(starts, len(keys)))
-        # Every record against the first record of its pair.
-        role = positive != np.repeat(positive[starts], sizes)
-        conflict = (scores != np.repeat(scores[starts], sizes)) & ~role
-        self.conflicts += int(conflict.sum())
-        self.duplicates += len(keys) - len(starts) - int(conflict.sum()) - int(role.sum())
-        refused = role | conflict if self.on_conflict == "error" else role
-        for mask, into, count in ((refused, bad, 1), (conflict, examples, _EXAMPLES)):
-            if mask.any():
-                at_all = np.flatnonzero(mask)
-                for at in at_all[np.argsort(record[at_all], kind="stable")[:count]]:
-                    first = int(starts[np.searchsorted(starts, at, side="right") - 1])
-                    into.append(
-                        _Bad(
-                            record=int(record[at]),
-                            first=int(record[first]),
-                            key=int(keys[at]),
-                            score=float(scores[at]),
-                            first_score=float(scores[first]),
-                            role=bool(role[at]),
-                            positive=bool(positive[at]),
-                        )
-                    )
-        unique = keys[starts]
-        out["q"].append((unique >> 32).astype(np.int32))
-        out["d"].append((unique & _LOW).astype(np.int32))
-        out["score"].append(scores[starts])
-        out["positive"].append(positive[starts])
-        out["first"].append(record[starts])
-        if rank is not None:
-            out["rank"].append(rank[starts])
-
-    def _describe(self, key: int, query_ids: Any, doc_ids: Any) -> tuple[str, str]:
-        return (str(query_ids[key >> 32].as_py()), str(doc_ids[key & 0xFFFFFFFF].as_py()))
-
-    def _refuse(self, bad: _Bad, query_ids: Any, doc_ids: Any) -> None:
-        """Raise at the earliest record (in file order) that gives a pair another role, or (``error``) score."""
-        lines = self.lines([bad.record, bad.first])
-        key = self._describe(bad.key, query_ids, doc_ids)
-        prior = _on_line(lines[bad.first])
-        if bad.role:
-            roles = ("a positive", "a negative") if bad.positive else ("a negative", "a positive")
-            problem = f"{key} is {roles[0]} here but {roles[1]} {prior}"
-        else:
-            problem = (
-                f"{key} has score {bad.score!r} here but {bad.first_score!r} {prior}"
-                "; --on-conflict first keeps the first score"
-            )
-        raise DataFormatError(self.path, lines[bad.record], problem)
-
-
-@dataclass
-class _Bad:
-    """A record that repeats a pair with another role or score, and the pair's first record."""
-
-    record: int
-    first: int
-    key: int
-    score: float
-    first_score: float
-    role: bool
-    positive: bool
-
-
-def _on_line(line: int | None) -> str:
-    return f"on line {line}" if line is not None else "earlier in the file"
-
-
 # ---------------------------------------------------------------- checks and labels
 
 
-def _drop_unknown(pairs: _Pairs, merger: _Merger, context: ReadContext, skip_unknown: bool) -> dict[str, int]:
+def _drop_unknown(pairs: Pairs, merger: Merger, context: ReadContext, skip_unknown: bool) -> dict[str, int]:
     """Refuse (or drop and count) pairs whose query is not in the split or document not in the corpus."""
     collection = context.collection
     known_q = np.fromiter(
@@ -477,11 +135,11 @@ def _drop_unknown(pairs: _Pairs, merger: _Merger, context: ReadContext, skip_unk
             # Each id with the line of the first pair naming it, in order of first appearance.
             firsts = np.full(len(ids), np.iinfo(np.int64).max, dtype=np.int64)
             np.minimum.at(firsts, column[flags], pairs.first[flags])
-            chosen = codes[np.argsort(firsts[codes], kind="stable")[:_EXAMPLES]]
+            chosen = codes[np.argsort(firsts[codes], kind="stable")[:EXAMPLES]]
             lines = merger.lines(firsts[chosen])
             return ", ".join(
                 f"{context.labels.get(str(ids[int(c)].as_py()), repr(str(ids[int(c)].as_py())))} "
-                f"({_on_line(lines[int(firsts[c])])})"
+                f"({on_line(lines[int(firsts[c])])})"
                 for c in chosen
             )
 
@@ -521,7 +179,7 @@ def _iter_strings(array: Any) -> Iterator[str]:
         yield from array.slice(start, _SLICE).to_pylist()
 
 
-def _judged(pairs: _Pairs, qrels: dict[str, dict[str, int]]) -> tuple[np.ndarray, np.ndarray]:
+def _judged(pairs: Pairs, qrels: dict[str, dict[str, int]]) -> tuple[np.ndarray, np.ndarray]:
     """For each pair: whether the qrels judge it, and the grade (0 where not)."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -563,7 +221,7 @@ def _query_slices(q: np.ndarray, size: int) -> Iterator[slice]:
         start = stop
 
 
-def _ranks(pairs: _Pairs, rows: slice, policy: str) -> np.ndarray:
+def _ranks(pairs: Pairs, rows: slice, policy: str) -> np.ndarray:
     """The candidate rank (module docstring) of each pair in ``rows``, a slice of whole queries."""
     q = pairs.q[rows]
     n = len(q)
@@ -584,21 +242,6 @@ def _ranks(pairs: _Pairs, rows: slice, policy: str) -> np.ndarray:
         stated = pairs.rank[rows]
         position = np.where(stated > 0, stated, position).astype(np.int32)
     return position
-
-
-def _return_freed_memory() -> None:
-    """Hand freed heap pages back to the OS.
-
-    glibc keeps the pages of freed mid-sized arrays (below its mmap threshold) in the heap, so the
-    merge's per-block arrays would stay in RSS after they are freed; ``malloc_trim`` releases them.
-    """
-    import ctypes
-    import ctypes.util
-
-    try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        pass
 
 
 # ---------------------------------------------------------------- the stage
@@ -659,11 +302,11 @@ def import_scores(
     _check_outputs(path, store_dir, cand_dir, overwrite)
 
     context = ReadContext(collection, allow_pickle=allow_pickle)
-    merger = _Merger(path, on_conflict)
+    merger = Merger(path, on_conflict)
     for batch in importer.read(path, context):
         merger.add(batch)
     pairs = merger.merge()
-    _return_freed_memory()
+    return_freed_memory()
     if not len(pairs):
         raise DataFormatError(path, None, "empty file: no scores")
     skipped = _drop_unknown(pairs, merger, context, skip_unknown)
@@ -673,7 +316,7 @@ def import_scores(
         )
     judged_by = read_qrels(qrels) if qrels is not None else collection.qrels
     judged, grade = _judged(pairs, judged_by)
-    _return_freed_memory()
+    return_freed_memory()
     labels = np.where(judged, grade, pairs.positive.astype(np.int32))
     changed = int((judged & ((grade > 0) != pairs.positive)).sum()) if importer.names_positives else 0
     queries_with_pairs = _distinct(pairs.q, len(pairs.queries))
@@ -748,7 +391,7 @@ def import_scores(
 
 
 def _write_candidates(
-    directory: Path, pairs: _Pairs, labels: np.ndarray, rank: str, manifest: dict[str, Any]
+    directory: Path, pairs: Pairs, labels: np.ndarray, rank: str, manifest: dict[str, Any]
 ) -> dict[str, Any]:
     """The candidates in their canonical order (query_id, rank == 0, rank, doc_id), whole queries at a time."""
     import pyarrow as pa
@@ -779,7 +422,7 @@ def _write_candidates(
 
 def _write_store(
     directory: Path,
-    pairs: _Pairs,
+    pairs: Pairs,
     part_size: int,
     teacher: dict[str, Any],
     inputs: dict[str, str],

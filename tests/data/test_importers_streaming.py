@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrodistill.data import import_readers, importers
+from retrodistill.data import import_merge, import_readers, importers
 from retrodistill.data.collections import Collection, DataFormatError, Document
 from retrodistill.data.importers import import_scores
 
@@ -69,7 +69,7 @@ def test_blocks_give_the_reference_store_and_candidates(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rank: str, ids: str
 ) -> None:
     monkeypatch.setattr(import_readers, "CSV_BLOCK", 4096)  # many blocks, so codes grow across them
-    monkeypatch.setattr(importers, "_BUCKET", 997)  # and many buckets of queries in the merge
+    monkeypatch.setattr(import_merge, "BUCKET", 997)  # and many buckets of queries in the merge
     monkeypatch.setattr(importers, "_SLICE", 50)  # and many slices of queries for the candidates
     collection = _collection(queries=60, docs=400, ids=ids)
     rng = random.Random(0)
@@ -102,7 +102,7 @@ def test_blocks_give_the_reference_store_and_candidates(
 
 def test_lines_are_named_across_blocks_and_blank_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(import_readers, "CSV_BLOCK", 256)
-    monkeypatch.setattr(importers, "_BUCKET", 13)
+    monkeypatch.setattr(import_merge, "BUCKET", 13)
     collection = _collection(queries=10, docs=50)
     body = [f"1.0\t0.5\tq{i % 10}\td{i % 50}\td{(i + 1) % 50}" for i in range(40)]
     body[30] = "1.0\t0.75\tq0\td0\td1"  # line 1 said (q0, d1) scores 0.5
