@@ -14,6 +14,12 @@ On disk the index is bm25s' own layout (``data.csc.index.npy``, ``indices.csc.in
 it was built from), written into a temporary folder and renamed into place, and read back with
 ``bm25s.BM25.load(mmap=True)``: retrieval touches only the posting lists of the query's terms.
 
+Search adds a query's posting lists into one score array, in bm25s' float32 order, and returns
+bm25s' top-k: the k best positive scores, found among the documents that have one, and when scores
+tie, bm25s' own selection over every score decides their order (``ties="bm25s"``, the default:
+candidates stay those of earlier versions) or, ~10× faster on large corpora, the corpus row does
+(``ties="row"``).
+
 Example::
 
     >>> r = BM25Retriever()
