@@ -96,7 +96,7 @@ class StringsHasher:
             raise ValueError(f"columns of different lengths: {sorted(lengths)}")
         total = lengths.pop()
         for start in range(0, total, HASH_CHUNK):
-            parts = [_as_text(a.slice(start, HASH_CHUNK)) for a in arrays]
+            parts = [_as_text(_one_chunk(a.slice(start, HASH_CHUNK))) for a in arrays]
             rows = parts[0] if len(parts) == 1 else _join(parts, self.separator)
             if rows.null_count:
                 raise ValueError("cannot fingerprint a missing (null) value")
@@ -108,15 +108,22 @@ class StringsHasher:
 
 
 def _as_arrow(column: Any) -> Any:
+    """An Arrow array or chunked array (kept chunked: only a slice at a time is ever combined)."""
     import pyarrow as pa
 
-    if isinstance(column, pa.ChunkedArray):
-        return column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
-    if isinstance(column, pa.Array):
+    if isinstance(column, (pa.Array, pa.ChunkedArray)):
         return column
     if isinstance(column, np.ndarray):
         return pa.array(column)
     return pa.array(list(column))
+
+
+def _one_chunk(array: Any) -> Any:
+    import pyarrow as pa
+
+    if isinstance(array, pa.ChunkedArray):
+        return array.chunk(0) if array.num_chunks == 1 else array.combine_chunks()
+    return array
 
 
 def _as_text(array: Any) -> Any:
