@@ -21,8 +21,8 @@ Invariants: row ``i`` of the concatenated shards is document ``i`` in corpus ord
 but the last holds exactly ``shard_size`` rows. A shard counts as done only when its ``.json``
 entry exists and its ``.npy`` has the recorded size; both are renamed into place (the ``.npy``
 first), so a crash leaves a shard either done or absent, and a re-run encodes only absent shards
-(a writer killed mid-write leaves a hidden ``.tmp`` file, which a later open deletes once it is
-ten minutes old).
+(a writer killed mid-write leaves a hidden ``.NAME.PID-HOST-XXXXXXXX.tmp`` file, which a later
+open deletes once its process is gone, or once it is ten minutes old: see :mod:`retrodistill.temporaries`).
 ``sha256`` is recorded for :meth:`EmbeddingCache.verify`; opening a cache checks sizes only, which
 is cheap at any corpus size.
 
@@ -42,7 +42,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from retrodistill.artifacts import atomic_path, read_manifest, sha256_file, write_json_atomic, write_manifest
+from retrodistill.artifacts import read_manifest, sha256_file, write_manifest
+from retrodistill.temporaries import remove_stale_temporaries, writer_atomic_path
 
 if TYPE_CHECKING:
     import numpy as np
@@ -177,12 +178,13 @@ class EmbeddingCache:
         return cache
 
     def _remove_stale_temporaries(self, older_than_s: float = 600.0) -> None:
-        """Delete half-written shard files a killed writer left (old enough that no live writer owns them)."""
-        now = time.time()
-        for tmp in (self.path / "shards").glob(".*.tmp"):
-            with contextlib.suppress(FileNotFoundError):  # another process may clean up at the same time
-                if now - tmp.stat().st_mtime > older_than_s:
-                    tmp.unlink()
+        """Delete half-written files killed writers left: their process is gone, or they are old.
+
+        Ten minutes, not the hour of :data:`retrodistill.temporaries.STALE_AFTER_S`: a shard's file
+        is written in one go after its encoding, in seconds.
+        """
+        for pattern in (".*.tmp", "shards/.*.tmp"):
+            remove_stale_temporaries(self.path, pattern, older_than_s=older_than_s)
 
     @property
     def num_shards(self) -> int:
@@ -245,7 +247,7 @@ class EmbeddingCache:
         if dim is not None and matrix.shape[1] != dim:
             raise ValueError(f"shard {shard} has dimension {matrix.shape[1]}; the cache holds {dim}")
         array, entry = self._files(shard)
-        with atomic_path(array) as tmp:
+        with writer_atomic_path(array) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, matrix)
         record = {
@@ -258,7 +260,8 @@ class EmbeddingCache:
             "sha256": sha256_file(array),
             "seconds": None if seconds is None else round(seconds, 3),
         }
-        write_json_atomic(entry, record)
+        with writer_atomic_path(entry) as tmp:
+            tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
     def read_shard(self, shard: int) -> np.ndarray:
         """``shard``'s embeddings, memory-mapped read-only, in the cache's dtype."""

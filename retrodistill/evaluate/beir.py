@@ -9,6 +9,10 @@ Output directory::
       results.json            the same numbers, unrounded
       manifest.json           model id and revision, dataset fingerprints, measures, k, wall time
 
+``DATASET`` is the dataset's slug (``scifact__1a2b3c``, :func:`~retrodistill.evaluate.output_names.slug`):
+readable, one folder that no two names share and that stays inside ``OUT``. Dataset and model
+names are escaped in ``results.md`` and in the terminal table.
+
 The "mean" row is the unweighted mean over datasets of each dataset's mean over its queries
 (the BEIR convention), not a mean over the pooled queries.
 """
@@ -26,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from retrodistill.artifacts import model_revision, write_json_atomic, write_manifest, write_text_atomic
 from retrodistill.evaluate.metrics import DEFAULT_MEASURES, MetricResult, compute_metrics, parse_measures
+from retrodistill.evaluate.output_names import check_distinct_slugs, escape_markdown, escape_rich, slug
 from retrodistill.evaluate.retrieval import encode_and_search, load_model, open_embedding_cache
 from retrodistill.evaluate.run_files import write_metrics_json, write_run
 
@@ -83,11 +88,11 @@ class Report:
 
     def to_markdown(self) -> str:
         header, *body = self.rows()
-        lines = [
-            "| " + " | ".join(header) + " |",
+        lines = [  # names are the user's: escaped, so "|" cannot split a cell nor "<script>" become HTML
+            "| " + " | ".join(escape_markdown(cell) for cell in header) + " |",
             "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|",
         ]
-        lines += ["| " + " | ".join(row) + " |" for row in body]
+        lines += ["| " + " | ".join(escape_markdown(cell) for cell in row) + " |" for row in body]
         return "\n".join(lines) + "\n"
 
     def to_rich_table(self) -> Table:
@@ -95,12 +100,12 @@ class Report:
 
         header, *body = self.rows()
         title = self.model if self.revision is None else f"{self.model} @ {self.revision[:12]}"
-        table = Table(title=title)
-        table.add_column(header[0])
+        table = Table(title=escape_rich(title))
+        table.add_column(escape_rich(header[0]))
         for name in header[1:]:
-            table.add_column(name, justify="right")
+            table.add_column(escape_rich(name), justify="right")
         for i, row in enumerate(body):
-            table.add_row(*row, end_section=i == len(body) - 2)  # a rule above the mean row
+            table.add_row(*(escape_rich(c) for c in row), end_section=i == len(body) - 2)  # a rule above the mean row
         return table
 
     def to_json(self) -> dict[str, Any]:
@@ -185,6 +190,7 @@ def evaluate_collections(
         raise ValueError(f"dataset names must be unique; repeated: {', '.join(duplicates)}")
     if not collections:
         raise ValueError("no collections to evaluate")
+    check_distinct_slugs(names, "dataset")
     measures = tuple(measures)
     parse_measures(measures, rel_threshold)  # fail on a bad measure before encoding anything
     out = Path(out_dir)
@@ -228,9 +234,9 @@ def evaluate_collections(
         )
         result = compute_metrics(collection.qrels, run, measures, rel_threshold=rel_threshold)
         wall = time.perf_counter() - t0
-        run_path = write_run(out / collection.name / "run.trec", run, tag=tag)
+        run_path = write_run(out / slug(collection.name) / "run.trec", run, tag=tag)
         metrics_path = write_metrics_json(
-            out / collection.name / "metrics.json",
+            out / slug(collection.name) / "metrics.json",
             result,
             {
                 "dataset": collection.name,

@@ -27,9 +27,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from retrodistill.artifacts import atomic_path, write_json_atomic
+from retrodistill.artifacts import write_json_atomic
 from retrodistill.data.collections import DataFormatError
 from retrodistill.evaluate.metrics import MetricResult, Run, trec_order
+from retrodistill.temporaries import writer_atomic_path
 
 
 def _check_token(value: str, what: str) -> None:
@@ -51,7 +52,7 @@ def write_run(
     """
     _check_token(tag, "tag")
     path = Path(path)
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+    with writer_atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for qid, docs in run.items():
             _check_token(qid, "query id")
             for rank, (doc_id, score) in enumerate(trec_order(docs), start=1):

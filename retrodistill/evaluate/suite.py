@@ -25,6 +25,12 @@ Output folder (``out_dir``)::
     runs/<model_slug>/<dataset_slug>/run.trec       the run (a group: one file per member, merged ids)
     runs/<model_slug>/<dataset_slug>/metrics.json   aggregate and per-query scores
 
+A slug is the name made file-safe and followed by a short hash of the exact name
+(``bm25s__92a562``, :func:`~retrodistill.evaluate.output_names.slug`), so two names never share a
+folder and none reaches outside ``out_dir``; ``results.json`` gives each model's slug and the path
+of every ``metrics.json``. Names are escaped in ``results.md`` (Markdown and HTML) and in the
+terminal tables.
+
 Caches: a dense model's corpus embeddings are kept in the corpus-embedding cache
 (``embedding_cache_dir``, :mod:`retrodistill.data.embeddings`), keyed by the model and the corpus
 alone, so another ``k`` or another split of the same corpus encodes only queries. Every run is
@@ -41,7 +47,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 
 from retrodistill.artifacts import write_json_atomic, write_manifest, write_text_atomic
 from retrodistill.evaluate.metrics import DEFAULT_MEASURES, compute_metrics, parse_measures
+from retrodistill.evaluate.output_names import check_distinct_slugs, escape_markdown, escape_rich, run_tag, slug
 from retrodistill.evaluate.run_files import write_metrics_json, write_run
 from retrodistill.evaluate.runs import (
     CACHE_ENV,
@@ -85,11 +91,6 @@ __all__ = [  # the run machinery lived here before retrodistill.evaluate.runs; i
     "rerank_run",
     "slug",
 ]
-
-
-def slug(text: str) -> str:
-    """A file-name-safe form of a label: ``/`` becomes ``__``, other odd characters ``_``."""
-    return re.sub(r"[^A-Za-z0-9._@+-]", "_", text.replace("/", "__")) or "_"
 
 
 @dataclass
@@ -133,19 +134,20 @@ class SuiteResult:
         return out
 
     def to_markdown(self) -> str:
+        # Names are the user's: escaped, so a "|" cannot split a cell nor "<script>" become HTML.
         lines: list[str] = []
         if self.rules:
-            lines += [f"_{self.rules}_", ""]
+            lines += [f"_{escape_markdown(self.rules)}_", ""]
         for measure, (header, *body) in self.tables().items():
-            lines += [f"### {measure}", ""]
-            lines.append("| " + " | ".join(header) + " |")
+            lines += [f"### {escape_markdown(measure)}", ""]
+            lines.append("| " + " | ".join(escape_markdown(cell) for cell in header) + " |")
             lines.append("|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|")
-            lines += ["| " + " | ".join(row) + " |" for row in body]
+            lines += ["| " + " | ".join(escape_markdown(cell) for cell in row) + " |" for row in body]
             lines.append("")
         if self.baseline is not None and self.significance:
             lines.append(
-                f"▲/▼: better/worse than {self.baseline}, significant at α = {self.alpha:g} by both a paired "
-                "t-test and a paired randomization test, Holm–Bonferroni-corrected across datasets. "
+                f"▲/▼: better/worse than {escape_markdown(self.baseline)}, significant at α = {self.alpha:g} "
+                "by both a paired t-test and a paired randomization test, Holm–Bonferroni-corrected across datasets. "
                 "The mean row is not tested."
             )
         return "\n".join(lines).rstrip() + "\n"
@@ -179,12 +181,12 @@ class SuiteResult:
 
         tables = []
         for measure, (header, *body) in self.tables().items():
-            table = Table(title=measure, caption=self.rules or None)
-            table.add_column(header[0])
+            table = Table(title=escape_rich(measure), caption=escape_rich(self.rules) if self.rules else None)
+            table.add_column(escape_rich(header[0]))
             for name in header[1:]:
-                table.add_column(name, justify="right")
+                table.add_column(escape_rich(name), justify="right")
             for i, row in enumerate(body):
-                table.add_row(*row, end_section=i == len(body) - 2)
+                table.add_row(*(escape_rich(cell) for cell in row), end_section=i == len(body) - 2)
             tables.append(table)
         return tables
 
@@ -255,6 +257,10 @@ def evaluate_suite(
     if rerank is not None:
         specs += [ModelSpec(m, rerank, rerank_depth) for m in models]
     labels = [s.label for s in specs]
+    check_distinct_slugs(labels, "model")
+    # A model's folder holds one folder per collection, and one per group for its pooled scores.
+    folders = [c.name for e in entries for c in e.collections] + [e.name for e in entries if len(e.collections) > 1]
+    check_distinct_slugs(folders, "dataset")
     if baseline is not None and baseline not in labels:
         raise ValueError(f"baseline {baseline!r} is not one of the models: {', '.join(labels)}")
     cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -315,7 +321,7 @@ def evaluate_suite(
                 prefix = f"{collection.name.split('/', 1)[1]}/" if len(entry.collections) > 1 else ""
                 pooled.update({prefix + qid: values for qid, values in metrics.per_query.items()})
                 folder = out / "runs" / slug(spec.label) / slug(collection.name)
-                write_run(folder / "run.trec", run, tag=slug(spec.name))
+                write_run(folder / "run.trec", run, tag=run_tag(spec.name))
                 write_metrics_json(
                     folder / "metrics.json",
                     metrics,

@@ -12,9 +12,10 @@ training logs given. Writes into ``OUT`` (default ``RESULTS_DIR/report``), each 
                                                         model and dataset (only with a baseline)
     training_curves.png                                 loss against step (only with training logs)
 
-File names use the model slugs of results.json and dataset names with ``/`` replaced by ``__``
-and any other character outside ``[A-Za-z0-9._@+-]`` by ``_`` (as the evaluation's slugs). Every
-text put in the page is escaped with :func:`html.escape`. Numbers in the table have 4 decimals,
+File names use the slugs of the model labels and dataset names
+(:func:`retrodistill.evaluate.output_names.slug`, as the evaluation's folders): readable, plus a
+short hash of the exact name, so two names never write the same figure. Every text put in the
+page is escaped with :func:`html.escape`. Numbers in the table have 4 decimals,
 like ``results.md``.
 """
 
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from retrodistill.artifacts import MANIFEST, atomic_path, read_manifest, write_text_atomic
+from retrodistill.evaluate.output_names import slug
 from retrodistill.report import plots
 
 RESULTS = "results.json"
@@ -147,13 +149,9 @@ def _log_label(path: Path, all_paths: Sequence[Path]) -> str:
     return label(path) if len(same) == 1 else str(path)
 
 
-def _slug(text: str) -> str:
+def _family_name(text: str) -> str:
+    """A measure family as a file name (``ndcg`` for ``nDCG@10``): a fixed, readable word."""
     return re.sub(r"[^A-Za-z0-9._@+-]", "_", text.replace("/", "__")) or "_"
-
-
-def _model_slug(results: Mapping[str, Any], label: str) -> str:
-    facts = results["models"].get(label) or {}
-    return _slug(str(facts.get("slug") or label))
 
 
 def _value(results: Mapping[str, Any], model: str, dataset: str, measure: str) -> float | None:
@@ -179,7 +177,7 @@ def _per_dataset_figure(results: Mapping[str, Any], measure: str) -> ReportFigur
     models = list(results["models"])
     values = {m: {g: _value(results, m, g, measure) for g in groups} for m in models}
     png = plots.measure_per_dataset(values, groups, measure, plots.model_colors(models))
-    family = _slug(measure.split("@")[0].lower())
+    family = _family_name(measure.split("@")[0].lower())
     caption = f"{measure} of each model on each dataset" + (
         " and the unweighted mean over datasets." if "mean" in groups else "."
     )
@@ -218,7 +216,7 @@ def _per_query_figures(
     results_dir: Path, results: Mapping[str, Any], baseline: str, measure: str, notes: list[str]
 ) -> list[ReportFigure]:
     figures = []
-    base_slug = _model_slug(results, baseline)
+    base_slug = slug(baseline)  # from the label, not results.json's "slug": older files' slugs could collide
     for model in results["models"]:
         if model == baseline:
             continue
@@ -244,7 +242,7 @@ def _per_query_figures(
             only = len(ours) - len(common), len(theirs) - len(common)
             if any(only):
                 caption += f" Queries only in {model}: {only[0]}; only in {baseline}: {only[1]} (left out)."
-            filename = f"per_query_{_model_slug(results, model)}_vs_{base_slug}__{_slug(dataset)}.png"
+            filename = f"per_query_{slug(model)}_vs_{base_slug}__{slug(dataset)}.png"
             png = plots.per_query_differences(diffs, model, baseline, dataset, measure)
             figures.append(ReportFigure(filename, f"{model} vs {baseline} on {dataset}", caption, png))
     return figures

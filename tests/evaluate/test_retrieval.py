@@ -11,6 +11,7 @@ from retrodistill.artifacts import model_revision
 from retrodistill.data.collections import Collection, Document, load_beir
 from retrodistill.evaluate.beir import Report, evaluate_collections
 from retrodistill.evaluate.retrieval import encode_and_search, load_model
+from retrodistill.evaluate.output_names import slug
 from retrodistill.evaluate.run_files import read_run
 
 if TYPE_CHECKING:
@@ -69,10 +70,10 @@ def test_evaluate_collections_writes_runs_metrics_table_and_manifest(
     assert isinstance(report, Report)
     out = tmp_path / "out"
     for collection in collections:
-        run = read_run(out / collection.name / "run.trec")
+        run = read_run(out / slug(collection.name) / "run.trec")
         assert set(run) == set(collection.queries)
         assert all(len(docs) == 10 for docs in run.values())
-        metrics = json.loads((out / collection.name / "metrics.json").read_text())
+        metrics = json.loads((out / slug(collection.name) / "metrics.json").read_text())
         assert metrics["dataset"] == collection.name and metrics["split"] == collection.split
         assert set(metrics["per_query"]) == set(collection.qrels)
         assert metrics["aggregate"] == report.datasets[collections.index(collection)].metrics.aggregate

@@ -62,7 +62,7 @@ def test_two_models_one_table_with_significance(tmp_path: Path, toy: Collection,
     assert len(rows) == 2 * 2 * len(MEASURES)  # models × (toy, mean) × measures
     markdown = (tmp_path / "out" / "results.md").read_text()
     assert "### nDCG@10" in markdown and "| mean |" in markdown
-    run = (tmp_path / "out" / "runs" / slug(dense) / "toy" / "run.trec").read_text().splitlines()
+    run = (tmp_path / "out" / "runs" / slug(dense) / slug("toy") / "run.trec").read_text().splitlines()
     assert all(len(line.split()) == 6 for line in run)
 
 
@@ -108,7 +108,7 @@ def test_a_group_row_is_the_mean_of_its_members(tmp_path: Path, toy_dir: Path) -
         ["bm25s"], [entry], MEASURES, tmp_path / "out", k=10, use_cache=False, show_progress=False
     )
     members = [
-        json.loads((tmp_path / "out" / "runs" / "bm25s" / slug(c.name) / "metrics.json").read_text())["aggregate"]
+        json.loads((tmp_path / "out" / "runs" / slug("bm25s") / slug(c.name) / "metrics.json").read_text())["aggregate"]
         for c in (a, b)
     ]
     for measure in MEASURES:
@@ -163,7 +163,7 @@ def test_rerank_adds_a_column_per_model(tmp_path: Path, toy: Collection, tiny_cr
     assert result.models[label]["rerank"] == {"model": str(tiny_cross_encoder_dir), "depth": 5}
     # Reranking the top 5 reorders them but keeps the same five documents: R@5 cannot change.
     assert result.results[label]["toy"]["R@5"] == pytest.approx(result.results["bm25s"]["toy"]["R@5"])
-    run = (tmp_path / "out" / "runs" / slug(label) / "toy" / "run.trec").read_text().splitlines()
+    run = (tmp_path / "out" / "runs" / slug(label) / slug("toy") / "run.trec").read_text().splitlines()
     assert run and all(line.split()[5] == "bm25s" for line in run)
 
 

@@ -13,6 +13,7 @@ import typer
 from typer.testing import CliRunner
 
 from retrodistill.cli.report import report
+from retrodistill.evaluate.output_names import slug
 from retrodistill.report import build_report, read_train_log
 from retrodistill.report.plots import training_series
 
@@ -25,10 +26,6 @@ SHIFTS = {"scifact": [-0.25, 0.0, 0.25, 0.25, 0.5], "cqadupstack/android": [-0.5
 # (dataset, measure) pairs whose test the fixture records as significant.
 SIGNIFICANT = {("scifact", "nDCG@10"), ("cqadupstack/android", "RR@10")}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def slug(text: str) -> str:
-    return text.replace("/", "__")
 
 
 def make_results(root: Path, dense: str = DENSE, baseline: str | None = BASELINE) -> dict[str, Any]:
@@ -234,7 +231,7 @@ def test_marks_without_the_mark_field_use_the_sign_of_the_difference(
 def test_per_query_figures_and_their_counts(results_dir: tuple[Path, dict[str, Any]]) -> None:
     root, fixture = results_dir
     out = build_report(root, root / "elsewhere").parent
-    expected = {f"per_query_{slug(DENSE)}_vs_{BASELINE}__{slug(d)}.png" for d in DATASETS}
+    expected = {f"per_query_{slug(DENSE)}_vs_{slug(BASELINE)}__{slug(d)}.png" for d in DATASETS}
     assert {p.name for p in out.glob("per_query_*.png")} == expected
     assert (out / "ndcg_per_dataset.png").is_file() and not (out / "training_curves.png").exists()
     page = (out / "report.html").read_text(encoding="utf-8")
@@ -276,7 +273,7 @@ def test_baseline_override_compares_the_other_way_and_drops_marks(
     root, _ = results_dir
     page_path = build_report(root, baseline=DENSE)
     names = {p.name for p in page_path.parent.glob("per_query_*.png")}
-    assert names == {f"per_query_{BASELINE}_vs_{slug(DENSE)}__{slug(d)}.png" for d in DATASETS}
+    assert names == {f"per_query_{slug(BASELINE)}_vs_{slug(DENSE)}__{slug(d)}.png" for d in DATASETS}
     page = page_path.read_text(encoding="utf-8")
     # results.json tested against bm25s only: no mark may claim a test against the new baseline
     assert "▲" not in page.split("<h2>Figures")[0].split("</table>")[0]
@@ -338,7 +335,7 @@ def test_unknown_baseline_measure_and_missing_per_query_file(results_dir: tuple[
         build_report(root, baseline="bm25")
     with pytest.raises(ValueError, match=r"no measure 'MAP'; it has nDCG@10, RR@10, R@100"):
         build_report(root, measure="MAP")
-    missing = root / "runs" / BASELINE / "scifact" / "metrics.json"
+    missing = root / "runs" / slug(BASELINE) / slug("scifact") / "metrics.json"
     missing.unlink()
     with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):
         build_report(root)
@@ -392,6 +389,6 @@ def test_one_dataset_keeps_the_mean_row_but_plots_no_mean(results_dir: tuple[Pat
     expected = fixture["data"]["results"][DENSE]["scifact"]["nDCG@10"]
     assert cell(page, DENSE, "mean", "nDCG@10") == f"{expected:.4f}"
     assert [p.name for p in page_path.parent.glob("per_query_*.png")] == [
-        f"per_query_{slug(DENSE)}_vs_{BASELINE}__scifact.png"
+        f"per_query_{slug(DENSE)}_vs_{slug(BASELINE)}__{slug('scifact')}.png"
     ]
     assert "and the unweighted mean over datasets" not in page
