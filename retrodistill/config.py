@@ -154,6 +154,10 @@ class TrainConfig:
     seed: int = 42
     bf16: bool = False
     logging_steps: int = 10
+    dataloader_num_workers: int = field(
+        default=0,
+        metadata={"help": "processes that look up texts and tokenise batches while the model trains (0: the main one)"},
+    )
 
 
 @dataclass

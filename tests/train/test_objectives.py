@@ -331,3 +331,23 @@ def test_pairwise_kl_refuses_a_pair_store_of_other_candidates(
     with pytest.raises(ArtifactMismatchError, match="candidates: artifact has sha256:other"):
         run(config, show_progress=False)
     assert not Path(base.out).exists()
+
+
+def test_loader_workers_train_the_same_student(base: TrainConfig, tmp_path: Path) -> None:
+    """Texts looked up and tokenised in worker processes (the corpus pickles as its cache folder)."""
+    from safetensors.numpy import load_file
+
+    def weights(out: str) -> dict[str, np.ndarray]:
+        (file,) = Path(out).rglob("model.safetensors")
+        return load_file(file)
+
+    main = run(dataclasses.replace(base, out=str(tmp_path / "main")), show_progress=False)
+    workers = run(
+        dataclasses.replace(base, out=str(tmp_path / "workers"), dataloader_num_workers=2), show_progress=False
+    )
+    a, b = weights(str(main)), weights(str(workers))
+    initial = weights(base.student.model)
+    assert any(not np.array_equal(a[name], initial[name]) for name in a)  # it trained: equality means something
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=0, atol=1e-6, err_msg=name)
