@@ -7,6 +7,7 @@ Sections are independent; each keeps to its own helpers.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
 import shutil
@@ -286,3 +287,112 @@ def test_a_failed_conversion_leaves_no_staging_folder(tmp_path: Path) -> None:
     with pytest.raises(DataFormatError, match=r"corpus\.jsonl:1: not UTF-8 text: byte 0xe9 at column 27"):
         open_corpus(corpus_file, cache_dir=tmp_path / "collections")
     assert list((tmp_path / "collections").iterdir()) == []
+
+
+# === Evaluation outputs: the run cache, names that collide or carry markup, cache leftovers =========
+
+
+def _unwrapped(text: str) -> str:
+    """``text`` without any whitespace: rich wraps a logged line anywhere, even inside a path."""
+    return "".join(text.split())
+
+
+def _evaluate_cached(dataset: Path, out: Path, cache: Path, *models: str) -> list[str]:
+    args = ["evaluate", "--dataset", str(dataset), "--k", "10", "--measures", "nDCG@10,R@5", "--out", str(out)]
+    return [*args, "--cache-dir", str(cache), *(a for m in models or ("bm25s",) for a in ("--model", m))]
+
+
+@pytest.mark.parametrize("damage", ["cut at a line", "negated scores", "random bytes"])
+def test_a_damaged_cached_run_is_recomputed_with_one_warning(toy_copy: Path, tmp_path: Path, damage: str) -> None:
+    cache = tmp_path / "cache"
+    first = runner.invoke(app, _evaluate_cached(toy_copy, tmp_path / "a", cache))
+    assert first.exit_code == 0, first.output
+    (run_path,) = cache.glob("*/run.trec")
+    lines = run_path.read_text().splitlines(keepends=True)
+    if damage == "cut at a line":
+        run_path.write_text("".join(lines[: len(lines) // 2]))
+    elif damage == "negated scores":
+        run_path.write_text(
+            "".join(" ".join([*ln.split()[:4], repr(-float(ln.split()[4])), ln.split()[5]]) + "\n" for ln in lines)
+        )
+    else:
+        run_path.write_bytes(os.urandom(run_path.stat().st_size))
+    before = _snapshot(toy_copy)
+
+    second = runner.invoke(app, _evaluate_cached(toy_copy, tmp_path / "b", cache))
+    assert second.exit_code == 0, second.output
+    assert "Traceback" not in second.output
+    warnings = [line for line in second.output.splitlines() if "WARNING" in line]
+    assert len(warnings) == 1, second.output  # one warning, the first line after the dataset's summary
+    assert second.output.splitlines()[1] == warnings[0]
+    assert _unwrapped(
+        f"run cache entry {run_path.parent} is damaged: run.trec does not match the sha256 in key.json; "
+        "recomputing bm25s on toy"
+    ) in _unwrapped(second.output)
+    assert "0 cached, 1 computed" in second.output
+    assert _snapshot(toy_copy) == before
+    results = [json.loads((tmp_path / d / "results.json").read_text())["results"] for d in ("a", "b")]
+    assert results[0] == results[1]  # the damaged run was not scored
+    third = runner.invoke(app, _evaluate_cached(toy_copy, tmp_path / "c", cache))
+    assert "1 cached, 0 computed" in third.output and "WARNING" not in third.output  # the entry was rewritten
+
+
+def test_two_models_whose_names_slug_alike_keep_their_own_runs(
+    toy_copy: Path, tmp_path: Path, tiny_st_dir: Path
+) -> None:
+    # "models/m" and "models__m" both slugged to ...models__m: the second model's runs overwrote the first's.
+    a, b = tmp_path / "models" / "m", tmp_path / "models__m"
+    shutil.copytree(tiny_st_dir, a)
+    shutil.copytree(tiny_st_dir, b)
+    args = _evaluate_cached(toy_copy, tmp_path / "out", tmp_path / "cache", str(a), str(b))
+    result = runner.invoke(app, [*args, "--no-cache"])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "out" / "results.json").read_text())
+    paths = {model: data["per_query"][model]["toy"] for model in (str(a), str(b))}
+    assert len(set(paths.values())) == 2 and len({data["models"][m]["slug"] for m in paths}) == 2
+    for path in paths.values():
+        assert (tmp_path / "out" / path).is_file() and (tmp_path / "out" / path).with_name("run.trec").is_file()
+    assert sorted(p.name for p in (tmp_path / "out" / "runs").iterdir()) == sorted(
+        Path(p).parts[1] for p in paths.values()
+    )
+
+
+def test_a_hostile_dataset_name_is_escaped_in_results_md_and_the_report(toy_dir: Path, tmp_path: Path) -> None:
+    name = "a|b<script>"
+    dataset = tmp_path / name
+    shutil.copytree(toy_dir, dataset)
+    before = _snapshot(dataset)
+    result = runner.invoke(app, [*_evaluate_cached(dataset, tmp_path / "out", tmp_path / "cache"), "--no-cache"])
+    assert result.exit_code == 0, result.output
+    assert _snapshot(dataset) == before
+    markdown = (tmp_path / "out" / "results.md").read_text()
+    assert "<script" not in markdown and "| a\\|b&lt;script&gt; |" in markdown
+    for table_line in (ln for ln in markdown.splitlines() if ln.startswith("|")):
+        assert table_line.replace("\\|", "").count("|") == 3  # dataset and one model: no cell split in two
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["datasets"].keys() == {name}
+    assert all(
+        ".." not in p.name and p.parent.parent == tmp_path / "out" / "runs"
+        for p in (tmp_path / "out" / "runs").glob("*/*")
+    )
+
+    report = runner.invoke(app, ["report", str(tmp_path / "out")])
+    assert report.exit_code == 0, report.output
+    page = (tmp_path / "out" / "report" / "report.html").read_text(encoding="utf-8")
+    assert "<script" not in page.lower() and "a|b&lt;script&gt;" in page
+
+
+def test_an_embedding_shard_left_by_a_killed_writer_is_removed_at_once(tmp_path: Path) -> None:
+    from retrodistill.data.embeddings import EmbeddingCache
+    from retrodistill.temporaries import host_tag
+
+    def cache() -> EmbeddingCache:
+        return EmbeddingCache.open(tmp_path, {"id": "m"}, "sha256:c", documents=4, shard_size=2)
+
+    shards = cache().path / "shards"
+    shards.mkdir()
+    dead = shards / f".000000.npy.{_dead_pid()}-{host_tag()}-ab12cd34.tmp"  # seconds old, its writer gone
+    live = shards / f".000001.npy.{os.getpid()}-{host_tag()}-ab12cd34.tmp"
+    for path in (dead, live):
+        path.write_bytes(b"half a shard")
+    cache()
+    assert not dead.exists() and live.exists()
