@@ -60,14 +60,7 @@ from retrodistill.artifacts import (
     write_manifest,
 )
 from retrodistill.config import TrainConfig, to_dict
-from retrodistill.data.candidates import (
-    CandidateSet,
-    candidate_order,
-    candidates_fingerprint,
-    candidates_table,
-    read_candidates,
-    read_triples,
-)
+from retrodistill.data.candidates import CandidateSet, read_candidates, triples_candidates
 from retrodistill.data.collections import Collection
 from retrodistill.data.pair_store import PairStore
 from retrodistill.data.store import TeacherStore
@@ -118,12 +111,10 @@ def _load_candidates(config: TrainConfig, store: TeacherStore | None) -> Candida
     if recorded.get("triples"):
         import pyarrow.compute as pc
 
-        rows = read_triples(recorded["triples"])
-        manifest = {"fingerprint": candidates_fingerprint(sorted(rows, key=candidate_order))}
-        table = candidates_table(rows)
+        read = triples_candidates(recorded["triples"])
         # Grouped by query, each query's documents in file order (a stable sort), as sampling expects.
-        table = table.take(pc.sort_indices(table, sort_keys=[("query_id", "ascending")]))
-        return CandidateSet(Path(recorded["triples"]), table, manifest)
+        table = read.table.take(pc.sort_indices(read.table, sort_keys=[("query_id", "ascending")]))
+        return CandidateSet(read.path, table, read.manifest)
     if not recorded.get("candidates"):
         raise ValueError(f"the store {store.path} does not say which candidates it was scored from; pass --candidates")
     return read_candidates(recorded["candidates"])
