@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,48 @@ def test_markdown_escapes_table_markup_and_html() -> None:
 def test_rich_markup_in_a_name_is_text() -> None:
     from rich.console import Console
 
-    console = Console(record=True, width=200)
+    console = Console(record=True, width=200, file=io.StringIO())
     console.print(escape_rich("[red]x[/] [/]"))
     assert console.export_text().strip() == "[red]x[/] [/]"
+
+
+HOSTILE_MODEL, HOSTILE_DATASET = "m|x*y*[red]z[/]", "a|b<script>"
+
+
+def test_the_suite_tables_keep_hostile_names_as_text() -> None:
+    from rich.console import Console
+
+    from retrodistill.evaluate.suite import SuiteResult
+
+    values = {"nDCG@10": 0.5}
+    result = SuiteResult(
+        models={HOSTILE_MODEL: {}},
+        datasets={HOSTILE_DATASET: {}},
+        measures=("nDCG@10",),
+        results={HOSTILE_MODEL: {HOSTILE_DATASET: values, "mean": values}},
+        rules="relevant means grade >= 1 on <b>",
+    )
+    markdown = result.to_markdown()
+    assert "| dataset | m\\|x\\*y\\*\\[red\\]z\\[/\\] |" in markdown
+    assert "| a\\|b&lt;script&gt; | 0.5000 |" in markdown and "<" not in markdown
+    console = Console(record=True, width=200, file=io.StringIO())
+    for table in result.to_rich_tables():
+        console.print(table)
+    text = console.export_text()
+    assert HOSTILE_MODEL in text and HOSTILE_DATASET in text and "relevant means grade >= 1 on <b>" in text
+
+
+def test_the_single_model_report_keeps_hostile_names_as_text() -> None:
+    from rich.console import Console
+
+    from retrodistill.evaluate.beir import DatasetResult, Report
+    from retrodistill.evaluate.metrics import MetricResult
+
+    metrics = MetricResult({"nDCG@10": 0.25}, {}, ("nDCG@10",))
+    report = Report(HOSTILE_MODEL, None, ("nDCG@10",))
+    report.datasets.append(DatasetResult(HOSTILE_DATASET, "test", metrics, 1, 1, 0.0, Path("r"), Path("m")))
+    assert "| a\\|b&lt;script&gt; | 0.2500 |" in report.to_markdown()
+    console = Console(record=True, width=200, file=io.StringIO())
+    console.print(report.to_rich_table())
+    text = console.export_text()
+    assert HOSTILE_MODEL in text and HOSTILE_DATASET in text
