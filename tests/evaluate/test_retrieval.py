@@ -10,8 +10,8 @@ import pytest
 from retrodistill.artifacts import model_revision
 from retrodistill.data.collections import Collection, Document, load_beir
 from retrodistill.evaluate.beir import Report, evaluate_collections
-from retrodistill.evaluate.retrieval import encode_and_search, load_model
 from retrodistill.evaluate.output_names import slug
+from retrodistill.evaluate.retrieval import encode_and_search, load_model
 from retrodistill.evaluate.run_files import read_run
 
 if TYPE_CHECKING:
