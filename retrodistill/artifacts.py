@@ -137,14 +137,62 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
+#: Config keys that name another artifact or input file a later stage may need to find again.
+INPUT_PATH_KEYS = ("candidates", "triples", "store", "teacher_scores", "pair_store")
+
+
 def write_manifest(directory: str | os.PathLike[str], manifest: Mapping[str, Any]) -> Path:
-    """Write ``manifest.json`` atomically, adding ``created`` and library versions if absent."""
+    """Write ``manifest.json`` atomically, adding ``created``, library versions and ``relative_paths``.
+
+    ``relative_paths`` records each existing input named in ``config`` (:data:`INPUT_PATH_KEYS`)
+    relative to this artifact, so :func:`recorded_input` finds it after a ``cd`` or after both
+    folders moved together.
+    """
     data = dict(manifest)
     data.setdefault("created", now_iso())
     data.setdefault("versions", library_versions())
+    config = data.get("config")
+    if isinstance(config, Mapping) and "relative_paths" not in data:
+        here = Path(directory).resolve()
+        relative = {
+            key: os.path.relpath(Path(value).resolve(), here)
+            for key in INPUT_PATH_KEYS
+            if isinstance(value := config.get(key), str) and value and Path(value).exists()
+        }
+        if relative:
+            data["relative_paths"] = relative
     path = Path(directory) / MANIFEST
     write_json_atomic(path, data)
     return path
+
+
+def recorded_input(directory: str | os.PathLike[str], manifest: Mapping[str, Any], key: str) -> Path | None:
+    """Where the input ``key`` of the artifact at ``directory`` is now, or ``None`` if it names none.
+
+    Tried in order: the path recorded relative to the artifact (it moves with it), then the path as
+    given when the artifact was made (relative to that command's working directory).
+
+    Raises:
+        FileNotFoundError: the artifact names the input but it is at neither place.
+    """
+    given = (manifest.get("config") or {}).get(key)
+    relative = (manifest.get("relative_paths") or {}).get(key)
+    if not given and not relative:
+        return None
+    tried = []
+    if relative:
+        beside = Path(directory) / relative
+        if beside.exists():
+            return beside
+        tried.append(str(beside))
+    if given:
+        if Path(given).exists():
+            return Path(given)
+        tried.append(str(given))
+    raise FileNotFoundError(
+        f"{directory} was made from {key} {given or relative}, which is not at {' nor '.join(tried)}: "
+        f"pass --{key.replace('_', '-')} with where it is now"
+    )
 
 
 def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:

@@ -56,6 +56,7 @@ from retrodistill.artifacts import (
     check_output,
     model_revision,
     publish_dir,
+    recorded_input,
     staging_dir,
     write_manifest,
 )
@@ -107,17 +108,18 @@ def _load_candidates(config: TrainConfig, store: TeacherStore | None) -> Candida
         raise ValueError(
             "without a teacher-score store, set candidates: the candidates artifact to draw negatives from"
         )
-    recorded = store.manifest.get("config", {})
-    if recorded.get("triples"):
+    triples = recorded_input(store.path, store.manifest, "triples")
+    if triples is not None:
         import pyarrow.compute as pc
 
-        read = triples_candidates(recorded["triples"])
+        read = triples_candidates(triples)
         # Grouped by query, each query's documents in file order (a stable sort), as sampling expects.
         table = read.table.take(pc.sort_indices(read.table, sort_keys=[("query_id", "ascending")]))
         return CandidateSet(read.path, table, read.manifest)
-    if not recorded.get("candidates"):
+    candidates = recorded_input(store.path, store.manifest, "candidates")
+    if candidates is None:
         raise ValueError(f"the store {store.path} does not say which candidates it was scored from; pass --candidates")
-    return read_candidates(recorded["candidates"])
+    return read_candidates(candidates)
 
 
 def _teacher_embeddings(
