@@ -440,3 +440,52 @@ def clean_stale_staging(target: str | os.PathLike[str]) -> list[Path]:
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
+
+
+class OutputLockedError(ValueError):
+    """Another live process is writing the same output."""
+
+
+@contextlib.contextmanager
+def output_lock(target: str | os.PathLike[str], command: str) -> Iterator[Path]:
+    """Hold ``.NAME.lock`` beside ``target`` while a command writes it, so a second run refuses.
+
+    The lock file holds ``PID HOST``; one left by a process that is gone (on this host) is stale and
+    taken over. Only a lock of a live process refuses.
+
+    Raises:
+        OutputLockedError: naming the process that holds it.
+    """
+    import socket
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock = target.with_name(f".{target.name}.lock")
+    me = f"{os.getpid()} {socket.gethostname()}"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                pid_text, _, host = lock.read_text(encoding="utf-8").strip().partition(" ")
+            except OSError:
+                continue  # released meanwhile
+            if pid_text.isdigit() and (host != socket.gethostname() or _process_alive(int(pid_text))):
+                where = "" if host == socket.gethostname() else f" on {host}"
+                raise OutputLockedError(
+                    f"{target} is being written by another {command} (process {pid_text}{where}, lock {lock}): "
+                    "wait for it to finish, or stop it and run again to resume"
+                ) from None
+            lock.unlink(missing_ok=True)  # stale: its process is gone
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(me + "\n")
+        break
+    else:
+        raise OutputLockedError(f"{target}: could not take the lock {lock}")
+    try:
+        yield lock
+    finally:
+        with contextlib.suppress(OSError):
+            if lock.read_text(encoding="utf-8").strip() == me:
+                lock.unlink()

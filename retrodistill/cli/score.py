@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from retrodistill.artifacts import check_output, guarded_output
+from retrodistill.artifacts import check_output, guarded_output, output_lock
 from retrodistill.cli.common import ConfigOption, DataDirOption, SetOption, console, resolve, user_errors
 
 
@@ -82,7 +82,10 @@ def score_teacher(
             check_output(cfg.out, inputs=inputs, resumable={STORE_STAGE})
             store = scoring.run(cfg, prepare=prepare)
         else:
-            with guarded_output(cfg.out, inputs=inputs, resumable={STORE_STAGE}, overwrite=overwrite):
+            # One writer per store: a second run on it refuses while the first lives (a stale lock is taken over).
+            with output_lock(cfg.out, "score-teacher"), guarded_output(
+                cfg.out, inputs=inputs, resumable={STORE_STAGE}, overwrite=overwrite
+            ):
                 store = scoring.run(cfg, prepare=prepare)
         rank = me.rank
     if rank == 0:

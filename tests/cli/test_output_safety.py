@@ -242,3 +242,38 @@ def test_stale_staging_folders_of_dead_processes_are_cleaned(tmp_path: Path) -> 
     assert fresh.parent == tmp_path and fresh.name.startswith(f".student.staging-{os.getpid()}-")
     assert not stale.exists() and live.exists() and other.exists()
     assert clean_stale_staging(target) == []
+
+
+def test_a_second_score_teacher_on_one_store_refuses_while_the_first_lives(
+    tmp_path: Path, toy_dir: Path, tiny_cross_encoder_dir: Path
+) -> None:
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "scores"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time\nfrom retrodistill.artifacts import output_lock\n"
+         "with output_lock(sys.argv[1], 'score-teacher'):\n    print('held', flush=True)\n    time.sleep(60)\n",
+         str(out)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        args = ["score-teacher", "--model", str(tiny_cross_encoder_dir), "--dataset", str(toy_dir)]
+        code, output = _invoke(*args, "--candidates", str(tmp_path / "none"), "--out", str(out))
+        assert code == 2, output
+        assert _first_error_line(output).startswith(f"error: {out} is being written by another score-teacher (process")
+    finally:
+        holder.kill()
+        holder.wait()
+    # Its holder was killed: the lock is stale and the next writer takes it over.
+    from retrodistill.artifacts import output_lock
+
+    lock = tmp_path / ".scores.lock"
+    assert lock.exists()
+    start = time.perf_counter()
+    with output_lock(out, "score-teacher") as taken:
+        assert taken == lock and lock.read_text().split()[0] != str(holder.pid)
+    assert not lock.exists() and time.perf_counter() - start < 5
