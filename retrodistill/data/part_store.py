@@ -360,8 +360,14 @@ def verify_parts(directory: Path, manifest: Mapping[str, Any], rebuild: str) -> 
     Raises:
         PartChangedError: naming the first missing or changed part and ``rebuild``.
     """
-    parts: Mapping[str, Any] = manifest.get("parts", {})
-    for index in range(int(manifest.get("num_parts", len(parts)))):
+    parts = manifest.get("parts")
+    num_parts = manifest.get("num_parts")
+    if not isinstance(parts, Mapping) or not isinstance(num_parts, int) or isinstance(num_parts, bool):
+        raise PartChangedError(
+            f"{directory / 'manifest.json'}: no 'parts' mapping and integer 'num_parts', so the store's parts cannot "
+            f"be checked; rebuild it with {rebuild}"
+        )
+    for index in range(num_parts):
         name = part_name(index)
         path = directory / name
         entry = parts.get(name)

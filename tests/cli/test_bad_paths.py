@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -79,14 +78,39 @@ def test_an_output_that_cannot_be_a_folder_is_one_line(toy_dir: Path, tmp_path: 
 
 
 def test_an_unexpected_error_is_one_line_without_v_and_a_traceback_with_it(tmp_path: Path) -> None:
-    # A manifest that is a JSON list, not an object: nothing expects that shape.
-    store = tmp_path / "store"
-    store.mkdir()
-    (store / "manifest.json").write_text(json.dumps(["not", "an", "object"]))
-    command = [sys.executable, "-m", "retrodistill", "inspect-teacher", str(store)]
-    quiet = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    # The guard under test is main()'s; a bug is stood in for by a store opener that raises what nothing expects.
+    script = (
+        "import sys\n"
+        "import retrodistill.data.store as store\n"
+        "from retrodistill.cli.app import main\n"
+        "def broken(cls, path):\n    raise KeyError('a bug')\n"
+        "store.TeacherStore.open = classmethod(broken)\n"
+        "sys.argv = ['retrodistill', *sys.argv[1:]]\n"
+        "main()\n"
+    )
+    command = [sys.executable, "-c", script]
+    quiet = subprocess.run([*command, "inspect-teacher", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert quiet.returncode == 2, quiet.stderr
     assert "Traceback" not in quiet.stderr
-    assert len([line for line in quiet.stderr.splitlines() if line.startswith("error:")]) == 1, quiet.stderr
-    loud = subprocess.run([*command[:3], "-v", *command[3:]], capture_output=True, text=True, timeout=120)
-    assert loud.returncode != 0 and "Traceback" in loud.stderr
+    errors = [line for line in quiet.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "KeyError; run with -v for the traceback" in errors[0], quiet.stderr
+    loud = subprocess.run(
+        [*command, "-v", "inspect-teacher", str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert loud.returncode != 0 and "Traceback" in loud.stderr and "a bug" in loud.stderr
+
+
+@pytest.mark.parametrize(
+    ("manifest", "message"),
+    [
+        ("[1, 2]", "expected a JSON object, got a list"),
+        ('{"stage": "score-teacher", "complete": true, "fingerprint": "sha256:x"}', "no 'parts' mapping"),
+        ('{"stage": "score-teacher", "complete": true, "parts": [], "num_parts": 0}', "no 'parts' mapping"),
+    ],
+)
+def test_a_store_manifest_of_the_wrong_shape_is_one_line(tmp_path: Path, manifest: str, message: str) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "manifest.json").write_text(manifest)
+    line = _fails_in_one_line(["inspect-teacher", str(store)])
+    assert message in line and "Error;" not in line, line
