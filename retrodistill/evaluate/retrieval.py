@@ -59,10 +59,19 @@ def load_model(
     from sentence_transformers import SentenceTransformer
 
     from retrodistill.onednn_linear import use_onednn_linear
-    from retrodistill.teachers.model_kind import require_bi_encoder
+    from retrodistill.teachers.model_kind import model_load_error, require_bi_encoder
 
     require_bi_encoder(str(name_or_path))  # a cross-encoder would be silently mean-pooled
-    model = SentenceTransformer(str(name_or_path), device=device, cache_folder=cache_folder, trust_remote_code=False)
+    try:
+        model = SentenceTransformer(
+            str(name_or_path),
+            device=device,
+            cache_folder=cache_folder,
+            trust_remote_code=False,
+            model_kwargs={"use_safetensors": True},
+        )
+    except OSError as err:
+        raise model_load_error(str(name_or_path), err) from None
     dtype = "fp32" if all(p.dtype == torch.float32 for p in model.parameters()) else "other"
     use_onednn_linear(model, "auto", model.device.type, dtype)
     return model

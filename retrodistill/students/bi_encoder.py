@@ -8,6 +8,7 @@ from typing import Any
 
 from retrodistill.students.base import STUDENTS
 from retrodistill.students.init import truncate_layers
+from retrodistill.teachers.model_kind import model_load_error
 
 
 def _looks_like_path(name: str) -> bool:
@@ -45,8 +46,19 @@ class BiEncoderStudent:
         if _looks_like_path(self.model) and not Path(self.model).expanduser().exists():
             raise FileNotFoundError(f"student model {self.model}: no such folder")
         try:
-            model = SentenceTransformer(self.model, device=self.device, trust_remote_code=self.trust_remote_code)
-        except (OSError, ValueError) as err:
+            model = SentenceTransformer(
+                self.model,
+                device=self.device,
+                trust_remote_code=self.trust_remote_code,
+                model_kwargs={"use_safetensors": True},
+            )
+        except OSError as err:
+            refused = model_load_error(self.model, err)
+            if refused is not err:
+                raise refused from None
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(f"cannot load the student model {self.model!r}: {first}") from None
+        except ValueError as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             hint = " (pass --trust-remote-code to allow it)" if "custom code" in str(err) else ""
             raise ValueError(f"cannot load the student model {self.model!r}: {first}{hint}") from None

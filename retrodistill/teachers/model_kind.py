@@ -91,3 +91,28 @@ def require_bi_encoder(model: str, revision: str | None = None) -> None:
             f"{model} is a cross-encoder (a sequence-classification model scoring a query and a document "
             "together); mean-pooling it would not give its scores: use --teacher cross-encoder"
         )
+
+
+def model_load_error(model: str, err: BaseException) -> BaseException:
+    """A one-line error for a model that failed to load (with ``use_safetensors=True``) with ``err``.
+
+    A checkpoint with pickled weights only (``pytorch_model.bin``) is refused with how to convert it;
+    a name that is neither a folder nor in the Hugging Face cache while offline says so; any other
+    failure is returned unchanged.
+    """
+    text = str(err)
+    if "safetensors" in text.lower():
+        return OSError(
+            f"{model}: no safetensors weights. retrodistill loads only safetensors (pickled .bin weights can run "
+            "code); convert the checkpoint in a trusted environment with "
+            "`AutoModel.from_pretrained(path).save_pretrained(new_dir)` (safetensors by default) and pass new_dir"
+        )
+    if "couldn't connect" in text or "offline mode" in text or "is not a local folder" in text:
+        import os
+
+        cache = os.environ.get("HF_HOME", "~/.cache/huggingface")
+        return OSError(
+            f"{model}: not a model folder, and not in the Hugging Face cache under {cache} "
+            "(the hub cannot be reached): check the name or path, or point HF_HOME at the cache that holds it"
+        )
+    return err

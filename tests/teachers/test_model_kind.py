@@ -56,3 +56,42 @@ def test_the_commands_refuse_the_wrong_kind_in_one_line(
     )
     assert result.exit_code == 2, result.output
     assert "is a cross-encoder" in result.output and "Traceback" not in result.output
+
+
+@pytest.fixture()
+def bin_only_model(tmp_path: Path, tiny_bert_dir: Path) -> Path:
+    """The tiny BERT with pickled weights only (pytorch_model.bin), as old checkpoints ship."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    folder = tmp_path / "bin-only"
+    shutil.copytree(tiny_bert_dir, folder)
+    weights = folder / "model.safetensors"
+    torch.save(load_file(weights), folder / "pytorch_model.bin")
+    weights.unlink()
+    return folder
+
+
+def test_pickled_weights_are_refused_with_how_to_convert(bin_only_model: Path, toy_dir: Path, tmp_path: Path) -> None:
+    from retrodistill.evaluate.retrieval import load_model
+    from retrodistill.students.bi_encoder import BiEncoderStudent
+
+    for load in (lambda: BiEncoderStudent(str(bin_only_model)).build(), lambda: load_model(str(bin_only_model))):
+        with pytest.raises(OSError, match=r"no safetensors weights\. retrodistill loads only safetensors .*save_pr"):
+            load()
+    with pytest.raises(OSError, match="no safetensors weights"):
+        CrossEncoderTeacher(str(bin_only_model), device="cpu", allow_new_head=True)
+    result = CliRunner().invoke(
+        app, ["evaluate", "--dataset", str(toy_dir), "--model", str(bin_only_model), "--out", str(tmp_path / "e")]
+    )
+    assert result.exit_code == 2 and "no safetensors weights" in result.output and "Traceback" not in result.output
+
+
+def test_an_unknown_hub_id_offline_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from retrodistill.evaluate.retrieval import load_model
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OSError, match=r"^no-such-org/no-such-model: not a model folder, and not in the Hugging Face"):
+        load_model("no-such-org/no-such-model")
