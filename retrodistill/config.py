@@ -112,6 +112,29 @@ class TeacherEmbeddingsConfig:
 
 
 @dataclass
+class EmbedTeacherConfig:
+    """``retrodistill embed-teacher``: a bi-encoder teacher's vectors (see :mod:`retrodistill.data.embed_teacher`)."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    candidates: str | None = field(
+        default=None,
+        metadata={"help": "candidates artifact: embed its queries and their pool documents (default: whole corpus)"},
+    )
+    negative_pool: int = field(default=30, metadata={"help": "with candidates: negatives of rank <= this"})
+    model: str = field(
+        default="sentence-transformers/all-MiniLM-L6-v2", metadata={"help": "bi-encoder teacher (hub id or path)"}
+    )
+    similarity: str = field(default="cosine", metadata={"help": "cosine stores L2-normalised vectors"})
+    batch_size: int = 64
+    max_length: int | None = None
+    out: str = "runs/teacher-embeddings"
+    embedding_cache_dir: str | None = field(
+        default=None, metadata={"help": "corpus-embedding cache shared with evaluate ($RETRODISTILL_CACHE/embeddings)"}
+    )
+    embedding_dtype: str = "float32"
+
+
+@dataclass
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     store: str | None = field(

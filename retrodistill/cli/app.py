@@ -12,6 +12,7 @@ import typer
 
 from retrodistill.cli.common import describe_error, print_error, setup_logging, verbose
 from retrodistill.cli.datasets import datasets
+from retrodistill.cli.embed_teacher import embed_teacher
 from retrodistill.cli.ensemble import ensemble_teachers
 from retrodistill.cli.evaluate import evaluate
 from retrodistill.cli.import_scores import import_scores
@@ -45,6 +46,7 @@ app.command("mine-negatives")(mine_negatives)
 app.command("score-teacher")(score_teacher)
 app.command("import-scores")(import_scores)
 app.command("score-pairwise")(score_pairwise)
+app.command("embed-teacher")(embed_teacher)
 app.command("ensemble-teachers")(ensemble_teachers)
 app.command("inspect-teacher")(inspect_teacher)
 app.command("train-student")(train_student)

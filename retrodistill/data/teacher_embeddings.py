@@ -17,9 +17,10 @@ last, so a store with a manifest is complete.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -58,7 +59,8 @@ class TeacherEmbeddings:
         ids, matrices = {}, {}
         for side in _SIDES:
             ids[side] = json.loads((directory / f"{side}.ids.json").read_text(encoding="utf-8"))
-            matrices[side] = np.load(directory / f"{side}.npy", allow_pickle=False)
+            # Memory-mapped: a store of the whole MS MARCO corpus is ~13 GB; rows are read when asked for.
+            matrices[side] = np.load(directory / f"{side}.npy", mmap_mode="r", allow_pickle=False)
             if len(ids[side]) != len(matrices[side]):
                 raise ValueError(f"{directory / (side + '.npy')}: {len(matrices[side])} rows but {len(ids[side])} ids")
         return cls(directory, manifest, ids, matrices)
@@ -88,6 +90,58 @@ class TeacherEmbeddings:
         return np.asarray(self.matrices[side][[row[i] for i in ids]], dtype=np.float32)
 
 
+@contextlib.contextmanager
+def side_writer(directory: str | os.PathLike[str], side: str, ids: Sequence[str], dim: int) -> Iterator[np.ndarray]:
+    """Write one side of a store: yields a ``(len(ids), dim)`` float32 array on disk to fill in.
+
+    The array is a memory map over a temporary ``.npy`` (byte-identical to ``np.save`` of the same
+    matrix), so a side of millions of rows is written without holding it in memory; it and its
+    ``.ids.json`` are renamed into place when the block succeeds.
+    """
+    if side not in _SIDES:
+        raise ValueError(f"side must be one of {', '.join(_SIDES)}, got {side!r}")
+    directory = Path(directory)
+    with atomic_path(directory / f"{side}.npy") as tmp:
+        matrix = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(ids), dim))
+        yield matrix
+        matrix.flush()
+        del matrix  # unmap before the rename
+    with atomic_path(directory / f"{side}.ids.json") as tmp:
+        tmp.write_text(json.dumps(list(ids)), encoding="utf-8")
+
+
+def write_store_manifest(
+    directory: str | os.PathLike[str],
+    *,
+    teacher: Mapping[str, Any],
+    inputs: Mapping[str, str],
+    dim: int,
+    extra: Mapping[str, Any] | None = None,
+) -> TeacherEmbeddings:
+    """Fingerprint both sides :func:`side_writer` wrote and write the manifest last; return the store.
+
+    The fingerprint covers the files only (sha256 of each), so identical vectors and ids give the
+    same fingerprint whatever wrote them; ``extra`` adds provenance (config, cache, wall time).
+    """
+    directory = Path(directory)
+    files = {name: sha256_file(directory / name) for side in _SIDES for name in (f"{side}.npy", f"{side}.ids.json")}
+    counts = {side: len(json.loads((directory / f"{side}.ids.json").read_text(encoding="utf-8"))) for side in _SIDES}
+    write_manifest(
+        directory,
+        {
+            "stage": EMBEDDINGS_STAGE,
+            "teacher": dict(teacher),
+            "inputs": dict(inputs),
+            "dim": int(dim),
+            "counts": counts,
+            "files": files,
+            "fingerprint": sha256_strings(f"{name}={digest}" for name, digest in sorted(files.items())),
+            **dict(extra or {}),
+        },
+    )
+    return TeacherEmbeddings.open(directory)
+
+
 def precompute_teacher_embeddings(
     out: str | os.PathLike[str],
     encoder: TextEncoder,
@@ -99,6 +153,9 @@ def precompute_teacher_embeddings(
     show_progress: bool = False,
 ) -> TeacherEmbeddings:
     """Encode ``queries`` and ``documents`` (id -> text) with ``encoder`` and write a store to ``out``.
+
+    The in-memory path, for small sets and test encoders; the ``embed-teacher`` stage
+    (:mod:`retrodistill.data.embed_teacher`) streams documents through the corpus-embedding cache.
 
     Args:
         out: The store directory (created; an existing manifest is replaced last).
@@ -127,24 +184,8 @@ def precompute_teacher_embeddings(
         )
     else:
         query_vectors = np.zeros((0, doc_vectors.shape[1]), dtype=np.float32)
-    files: dict[str, str] = {}
+    dim = int(doc_vectors.shape[1])
     for side, ids, vectors in (("queries", query_ids, query_vectors), ("documents", doc_ids, doc_vectors)):
-        with atomic_path(directory / f"{side}.npy") as tmp, open(tmp, "wb") as f:
-            np.save(f, vectors, allow_pickle=False)
-        with atomic_path(directory / f"{side}.ids.json") as tmp:
-            tmp.write_text(json.dumps(ids), encoding="utf-8")
-        for name in (f"{side}.npy", f"{side}.ids.json"):
-            files[name] = sha256_file(directory / name)
-    write_manifest(
-        directory,
-        {
-            "stage": EMBEDDINGS_STAGE,
-            "teacher": dict(teacher),
-            "inputs": dict(inputs),
-            "dim": int(doc_vectors.shape[1]),
-            "counts": {"queries": len(query_ids), "documents": len(doc_ids)},
-            "files": files,
-            "fingerprint": sha256_strings(f"{name}={digest}" for name, digest in sorted(files.items())),
-        },
-    )
-    return TeacherEmbeddings.open(directory)
+        with side_writer(directory, side, ids, dim) as matrix:
+            matrix[:] = vectors
+    return write_store_manifest(directory, teacher=teacher, inputs=inputs, dim=dim)

@@ -65,7 +65,7 @@ from retrodistill.data.candidates import CandidateSet, read_candidates, triples_
 from retrodistill.data.collections import Collection
 from retrodistill.data.pair_store import PairStore
 from retrodistill.data.store import TeacherStore
-from retrodistill.data.teacher_embeddings import TeacherEmbeddings, precompute_teacher_embeddings
+from retrodistill.data.teacher_embeddings import TeacherEmbeddings
 from retrodistill.train.examples import Examples, build_examples, corpus_columns, sample_corpus
 from retrodistill.train.teacher_table import TeacherTable, build_teacher_table
 
@@ -157,23 +157,11 @@ def _teacher_embeddings(
             f"{path} holds no teacher-embedding store ({MANIFEST} is missing) and teacher_embeddings.model "
             "is not set, so none can be computed there"
         )
-    from retrodistill.teachers.bi_encoder import BiEncoderTeacher, CachedTeacherEncoder
+    from retrodistill.data.embed_teacher import embed_teacher, load_teacher
 
-    teacher = BiEncoderTeacher(
-        settings.model,
-        similarity=settings.similarity,
-        batch_size=settings.batch_size,
-        max_length=settings.max_length,
-    )
-    return precompute_teacher_embeddings(
-        path,
-        CachedTeacherEncoder(teacher),
-        {q: collection.queries[q] for q in query_ids},
-        {d: collection.doc_text(d) for d in doc_ids},
-        teacher=teacher.describe(),
-        inputs=fingerprints,
-        show_progress=show_progress,
-    )
+    # The embed-teacher stage's core, for exactly these ids; documents go through the shared corpus cache.
+    teacher = load_teacher(settings.model, settings.similarity, settings.batch_size, settings.max_length)
+    return embed_teacher(path, teacher, collection, query_ids, doc_ids, show_progress=show_progress)
 
 
 def _pair_store(config: TrainConfig, loss_name: str, collection: Collection, candidates: CandidateSet) -> PairStore:
