@@ -102,7 +102,7 @@ def id_collection(source: Path) -> Any:
 
 
 def run_import(args: argparse.Namespace) -> None:
-    from retrodistill.data.importers import import_scores
+    from retrodistill.stages.import_scores import import_scores
 
     source = args.work / f"hofstaetter-{args.lines}.tsv"
     if not source.is_file():
@@ -185,8 +185,8 @@ def _score(args: argparse.Namespace) -> None:
 
     from retrodistill.data.candidates import read_candidates, write_candidates
     from retrodistill.data.corpus import open_corpus
+    from retrodistill.stages.score_teacher import score_pairs_to_store
     from retrodistill.teachers.base import Teacher
-    from retrodistill.teachers.scoring import score_pairs_to_store
 
     class ZeroTeacher(Teacher):
         def score(self, queries: Any, docs: Any, show_progress: bool = False) -> np.ndarray:

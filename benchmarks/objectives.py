@@ -160,10 +160,9 @@ def build_inputs(settings: Settings, log: Any = print) -> dict[str, float]:
 
     One teacher object serves all three, so its embedding cache makes the corpus be encoded once.
     """
-    from retrodistill.data import mining
     from retrodistill.data.download import load_dataset
     from retrodistill.evaluate.beir import evaluate_collections
-    from retrodistill.teachers import scoring
+    from retrodistill.stages import mine_negatives, score_teacher
     from retrodistill.teachers.bi_encoder import BiEncoderTeacher, CachedTeacherEncoder
     from retrodistill.train.examples import precompute_teacher_embeddings
 
@@ -177,12 +176,12 @@ def build_inputs(settings: Settings, log: Any = print) -> dict[str, float]:
 
     if not (inputs / "candidates" / "manifest.json").is_file():
         log("inputs: mining BM25 candidates")
-        mining.run(MineConfig(data=data, out=str(inputs / "candidates"), k=100), show_progress=False)
+        mine_negatives.run(MineConfig(data=data, out=str(inputs / "candidates"), k=100), show_progress=False)
     scores_manifest = inputs / "teacher-scores" / "manifest.json"
     # The store's manifest is written when scoring starts; "complete" turns true at the end.
     if not (scores_manifest.is_file() and json.loads(scores_manifest.read_text(encoding="utf-8")).get("complete")):
         log("inputs: scoring the candidates with the teacher")
-        scoring.run(
+        score_teacher.run(
             ScoreTeacherConfig(
                 data=data,
                 candidates=str(inputs / "candidates"),

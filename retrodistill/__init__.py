@@ -2,10 +2,13 @@
 
 The pipeline, one stage per function (each also a ``retrodistill`` command)::
 
-    retrodistill.data.mining.run(MineConfig)            -> candidates
-    retrodistill.teachers.scoring.run(ScoreTeacherConfig) -> teacher-score store
-    retrodistill.train.run.run(TrainConfig)             -> student (sentence-transformers directory)
-    retrodistill.evaluate.beir.evaluate_collections(…)  -> run files, metrics, table
+    retrodistill.stages.mine_negatives.run(MineConfig)         -> candidates
+    retrodistill.stages.score_teacher.run(ScoreTeacherConfig)  -> teacher-score store
+    retrodistill.train.run.run(TrainConfig)                    -> student (sentence-transformers directory)
+    retrodistill.evaluate.beir.evaluate_collections(…)         -> run files, metrics, table
+
+The other stages (import-scores, ensemble-teachers, score-pairwise, inspect-teacher) are listed in
+:mod:`retrodistill.stages`.
 
 Importing this package is cheap and has no side effects; heavy libraries load inside the stages.
 """

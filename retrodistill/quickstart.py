@@ -78,9 +78,8 @@ def _test_collection(dataset: str, data_dir: str | None) -> Any:
 
 def run(config: QuickstartConfig, *, log: Any = print) -> QuickstartResult:
     from retrodistill.artifacts import check_output
-    from retrodistill.data import mining
+    from retrodistill.stages import mine_negatives, score_teacher
     from retrodistill.students import BiEncoderStudent
-    from retrodistill.teachers import scoring
     from retrodistill.teachers.bi_encoder import BiEncoderTeacher, CachedTeacherEncoder
     from retrodistill.train import run as train
 
@@ -89,12 +88,12 @@ def run(config: QuickstartConfig, *, log: Any = print) -> QuickstartResult:
     data = DataConfig(dataset=config.dataset, data_dir=config.data_dir, split="train")
 
     log(f"[1/6] mining BM25 negatives for {config.dataset} train")
-    mining.run(MineConfig(data=data, out=str(out / "candidates"), k=config.k))
+    mine_negatives.run(MineConfig(data=data, out=str(out / "candidates"), k=config.k))
 
     log(f"[2/6] scoring candidates with the teacher {config.teacher}")
     teacher_params: dict[str, Any] = {"model": config.teacher, "similarity": "cosine"}
     teacher = BiEncoderTeacher(**teacher_params)
-    scoring.run(
+    score_teacher.run(
         ScoreTeacherConfig(
             data=data,
             candidates=str(out / "candidates"),

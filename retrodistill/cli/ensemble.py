@@ -51,7 +51,7 @@ def ensemble_teachers(
     retrodistill ensemble-teachers runs/bert-base-scores runs/bert-large-scores runs/albert-large-scores
     --out runs/t2-scores
     """
-    from retrodistill.teachers.ensemble import EnsembleConfig, run
+    from retrodistill.stages.ensemble import EnsembleConfig, run
 
     with user_errors():
         cfg = resolve(

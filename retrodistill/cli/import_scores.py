@@ -54,7 +54,7 @@ def import_scores(
     --format hofstaetter-tsv --model bert-ensemble --dataset msmarco --out runs/msmarco/ensemble-scores
     """
     from retrodistill.data.download import load_dataset
-    from retrodistill.data.importers import import_scores as run_import
+    from retrodistill.stages.import_scores import import_scores as run_import
 
     with user_errors():
         collection = load_dataset(dataset, split, data_dir)

@@ -37,8 +37,8 @@ def inspect_teacher(
     --out runs/scifact/ce-inspect
     """
     from retrodistill.data.store import TeacherStore
-    from retrodistill.teachers.ensemble import load_judgments
-    from retrodistill.teachers.inspect import inspect_store, summary_tables
+    from retrodistill.stages.ensemble_calibration import load_judgments
+    from retrodistill.stages.inspect_teacher import inspect_store, summary_tables
 
     with user_errors():
         if out is not None:

@@ -31,14 +31,14 @@ def mine_negatives(
     Example: retrodistill mine-negatives --dataset scifact --split train --out runs/scifact/candidates
     """
     from retrodistill.config import MineConfig
-    from retrodistill.data import mining
+    from retrodistill.stages import mine_negatives as stage
 
     with user_errors():
         data = {"dataset": dataset, "data_dir": data_dir, "split": split}
         cfg = resolve(MineConfig, config, set_, {"data": data, "out": out, "k": k})
         inputs = {"--dataset": cfg.data.dataset, "--data-dir": cfg.data.data_dir}
         with guarded_output(cfg.out, inputs=inputs, overwrite=overwrite):
-            result = mining.run(cfg)
+            result = stage.run(cfg)
     unknown = result.manifest.get("unknown_judgments", {})
     if any(unknown.values()):
         console.print(

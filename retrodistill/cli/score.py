@@ -50,7 +50,7 @@ def score_teacher(
     """
     from retrodistill.config import ScoreTeacherConfig
     from retrodistill.data.store import STAGE as STORE_STAGE
-    from retrodistill.teachers import scoring
+    from retrodistill.stages import score_teacher as stage
 
     params = {"model": model, "batch_size": batch_size, "max_length": max_length, "dtype": dtype}
     with user_errors():
@@ -77,16 +77,16 @@ def score_teacher(
             "--dataset": cfg.data.dataset,
             "--data-dir": cfg.data.data_dir,
         }
-        me = scoring.scoring_rank()
+        me = stage.scoring_rank()
         if me.world_size > 1:  # ranks share the store: none may move it aside; a stale one is refused
             check_output(cfg.out, inputs=inputs, resumable={STORE_STAGE})
-            store = scoring.run(cfg, prepare=prepare)
+            store = stage.run(cfg, prepare=prepare)
         else:
             # One writer per store: a second run on it refuses while the first lives (a stale lock is taken over).
             with output_lock(cfg.out, "score-teacher"), guarded_output(
                 cfg.out, inputs=inputs, resumable={STORE_STAGE}, overwrite=overwrite
             ):
-                store = scoring.run(cfg, prepare=prepare)
+                store = stage.run(cfg, prepare=prepare)
         rank = me.rank
     if rank == 0:
         console.print(f"[green]wrote[/] {store.path}: {store.manifest.get('num_pairs', 0):,} scored pairs")

@@ -48,12 +48,12 @@ def score_pairwise(
     --dataset scifact -m 10 --out runs/scifact/pair-scores
     """
     from retrodistill.data.pair_store import STAGE as PAIR_STAGE
-    from retrodistill.teachers import pairwise
+    from retrodistill.stages import score_pairwise as stage
 
     params = {"model": model, "batch_size": batch_size, "max_length": max_length, "dtype": dtype}
     with user_errors():
         cfg = resolve(
-            pairwise.ScorePairwiseConfig,
+            stage.ScorePairwiseConfig,
             config,
             set_,
             {
@@ -78,7 +78,7 @@ def score_pairwise(
             "--data-dir": cfg.data.data_dir,
         }
         with guarded_output(cfg.out, inputs=inputs, resumable={PAIR_STAGE}, overwrite=overwrite):
-            store = pairwise.run(cfg)
+            store = stage.run(cfg)
     counts = store.manifest.get("counts", {})
     console.print(
         f"[green]wrote[/] {store.path}: {counts.get('rows', 0):,} pair probabilities "

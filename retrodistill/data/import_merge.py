@@ -1,6 +1,6 @@
 """Merging the records of a score file: ids to integer codes, repeated pairs merged, conflicts found.
 
-:class:`Merger` is what :func:`retrodistill.data.importers.import_scores` feeds the record batches
+:class:`Merger` is what :func:`retrodistill.stages.import_scores.import_scores` feeds the record batches
 of a file (:mod:`retrodistill.data.import_readers`) and asks for the distinct pairs. Memory is 13
 bytes a record while reading (an int64 key of two 32-bit codes, a float32 score, a bool role), and
 the merge sorts a bucket of queries at a time; no Python object is made per record.

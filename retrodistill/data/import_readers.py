@@ -1,6 +1,6 @@
 """Readers of published score files: each yields :class:`Records`, column batches of scored pairs.
 
-:mod:`retrodistill.data.importers` documents the formats and what the import decides; this module
+:mod:`retrodistill.stages.import_scores` documents the formats and what the import decides; this module
 only parses. ``hofstaetter-tsv`` (tens of millions of lines) is read by pyarrow's CSV reader in
 blocks, gzipped or not; a block that fails to parse or check is handed to the line-by-line reader,
 which raises the error naming FILE:LINE (or, when the lines are fine after all, reads on). The

@@ -5,11 +5,14 @@ sorted by (query_id, doc_id) (``CandidateSet.pair_table()`` gives one). Scoring 
 zero-copy slices; :class:`PairTexts` turns a slice's ids into the texts a teacher reads, through
 the collection's memory-mapped :class:`~retrodistill.data.corpus.Corpus` (``rows`` then
 ``texts``), so no dict of all texts and no list of all pairs is ever built.
+
+Stages that hold their pairs as Python tuples (``score-pairwise``) check them with
+:func:`check_pair_texts` and read document texts through :class:`DocTexts`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -95,3 +98,33 @@ class PairTexts:
             return unique.filter(pa.array(rows < 0))
         known = self._docs if documents else self._queries
         return pa.array([i for i in unique.to_pylist() if i not in known], pa.string())
+
+
+def check_pair_texts(
+    pairs: Sequence[tuple[str, str]], query_text: Mapping[str, str], doc_text: Mapping[str, Any]
+) -> None:
+    """Raise ``ValueError`` counting the (query_id, doc_id) tuples whose query or document has no text."""
+    PairTexts(query_text, doc_text).check(pair_table(pairs))
+
+
+class DocTexts(Mapping[str, str]):
+    """Document id → ``title text`` of a corpus, joined on access (the corpus stays one copy).
+
+    Args:
+        corpus: document id → a record with ``joined()`` (a collection's corpus).
+    """
+
+    def __init__(self, corpus: Mapping[str, Any]) -> None:
+        self._corpus = corpus
+
+    def __getitem__(self, doc_id: str) -> str:
+        return str(self._corpus[doc_id].joined())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._corpus)
+
+    def __len__(self) -> int:
+        return len(self._corpus)
+
+    def __contains__(self, doc_id: object) -> bool:
+        return doc_id in self._corpus

@@ -1,7 +1,9 @@
 """Teachers: expensive scorers of (query, document) pairs, one plug-in per module.
 
 Importing this package registers every teacher in :data:`TEACHERS` (``cross-encoder``, ``bi-encoder``,
-``colbert``).
+``colbert``); the pairwise teachers of :mod:`.pairwise` register in ``PAIRWISE_TEACHERS`` when it is
+imported. This package holds scorers only: the stages that run them (scoring, pairwise scoring,
+ensembling, inspection) are in :mod:`retrodistill.stages`.
 Heavy libraries (torch, transformers) are imported only when a teacher is built.
 """
 

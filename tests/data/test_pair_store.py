@@ -22,9 +22,10 @@ from retrodistill.data.pair_store import (
     select_comparisons,
 )
 from retrodistill.data.store import TeacherStore, part_name
+from retrodistill.stages.score_pairwise import score_comparisons_to_store
+from retrodistill.stages.score_teacher import score_pairs_to_store
 from retrodistill.teachers.base import Teacher
-from retrodistill.teachers.pairwise import PairwiseTeacher, score_comparisons_to_store
-from retrodistill.teachers.scoring import score_pairs_to_store
+from retrodistill.teachers.pairwise import PairwiseTeacher
 
 QUERIES = {"q1": "first query", "q2": "second query", "q3": "third query"}
 DOCS = {f"d{k}": f"document number {k}" for k in range(1, 9)}

@@ -396,7 +396,7 @@ def test_scores_do_not_depend_on_how_pairs_are_split_or_ordered(pylate_dir: Path
 def test_interrupted_then_resumed_store_equals_uninterrupted(
     stanford_dir: Path, toy: Collection, tmp_path: Path
 ) -> None:
-    from retrodistill.teachers.scoring import score_pairs_to_store
+    from retrodistill.stages.score_teacher import score_pairs_to_store
 
     doc_ids = sorted(toy.corpus)
     pairs = sorted(

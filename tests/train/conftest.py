@@ -32,8 +32,8 @@ def cross_store(
 ) -> TeacherStore:
     """The tiny bi-encoder's dot-product scores for every pair of ``cross_candidates``."""
     from retrodistill.config import DataConfig, ScoreTeacherConfig, TeacherConfig
+    from retrodistill.stages.score_teacher import run
     from retrodistill.teachers.bi_encoder import BiEncoderTeacher
-    from retrodistill.teachers.scoring import run
 
     params = {"model": str(tiny_st_dir), "similarity": "dot", "device": "cpu", "linear_backend": "torch"}
     config = ScoreTeacherConfig(

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from retrodistill.config import DataConfig, MineConfig
-from retrodistill.data import mining
 from retrodistill.data.collections import load_beir
+from retrodistill.stages import mine_negatives
 from retrodistill.train.examples import (
     TeacherEmbeddings,
     build_examples,
@@ -22,7 +22,7 @@ from retrodistill.train.examples import (
 @pytest.fixture()
 def toy_candidates(toy_dir: Path, tmp_path: Path):
     cfg = MineConfig(data=DataConfig(dataset=str(toy_dir), split="train"), out=str(tmp_path / "cand"), k=20)
-    return mining.run(cfg, show_progress=False)
+    return mine_negatives.run(cfg, show_progress=False)
 
 
 def _reference_examples(collection, candidates, scores, *, negatives, negative_pool, epochs, seed):

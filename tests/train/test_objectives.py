@@ -19,7 +19,8 @@ from retrodistill.data.pair_store import PairStore, ranking_by_scores, select_co
 from retrodistill.data.store import TeacherStore
 from retrodistill.losses import LOSSES
 from retrodistill.losses.pairwise_kl import PairwiseKL
-from retrodistill.teachers.pairwise import PairwiseTeacher, score_comparisons_to_store
+from retrodistill.stages.score_pairwise import score_comparisons_to_store
+from retrodistill.teachers.pairwise import PairwiseTeacher
 from retrodistill.train.examples import precompute_teacher_embeddings
 from retrodistill.train.run import run
 from retrodistill.train.st_loss import StudentDistillationLoss
@@ -95,11 +96,11 @@ def test_in_batch_kl_refuses_a_store_without_the_cross_pairs(
     base: TrainConfig, toy_dir: Path, tiny_st_dir: Path, tmp_path: Path
 ) -> None:
     from retrodistill.config import MineConfig, ScoreTeacherConfig, TeacherConfig
-    from retrodistill.data import mining
-    from retrodistill.teachers.scoring import run as score
+    from retrodistill.stages import mine_negatives
+    from retrodistill.stages.score_teacher import run as score
 
     data = DataConfig(dataset=str(toy_dir), split="train")
-    candidates = mining.run(MineConfig(data=data, out=str(tmp_path / "candidates"), k=5), show_progress=False)
+    candidates = mine_negatives.run(MineConfig(data=data, out=str(tmp_path / "candidates"), k=5), show_progress=False)
     params = {"model": str(tiny_st_dir), "device": "cpu", "linear_backend": "torch"}
     store = score(
         ScoreTeacherConfig(

@@ -14,10 +14,11 @@ from typer.testing import CliRunner
 
 from retrodistill.data.store import TeacherStore
 from retrodistill.evaluate.metrics import compute_metrics
+from retrodistill.stages.ensemble import ensemble_stores
+from retrodistill.stages.ensemble_calibration import Judgments, QueryGroups
+from retrodistill.stages.inspect_teacher import inspect_store, label_noise
+from retrodistill.stages.score_teacher import score_pairs_to_store
 from retrodistill.teachers.base import Teacher
-from retrodistill.teachers.ensemble import Judgments, QueryGroups, ensemble_stores
-from retrodistill.teachers.inspect import inspect_store, label_noise
-from retrodistill.teachers.scoring import score_pairs_to_store
 
 INPUTS = {"corpus": "sha256:c", "queries": "sha256:q", "candidates": "sha256:k"}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -214,7 +215,7 @@ def test_cli(ensemble: TeacherStore, toy_dir: Path, tmp_path: Path) -> None:
 def test_kendall_tau_matrix_matches_scipy(n: int) -> None:
     from scipy.stats import kendalltau
 
-    from retrodistill.teachers.inspect import DIRECT_TAU_MAX, kendall_tau_matrix
+    from retrodistill.stages.inspect_teacher import DIRECT_TAU_MAX, kendall_tau_matrix
 
     rng = np.random.default_rng(n)
     rankings = [rng.integers(0, 5, size=n).astype(float), rng.normal(size=n), rng.integers(0, 3, size=n) * 1.0]

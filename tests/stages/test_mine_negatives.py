@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 
 from retrodistill.config import DataConfig, MineConfig
-from retrodistill.data import mining
 from retrodistill.data.candidates import Candidate, read_candidates, read_triples, write_candidates
 from retrodistill.data.collections import DataFormatError, load_beir
+from retrodistill.stages import mine_negatives
 
 
 def test_mine_keeps_judged_and_excludes_them_from_negatives(toy_dir: Path, tmp_path: Path) -> None:
     cfg = MineConfig(data=DataConfig(dataset=str(toy_dir), split="train"), out=str(tmp_path / "cand"), k=10)
-    result = mining.run(cfg, show_progress=False)
+    result = mine_negatives.run(cfg, show_progress=False)
     collection = load_beir(toy_dir, "train")
     grouped = result.by_query()
     assert set(grouped) == set(collection.queries)
@@ -32,7 +32,7 @@ def test_mine_keeps_judged_and_excludes_them_from_negatives(toy_dir: Path, tmp_p
 
 def test_bm25_ranks_the_topical_documents_first(toy_dir: Path) -> None:
     collection = load_beir(toy_dir, "train")
-    rows = mining.mine(collection, k=5, k1=0.9, b=0.4)
+    rows = mine_negatives.mine(collection, k=5, k1=0.9, b=0.4)
     top = {c.query_id: c.doc_id for c in rows if c.rank == 1}
     # q1 is about cancer (documents d1-d5), q3 about the heart (d6-d10).
     assert int(top["q1"][1:]) <= 5
@@ -76,16 +76,16 @@ def test_index_is_cached_by_corpus_and_parameters(
 
     monkeypatch.setenv("RETRODISTILL_CACHE", str(tmp_path / "cache"))
     collection = load_beir(toy_dir, "train")
-    first = mining.mine_table(collection, k=10, k1=0.9, b=0.4)
+    first = mine_negatives.mine_table(collection, k=10, k1=0.9, b=0.4)
     indexes = list((tmp_path / "cache" / "bm25").iterdir())
     assert len(indexes) == 1
     manifest = read_index_manifest(indexes[0])
     assert manifest is not None and manifest["corpus"] == collection.fingerprints["corpus"]
     assert manifest["num_docs"] == len(collection.corpus)
-    again = mining.mine_table(collection, k=10, k1=0.9, b=0.4)  # read from the cache
+    again = mine_negatives.mine_table(collection, k=10, k1=0.9, b=0.4)  # read from the cache
     assert again.drop_columns(["retrieval_score"]).equals(first.drop_columns(["retrieval_score"]))
     np.testing.assert_array_equal(again.column("retrieval_score"), first.column("retrieval_score"))
-    mining.mine_table(collection, k=10, k1=1.2, b=0.75)  # other parameters: another index
+    mine_negatives.mine_table(collection, k=10, k1=1.2, b=0.75)  # other parameters: another index
     assert len(list((tmp_path / "cache" / "bm25").iterdir())) == 2
 
 
@@ -101,14 +101,14 @@ def test_in_memory_collection_gives_the_same_candidates(toy_dir: Path, tmp_path:
         collection.qrels,
         collection.split,
     )
-    a = write_candidates(tmp_path / "a", mining.mine_table(collection, 10, 0.9, 0.4), {})
-    b = write_candidates(tmp_path / "b", mining.mine_table(plain, 10, 0.9, 0.4), {})
+    a = write_candidates(tmp_path / "a", mine_negatives.mine_table(collection, 10, 0.9, 0.4), {})
+    b = write_candidates(tmp_path / "b", mine_negatives.mine_table(plain, 10, 0.9, 0.4), {})
     assert a["fingerprint"] == b["fingerprint"]
 
 
 def test_judged_documents_not_retrieved_keep_their_grade(toy_dir: Path) -> None:
     collection = load_beir(toy_dir, "train")
-    rows = mining.mine(collection, k=1, k1=0.9, b=0.4)
+    rows = mine_negatives.mine(collection, k=1, k1=0.9, b=0.4)
     by_pair = {(c.query_id, c.doc_id): c for c in rows}
     for qid, judged in collection.qrels.items():
         for doc_id, grade in judged.items():

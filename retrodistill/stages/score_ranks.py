@@ -1,22 +1,31 @@
 """The processes of one ``score-teacher`` run: this process's rank, and the messages between ranks.
 
-:mod:`retrodistill.teachers.scoring` documents how ranks share the parts of a store; this module
+:mod:`retrodistill.stages.score_teacher` documents how ranks share the parts of a store; this module
 holds the plumbing: :func:`scoring_rank` reads the launcher's rank, :class:`Group` broadcasts rank
-0's plan and waits at barriers over gloo, :func:`bind_gpu` gives each rank its GPU.
+0's plan and waits at barriers over gloo, :func:`bind_gpu` gives each rank its GPU, and the
+``ranks/rank-RRRRR.json`` progress files (:func:`rank_file`) in which each rank lists its finished
+parts are merged into the manifest by rank 0 (:func:`absorb_rank_files`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import json
+import logging
 import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from retrodistill.artifacts import ArtifactMismatchError
+from retrodistill.data.part_store import file_sha256, part_index
 
+logger = logging.getLogger(__name__)
+
+RANKS_DIR = "ranks"
 #: How long a rank waits for the others at a barrier: the slowest rank's remaining parts must fit.
 BARRIER_TIMEOUT = _dt.timedelta(hours=24)
 
@@ -151,3 +160,63 @@ def bind_gpu(me: ScoringRank) -> None:
 
     if torch.cuda.is_available() and me.local_rank < torch.cuda.device_count():
         torch.cuda.set_device(me.local_rank)
+
+
+def absorb_rank_files(out: Path, manifest: dict[str, Any], *, strict_session: str | None) -> None:
+    """Move the parts listed in ``ranks/*.json`` into ``manifest["parts"]``, with their session's counts.
+
+    A listed part is taken only if its file has the listed sha256 and the part its expected rows.
+    At the start of a run (``strict_session`` None) a part that fails this is left to be rescored
+    (a crash may have come first); at the end, a part reported by this session that fails it
+    raises ``RuntimeError``: the ranks do not see the same files.
+    """
+    part_size, num_pairs = int(manifest["part_size"]), int(manifest["num_pairs"])
+    sessions = {s.get("id"): s for s in manifest["sessions"]}
+    for path in sorted((out / RANKS_DIR).glob("rank-*.json")):
+        try:
+            progress = json.loads(path.read_text(encoding="utf-8"))
+            parts: dict[str, Any] = progress["parts"]
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            if strict_session is not None:
+                raise RuntimeError(f"{path}: unreadable progress file ({err})") from None
+            logger.warning("%s: unreadable progress file (%s); its parts will be scored again", path, err)
+            continue
+        for name, entry in parts.items():
+            index = part_index(name)
+            expected = min(part_size, num_pairs - index * part_size) if index is not None else -1
+            file = out / name
+            if (
+                expected > 0
+                and entry.get("rows") == expected
+                and file.is_file()
+                and file_sha256(file) == entry.get("sha256")
+            ):
+                manifest["parts"][name] = {"rows": entry["rows"], "sha256": entry["sha256"]}
+            elif strict_session is not None and progress.get("session") == strict_session:
+                raise RuntimeError(
+                    f"{path} lists {name} ({entry}) but rank 0 finds "
+                    f"{'no such file' if not file.is_file() else 'other contents'} in {out}: "
+                    "is the store on a filesystem every rank shares?"
+                )
+        session = sessions.get(progress.get("session"))
+        rank = progress.get("rank")
+        if session is not None and isinstance(rank, int) and 0 <= rank < len(session.get("parts_by_rank", [])):
+            session["parts_by_rank"][rank] = int(progress.get("parts_scored", 0))
+            session["parts_scored"] = sum(session["parts_by_rank"])
+            session["wall_time_s"] = max(float(session["wall_time_s"]), float(progress.get("wall_time_s", 0.0)))
+    manifest["parts"] = dict(sorted(manifest["parts"].items()))
+
+
+def rank_file(out: Path, rank: int) -> Path:
+    """The progress file in which rank ``rank`` lists the parts it finished."""
+    return out / RANKS_DIR / f"rank-{rank:05d}.json"
+
+
+def delete_rank_files(out: Path) -> None:
+    """Delete the ranks' progress files (and ``ranks/`` once empty): their parts are in the manifest."""
+    directory = out / RANKS_DIR
+    if directory.is_dir():
+        for path in directory.glob("rank-*.json"):
+            path.unlink()
+        if not any(directory.iterdir()):
+            directory.rmdir()

@@ -32,8 +32,9 @@ from retrodistill.config import DataConfig, ScoreTeacherConfig, TeacherConfig
 from retrodistill.data.candidates import Candidate, write_candidates
 from retrodistill.data.collections import Collection, load_beir
 from retrodistill.data.store import TeacherStore, part_name
+from retrodistill.stages.score_ranks import RANKS_DIR, ScoringRank, scoring_rank
+from retrodistill.stages.score_teacher import run, score_pairs_to_store
 from retrodistill.teachers.base import Teacher
-from retrodistill.teachers.scoring import RANKS_DIR, ScoringRank, run, score_pairs_to_store, scoring_rank
 
 REPO = Path(__file__).resolve().parents[2]
 TOY = REPO / "tests" / "fixtures" / "toy"

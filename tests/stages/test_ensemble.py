@@ -17,17 +17,17 @@ from retrodistill.artifacts import check_inputs
 from retrodistill.config import DataConfig, TrainConfig, load_config
 from retrodistill.data.candidates import Candidate, write_candidates
 from retrodistill.data.collections import Collection, load_beir
+from retrodistill.data.part_store import pairs_fingerprint, rows_fingerprint
 from retrodistill.data.store import TeacherStore
-from retrodistill.teachers.base import Teacher
-from retrodistill.teachers.ensemble import (
-    EnsembleConfig,
+from retrodistill.stages.ensemble import EnsembleConfig, ensemble_stores
+from retrodistill.stages.ensemble_calibration import (
     QueryGroups,
-    ensemble_stores,
     fit_temperature,
     normalize_per_query,
     qrels_fingerprint,
 )
-from retrodistill.teachers.scoring import pairs_fingerprint, rows_fingerprint, score_pairs_to_store
+from retrodistill.stages.score_teacher import score_pairs_to_store
+from retrodistill.teachers.base import Teacher
 
 INPUTS = {"corpus": "sha256:c", "queries": "sha256:q", "candidates": "sha256:k"}
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"

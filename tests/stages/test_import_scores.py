@@ -16,9 +16,9 @@ import pytest
 
 from retrodistill.artifacts import check_inputs, sha256_file
 from retrodistill.data.collections import Collection, DataFormatError, Document, load_beir
-from retrodistill.data.importers import IMPORT_FORMATS, ImportResult, import_scores
+from retrodistill.data.part_store import rows_fingerprint
 from retrodistill.data.store import TeacherStore
-from retrodistill.teachers.scoring import rows_fingerprint
+from retrodistill.stages.import_scores import IMPORT_FORMATS, ImportResult, import_scores
 
 Row = tuple[str, str, float]
 

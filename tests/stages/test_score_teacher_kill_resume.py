@@ -26,8 +26,9 @@ import pytest
 
 from retrodistill.data.collections import load_beir
 from retrodistill.data.store import TeacherStore
+from retrodistill.stages.score_ranks import RANKS_DIR
+from retrodistill.stages.score_teacher import score_pairs_to_store
 from retrodistill.teachers.base import Teacher
-from retrodistill.teachers.scoring import RANKS_DIR, score_pairs_to_store
 
 REPO = Path(__file__).resolve().parents[2]
 TOY = REPO / "tests" / "fixtures" / "toy"

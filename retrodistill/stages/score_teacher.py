@@ -78,13 +78,12 @@ Manifest fields written here, beyond those of :func:`~retrodistill.artifacts.wri
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,23 +106,27 @@ from retrodistill.data.part_store import (
     PartWriter,
     StringsHasher,
     delete_temporary_files,
-    file_sha256,
     iter_part_tables,
     pairs_fingerprint,
-    part_index,
     part_is_complete,
     write_table_part,
 )
-from retrodistill.data.part_store import rows_fingerprint as rows_fingerprint  # re-exported: its old home
 from retrodistill.data.store import STAGE, TeacherStore, part_name, score_table
+from retrodistill.stages.score_ranks import (
+    RANKS_DIR,
+    Group,
+    ScoringRank,
+    absorb_rank_files,
+    bind_gpu,
+    delete_rank_files,
+    rank_file,
+    scoring_rank,
+)
 from retrodistill.teachers.base import RUNTIME_FIELDS, TEACHERS, Teacher
-from retrodistill.teachers.scoring_ranks import BARRIER_TIMEOUT as BARRIER_TIMEOUT  # re-exported
-from retrodistill.teachers.scoring_ranks import Group, ScoringRank, bind_gpu, scoring_rank
 
 logger = logging.getLogger(__name__)
 
 PREPARE_MODES = ("all", "shard")
-RANKS_DIR = "ranks"
 
 
 @dataclass
@@ -280,10 +283,10 @@ def _begin(out: Path, fresh: dict[str, Any], pairs: Any, world_size: int, prepar
         manifest = read_manifest(out)
         _check_resumable(manifest, fresh, out)
         _delete_temporary_files(out)
-        _absorb_rank_files(out, manifest, strict_session=None)
+        absorb_rank_files(out, manifest, strict_session=None)
         done = {i for i in range(num_parts) if part_is_complete(out, i, manifest)}
         if manifest.get("complete") and len(done) == num_parts:
-            _delete_rank_files(out)
+            delete_rank_files(out)
             return manifest, _Plan(complete=True)
         # A part file not listed as complete (or whose bytes changed) is never trusted: score it again.
         manifest["parts"] = {part_name(i): manifest["parts"][part_name(i)] for i in sorted(done)}
@@ -311,7 +314,7 @@ def _begin(out: Path, fresh: dict[str, Any], pairs: Any, world_size: int, prepar
     manifest["sessions"].append(session)
     out.mkdir(parents=True, exist_ok=True)
     _save(out, manifest)
-    _delete_rank_files(out)  # after the save: the manifest now lists their parts
+    delete_rank_files(out)  # after the save: the manifest now lists their parts
     return manifest, _Plan(complete=False, todo=[i for i in range(num_parts) if i not in done], session=session["id"])
 
 
@@ -346,7 +349,7 @@ class _Recorder:
             self.progress["parts"][part_name(index)] = entry
             self.progress["parts_scored"] = self.scored
             self.progress["wall_time_s"] = elapsed
-            write_json_atomic(_rank_file(self.out, self.me.rank), self.progress)
+            write_json_atomic(rank_file(self.out, self.me.rank), self.progress)
 
 
 def _finish(out: Path, manifest: dict[str, Any], pairs: Any, session: str, started: float) -> None:
@@ -357,7 +360,7 @@ def _finish(out: Path, manifest: dict[str, Any], pairs: Any, session: str, start
     """
     import pyarrow.compute as pc
 
-    _absorb_rank_files(out, manifest, strict_session=session)
+    absorb_rank_files(out, manifest, strict_session=session)
     current = manifest["sessions"][-1]
     current["wall_time_s"] = round(time.perf_counter() - started, 3)
     num_parts = int(manifest["num_parts"])
@@ -384,68 +387,7 @@ def _finish(out: Path, manifest: dict[str, Any], pairs: Any, session: str, start
         manifest["fingerprint"] = hasher.hexdigest()
         manifest["complete"] = True
     _save(out, manifest)
-    _delete_rank_files(out)
-
-
-def _absorb_rank_files(out: Path, manifest: dict[str, Any], *, strict_session: str | None) -> None:
-    """Move the parts listed in ``ranks/*.json`` into ``manifest["parts"]``, with their session's counts.
-
-    A listed part is taken only if its file has the listed sha256 and the part its expected rows.
-    At the start of a run (``strict_session`` None) a part that fails this is left to be rescored
-    (a crash may have come first); at the end, a part reported by this session that fails it
-    raises ``RuntimeError``: the ranks do not see the same files.
-    """
-    part_size, num_pairs = int(manifest["part_size"]), int(manifest["num_pairs"])
-    sessions = {s.get("id"): s for s in manifest["sessions"]}
-    for path in sorted((out / RANKS_DIR).glob("rank-*.json")):
-        try:
-            progress = json.loads(path.read_text(encoding="utf-8"))
-            parts: dict[str, Any] = progress["parts"]
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            if strict_session is not None:
-                raise RuntimeError(f"{path}: unreadable progress file ({err})") from None
-            logger.warning("%s: unreadable progress file (%s); its parts will be scored again", path, err)
-            continue
-        for name, entry in parts.items():
-            index = _part_index(name)
-            expected = min(part_size, num_pairs - index * part_size) if index is not None else -1
-            file = out / name
-            if (
-                expected > 0
-                and entry.get("rows") == expected
-                and file.is_file()
-                and file_sha256(file) == entry.get("sha256")
-            ):
-                manifest["parts"][name] = {"rows": entry["rows"], "sha256": entry["sha256"]}
-            elif strict_session is not None and progress.get("session") == strict_session:
-                raise RuntimeError(
-                    f"{path} lists {name} ({entry}) but rank 0 finds "
-                    f"{'no such file' if not file.is_file() else 'other contents'} in {out}: "
-                    "is the store on a filesystem every rank shares?"
-                )
-        session = sessions.get(progress.get("session"))
-        rank = progress.get("rank")
-        if session is not None and isinstance(rank, int) and 0 <= rank < len(session.get("parts_by_rank", [])):
-            session["parts_by_rank"][rank] = int(progress.get("parts_scored", 0))
-            session["parts_scored"] = sum(session["parts_by_rank"])
-            session["wall_time_s"] = max(float(session["wall_time_s"]), float(progress.get("wall_time_s", 0.0)))
-    manifest["parts"] = dict(sorted(manifest["parts"].items()))
-
-
-_part_index = part_index
-
-
-def _rank_file(out: Path, rank: int) -> Path:
-    return out / RANKS_DIR / f"rank-{rank:05d}.json"
-
-
-def _delete_rank_files(out: Path) -> None:
-    directory = out / RANKS_DIR
-    if directory.is_dir():
-        for path in directory.glob("rank-*.json"):
-            path.unlink()
-        if not any(directory.iterdir()):
-            directory.rmdir()
+    delete_rank_files(out)
 
 
 def _delete_temporary_files(out: Path) -> None:
@@ -549,30 +491,3 @@ def run(
         prepare=prepare,
     )
 
-
-# What teachers/pairwise.py (the pairwise scoring loop) still imports from here.
-_part_is_complete = part_is_complete
-
-
-def _check_texts(pairs: Sequence[tuple[str, str]], query_text: Mapping[str, str], doc_text: Mapping[str, Any]) -> None:
-    """Raise ``ValueError`` counting the pairs whose query or document has no text."""
-    PairTexts(query_text, doc_text).check(pair_table(pairs))
-
-
-class _DocTexts(Mapping[str, str]):
-    """Document id → ``title text``, joined on access (the corpus stays one copy)."""
-
-    def __init__(self, corpus: Mapping[str, Any]) -> None:
-        self._corpus = corpus
-
-    def __getitem__(self, doc_id: str) -> str:
-        return str(self._corpus[doc_id].joined())
-
-    def __iter__(self) -> Any:
-        return iter(self._corpus)
-
-    def __len__(self) -> int:
-        return len(self._corpus)
-
-    def __contains__(self, doc_id: object) -> bool:
-        return doc_id in self._corpus

@@ -16,10 +16,11 @@ from retrodistill.artifacts import ArtifactMismatchError
 from retrodistill.config import DataConfig, ScoreTeacherConfig, TeacherConfig
 from retrodistill.data.candidates import Candidate, write_candidates
 from retrodistill.data.collections import Collection, load_beir
+from retrodistill.data.part_store import rows_fingerprint
 from retrodistill.data.store import TeacherStore, part_name
+from retrodistill.stages.score_teacher import run, score_pairs_to_store
 from retrodistill.teachers.base import Teacher
 from retrodistill.teachers.cross_encoder import CrossEncoderTeacher
-from retrodistill.teachers.scoring import rows_fingerprint, run, score_pairs_to_store
 
 INPUTS = {"corpus": "sha256:c", "queries": "sha256:q", "candidates": "sha256:k"}
 

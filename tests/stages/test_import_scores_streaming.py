@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrodistill.data import import_merge, import_readers, importers
+from retrodistill.data import import_merge, import_readers
 from retrodistill.data.collections import Collection, DataFormatError, Document
-from retrodistill.data.importers import import_scores
+from retrodistill.stages import import_scores as importers
+from retrodistill.stages.import_scores import import_scores
 
 
 def _doc(i: int, ids: str) -> str:

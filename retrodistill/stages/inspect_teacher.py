@@ -1,7 +1,7 @@
 """Inspect a teacher-score store: score distributions, quality on qrels, label noise, agreement.
 
 The members of a plain store are the store itself; those of an ensemble store
-(:mod:`retrodistill.teachers.ensemble`) are the member stores its manifest names, then the
+(:mod:`retrodistill.stages.ensemble`) are the member stores its manifest names, then the
 ensemble. Every member is looked at on the inspected store's pairs. With qrels, a candidate is a
 *positive* when its grade is ≥ ``rel_threshold``; every other candidate (unjudged, or judged
 below the threshold) is a *negative*. The numbers, per member:
@@ -39,14 +39,8 @@ import numpy as np
 
 from retrodistill.artifacts import atomic_path, write_json_atomic
 from retrodistill.data.store import TeacherStore
-from retrodistill.teachers.ensemble import (
-    Judgments,
-    QueryGroups,
-    grades_of,
-    is_ensemble,
-    open_members,
-    read_columns,
-)
+from retrodistill.stages.ensemble import is_ensemble, open_members, read_columns
+from retrodistill.stages.ensemble_calibration import Judgments, QueryGroups, grades_of
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
