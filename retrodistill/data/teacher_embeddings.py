@@ -21,7 +21,7 @@ import contextlib
 import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -48,7 +48,8 @@ class TeacherEmbeddings:
     path: Path
     manifest: dict[str, Any]
     ids: dict[str, list[str]]  # side -> ids
-    matrices: dict[str, np.ndarray]  # side -> (n, dim) float32
+    matrices: dict[str, np.ndarray]  # side -> (n, dim) float32, memory-mapped when opened
+    _id_arrays: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)  # side -> pa.StringArray
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> TeacherEmbeddings:
@@ -69,9 +70,22 @@ class TeacherEmbeddings:
     def inputs(self) -> dict[str, str]:
         return dict(self.manifest.get("inputs", {}))
 
+    def rows(self, side: str, ids: Sequence[str]) -> np.ndarray:
+        """Row of each of ``ids`` in ``side``'s matrix (int64), ``-1`` where the store lacks it.
+
+        A vectorised hash join (Arrow ``index_in``), so a store of millions of ids builds no dict of them.
+        """
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if side not in self._id_arrays:
+            self._id_arrays[side] = pa.array(self.ids[side], type=pa.string())
+        found = pc.index_in(pa.array(list(ids), type=pa.string()), value_set=self._id_arrays[side])
+        return np.asarray(found.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
+
     def missing(self, side: str, ids: Sequence[str]) -> list[str]:
-        known = set(self.ids[side])
-        return [i for i in ids if i not in known]
+        ids = list(ids)
+        return [ids[i] for i in np.flatnonzero(self.rows(side, ids) < 0).tolist()]
 
     def vectors(self, side: str, ids: Sequence[str]) -> np.ndarray:
         """``(len(ids), dim)`` float32 rows for ``ids`` of ``side`` (``"queries"`` or ``"documents"``).
@@ -79,15 +93,16 @@ class TeacherEmbeddings:
         Raises:
             ValueError: Naming the ids the store lacks and how to recompute it.
         """
-        missing = self.missing(side, ids)
-        if missing:
+        ids = list(ids)
+        rows = self.rows(side, ids)
+        if (rows < 0).any():
+            missing = [ids[i] for i in np.flatnonzero(rows < 0).tolist()]
             raise ValueError(
                 f"the teacher-embedding store {self.path} has no embedding for {len(missing)} {side} "
                 f"(e.g. {', '.join(missing[:5])}); it was computed for other texts: point teacher_embeddings.path "
                 "at a new folder (with teacher_embeddings.model) to compute a store for this run"
             )
-        row = {i: r for r, i in enumerate(self.ids[side])}
-        return np.asarray(self.matrices[side][[row[i] for i in ids]], dtype=np.float32)
+        return np.asarray(self.matrices[side][rows], dtype=np.float32)
 
 
 @contextlib.contextmanager
