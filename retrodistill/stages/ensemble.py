@@ -46,7 +46,6 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -56,7 +55,7 @@ from typing import Any
 
 import numpy as np
 
-from retrodistill.artifacts import now_iso, publish_dir, sha256_file, write_manifest
+from retrodistill.artifacts import now_iso, publish_dir, sha256_file, staging_dir, write_manifest
 from retrodistill.config import to_dict
 from retrodistill.data.part_store import pairs_fingerprint, rows_fingerprint
 from retrodistill.data.store import TeacherStore, part_name, store_schema
@@ -384,7 +383,7 @@ def _write_store(
     )
     num_parts = max(1, math.ceil(len(table) / part_size))
     destination.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{destination.name}-", dir=destination.parent))
+    work = staging_dir(destination)  # beside it; those of dead runs are removed
     try:
         parts = {}
         for index in range(num_parts):

@@ -63,7 +63,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -72,7 +71,7 @@ from typing import Any
 
 import numpy as np
 
-from retrodistill.artifacts import publish_dir, sha256_file
+from retrodistill.artifacts import publish_dir, sha256_file, staging_dir
 from retrodistill.data.candidates import CandidateSet, CandidatesWriter, read_candidates
 from retrodistill.data.collections import Collection, DataFormatError, read_qrels
 from retrodistill.data.import_merge import EXAMPLES, Merger, Pairs, on_line, return_freed_memory
@@ -486,6 +485,5 @@ def _check_outputs(source: Path, store_dir: Path, cand_dir: Path, overwrite: boo
 
 
 def _staging_dir(target: Path) -> Path:
-    """A fresh folder beside ``target`` (same filesystem, so the final rename is atomic)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    """A fresh folder beside ``target`` (same filesystem, so the final rename is atomic); stale ones go."""
+    return staging_dir(target)

@@ -421,6 +421,15 @@ def _check_resumable(manifest: Mapping[str, Any], fresh: Mapping[str, Any], out:
     for key in sorted(set(old_inputs) | set(new_inputs)):
         if old_inputs.get(key) != new_inputs.get(key):
             differences.append(f"inputs.{key}: store has {old_inputs.get(key)!r}, given {new_inputs.get(key)!r}")
+    old_batch, new_batch = manifest.get("teacher", {}).get("batch_size"), fresh["teacher"].get("batch_size")
+    if not differences and old_batch is not None and new_batch is not None and old_batch != new_batch:
+        # Allowed (a resumed run may need smaller batches), but padding changes a cross-encoder's scores
+        # in the last bits (the tiny test model's by up to 6e-7): the store will not be bit-identical.
+        logger.warning(
+            "resuming %s with batch_size %s, but it was started with %s: the new parts' scores may differ in "
+            "the last bits from an uninterrupted run's; pass --batch-size %s for a bit-identical store",
+            out, new_batch, old_batch, old_batch,
+        )
     if differences:
         raise ArtifactMismatchError(
             f"{out} is a teacher-score store made differently, so it cannot be resumed:\n  "

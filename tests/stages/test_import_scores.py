@@ -433,3 +433,19 @@ def test_train_student_takes_an_imported_store(
     assert manifest["inputs"]["teacher_scores"] == imported.store.fingerprint
     assert manifest["inputs"]["candidates"] == imported.candidates.fingerprint
     assert manifest["teacher"]["model"] == "toy-ensemble" and manifest["counts"]["steps"] == 1
+
+
+def test_staging_folders_of_killed_imports_are_removed(tmp_path: Path, toy: Collection) -> None:
+    import subprocess
+    import sys
+
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    stale = [tmp_path / f".store.staging-{dead}-abc", tmp_path / f".cands.staging-{dead}-def"]
+    for folder in stale:
+        folder.mkdir()
+        (folder / "part-00000.parquet").write_bytes(b"half")
+    run_import(tmp_path, toy, "1.0\t0.5\tq1\td1\td2\n", "hofstaetter-tsv")
+    assert not any(folder.exists() for folder in stale)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,7 +64,11 @@ def _score(teacher: Teacher, pairs: list[tuple[str, str]], toy: Collection, out:
 
 
 def test_interrupted_then_resumed_equals_uninterrupted(
-    tiny_cross_encoder_dir: Path, pairs: list[tuple[str, str]], toy: Collection, tmp_path: Path
+    tiny_cross_encoder_dir: Path,
+    pairs: list[tuple[str, str]],
+    toy: Collection,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     teacher = CrossEncoderTeacher(str(tiny_cross_encoder_dir), batch_size=4, device="cpu")
     whole = _score(teacher, pairs, toy, tmp_path / "whole")
@@ -83,7 +88,11 @@ def test_interrupted_then_resumed_equals_uninterrupted(
     shutil.copytree(tmp_path / "resumed", tmp_path / "resumed-other-batches")
     resumed = _score(teacher, pairs, toy, tmp_path / "resumed")
     other_batches = CrossEncoderTeacher(str(tiny_cross_encoder_dir), batch_size=16, device="cpu")
-    mixed = _score(other_batches, pairs, toy, tmp_path / "resumed-other-batches")
+    with caplog.at_level(logging.WARNING, logger="retrodistill.stages.score_teacher"):
+        mixed = _score(other_batches, pairs, toy, tmp_path / "resumed-other-batches")
+    warned = [r.getMessage() for r in caplog.records if "batch_size" in r.getMessage()]
+    assert len(warned) == 1 and "with batch_size 16, but it was started with 4" in warned[0]
+    assert "pass --batch-size 4 for a bit-identical store" in warned[0]
     assert mixed.table().column("doc_id").equals(whole.table().column("doc_id"))
     assert np.allclose(mixed.table().column("score").to_numpy(), whole.table().column("score").to_numpy(), atol=1e-5)
 
