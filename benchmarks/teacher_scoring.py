@@ -66,7 +66,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--min-bf16-ratio", type=float, default=3.0, help="ours bf16 / baseline (fp32)")
     parser.add_argument("--min-spearman", type=float, default=0.999, help="ours bf16 vs ours fp32")
     parser.add_argument(
-        "--max-load", type=float, default=1.0,
+        "--max-load",
+        type=float,
+        default=1.0,
         help="1-minute load average above which the run is flagged NOT QUIET (its speed ratios are not evidence)",
     )
     return parser.parse_args(argv)
@@ -287,8 +289,11 @@ def main(argv: list[str] | None = None) -> int:
     busiest = max(load_before[0], load_after[0])
     quiet = busiest <= args.max_load
     checks.append(
-        (f"machine quiet: load average {load_before[0]:.2f} before, {load_after[0]:.2f} after",
-         f"<= {args.max_load:g}", quiet)
+        (
+            f"machine quiet: load average {load_before[0]:.2f} before, {load_after[0]:.2f} after",
+            f"<= {args.max_load:g}",
+            quiet,
+        )
     )
     for text, bar, passed in checks:
         print(f"{text:50s} required {bar:8s} {'OK' if passed else 'FAIL'}")
