@@ -57,9 +57,12 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
     A crash leaves either the old file or no file, never a half-written one.
     """
+    from retrodistill.temporaries import host_tag
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # Named .NAME.PID-HOST-XXXX.tmp, so a later run can tell a dead writer's leftover (temporaries.py).
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-{host_tag()}-", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -404,23 +407,16 @@ _STAGING = ".staging-"
 def staging_dir(target: str | os.PathLike[str]) -> Path:
     """A fresh folder beside ``target`` (same filesystem, so publishing it is one rename).
 
-    Named ``.NAME.staging-PID-XXXX``: :func:`clean_stale_staging` removes those of dead processes, so
+    Named ``.NAME.staging-PID-HOST-XXXX``: :func:`clean_stale_staging` removes those of dead processes, so
     folders of killed runs do not pile up.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_staging(target)
-    return Path(tempfile.mkdtemp(prefix=f".{target.name}{_STAGING}{os.getpid()}-", dir=target.parent))
+    from retrodistill.temporaries import host_tag
 
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
+    prefix = f".{target.name}{_STAGING}{os.getpid()}-{host_tag()}-"
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
 
 
 def clean_stale_staging(target: str | os.PathLike[str]) -> list[Path]:
@@ -431,6 +427,8 @@ def clean_stale_staging(target: str | os.PathLike[str]) -> list[Path]:
     """
     import shutil
 
+    from retrodistill.temporaries import host_tag, process_alive
+
     target = Path(target)
     prefix = f".{target.name}{_STAGING}"
     removed: list[Path] = []
@@ -439,8 +437,10 @@ def clean_stale_staging(target: str | os.PathLike[str]) -> list[Path]:
     for path in target.parent.iterdir():
         if not path.name.startswith(prefix) or not path.is_dir():
             continue
-        pid_text = path.name[len(prefix) :].split("-", 1)[0]
-        if pid_text.isdigit() and not _process_alive(int(pid_text)):
+        pid_text, _, rest = path.name[len(prefix) :].partition("-")
+        host = rest.partition("-")[0]
+        # A process id is judged only on its own machine (a shared disk may hold another's live run).
+        if pid_text.isdigit() and host == host_tag() and not process_alive(int(pid_text)):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
@@ -462,6 +462,8 @@ def output_lock(target: str | os.PathLike[str], command: str) -> Iterator[Path]:
     """
     import socket
 
+    from retrodistill.temporaries import process_alive
+
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     lock = target.with_name(f".{target.name}.lock")
@@ -474,7 +476,7 @@ def output_lock(target: str | os.PathLike[str], command: str) -> Iterator[Path]:
                 pid_text, _, host = lock.read_text(encoding="utf-8").strip().partition(" ")
             except OSError:
                 continue  # released meanwhile
-            if pid_text.isdigit() and (host != socket.gethostname() or _process_alive(int(pid_text))):
+            if pid_text.isdigit() and (host != socket.gethostname() or process_alive(int(pid_text))):
                 where = "" if host == socket.gethostname() else f" on {host}"
                 raise OutputLockedError(
                     f"{target} is being written by another {command} (process {pid_text}{where}, lock {lock}): "

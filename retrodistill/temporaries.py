@@ -4,14 +4,14 @@ A cache written by many runs (the run cache, the corpus-embedding cache) gets ea
 temporary file beside it that is renamed into place. A run killed between the two leaves that
 temporary file for ever; :func:`remove_stale_temporaries` deletes it on a later run.
 
-Name of a temporary file for ``TARGET`` (:func:`writer_atomic_path`)::
+Name of a temporary file for ``TARGET`` (:func:`retrodistill.artifacts.atomic_path`)::
 
     .TARGET.PID-HOST-XXXXXXXX.tmp      PID the writer's process id, HOST six hex digits naming its machine
 
 A temporary file is stale when its writer is gone (judged by the process id only when ``HOST`` is
 this machine: a cache on a shared disk may hold another machine's live writer) or when nothing
-wrote to it for ``older_than_s`` seconds (a process id may have been reused; and files named
-without ``PID-HOST``, by :func:`retrodistill.artifacts.atomic_path`, are judged by age alone).
+wrote to it for ``older_than_s`` seconds (a process id may have been reused; files named
+without ``PID-HOST``, by earlier versions, are judged by age alone).
 """
 
 from __future__ import annotations
@@ -21,9 +21,7 @@ import hashlib
 import logging
 import os
 import re
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -53,28 +51,11 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-@contextlib.contextmanager
-def writer_atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield ``.NAME.PID-HOST-XXXXXXXX.tmp`` beside ``path``; rename it onto ``path`` if the block succeeds.
+def writer_atomic_path(path: str | os.PathLike[str]) -> contextlib.AbstractContextManager[Path]:
+    """:func:`retrodistill.artifacts.atomic_path`: its temporary file is ``.NAME.PID-HOST-XXXXXXXX.tmp``."""
+    from retrodistill.artifacts import atomic_path
 
-    As :func:`retrodistill.artifacts.atomic_path` (a crash leaves the old file or none, never half
-    a file), but the name says which process wrote it, for :func:`remove_stale_temporaries`.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-{host_tag()}-", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        if tmp.exists():  # mkstemp makes 0600 files; give the result the usual umask-based mode
-            mask = os.umask(0)
-            os.umask(mask)
-            os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    return atomic_path(path)
 
 
 def is_stale(path: Path, *, older_than_s: float = STALE_AFTER_S, now: float | None = None) -> bool:

@@ -250,7 +250,8 @@ def _dead_pid() -> int:
 
 
 def test_leftovers_of_killed_conversions_are_removed_on_the_next(tmp_path: Path) -> None:
-    from retrodistill.data.corpus import _host_tag, open_corpus
+    from retrodistill.data.corpus import open_corpus
+    from retrodistill.temporaries import host_tag as _host_tag
 
     cache = tmp_path / "collections"
     cache.mkdir()

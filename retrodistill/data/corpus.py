@@ -43,6 +43,7 @@ import numpy as np
 from retrodistill.data.column_reader import StringColumn
 from retrodistill.data.id_index import ORDER_FILE, SORTED_FILE, IdIndex
 from retrodistill.data.records import Document
+from retrodistill.temporaries import host_tag, process_alive
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -314,7 +315,7 @@ def open_corpus(
         _discard(target)
     root.mkdir(parents=True, exist_ok=True)
     clean_stale_staging(root)
-    staging = root / f"{_STAGING}{key[:16]}-{os.getpid()}-{_host_tag()}-{uuid.uuid4().hex[:8]}"
+    staging = root / f"{_STAGING}{key[:16]}-{os.getpid()}-{host_tag()}-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     try:
         started = time.perf_counter()
@@ -396,30 +397,13 @@ def clean_stale_staging(root: str | os.PathLike[str], *, now: float | None = Non
 
 def _stale(staging: Path, now: float) -> bool:
     parts = staging.name[len(_STAGING) :].split("-")
-    if len(parts) >= 4 and parts[1].isdigit() and parts[2] == _host_tag() and not _process_alive(int(parts[1])):
+    if len(parts) >= 4 and parts[1].isdigit() and parts[2] == host_tag() and not process_alive(int(parts[1])):
         return True
     try:
         newest = max([staging.stat().st_mtime, *(child.stat().st_mtime for child in staging.iterdir())])
     except OSError:  # removed meanwhile (its conversion finished or failed): nothing to do
         return False
     return now - newest > STALE_AFTER_S
-
-
-def _host_tag() -> str:
-    """Six hex digits naming this machine, so a process id is only judged on the machine it belongs to."""
-    import socket
-
-    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
 
 
 def _discard(directory: Path) -> None:

@@ -229,18 +229,22 @@ def test_stale_staging_folders_of_dead_processes_are_cleaned(tmp_path: Path) -> 
     import sys
 
     from retrodistill.artifacts import clean_stale_staging, staging_dir
+    from retrodistill.temporaries import host_tag
 
     target = tmp_path / "student"
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    stale = tmp_path / f".student.staging-{int(dead.stdout)}-abc"
+    here = host_tag()
+    stale = tmp_path / f".student.staging-{int(dead.stdout)}-{here}-abc"
     stale.mkdir()
-    live = tmp_path / f".student.staging-{os.getpid()}-def"
+    live = tmp_path / f".student.staging-{os.getpid()}-{here}-def"
+    elsewhere = tmp_path / f".student.staging-{int(dead.stdout)}-{'0' * 6 if here != '0' * 6 else '1' * 6}-ghi"
+    elsewhere.mkdir()  # another machine's process id: never judged here
     live.mkdir()
-    other = tmp_path / f".thesis.staging-{int(dead.stdout)}-abc"  # another target's: not ours to judge
+    other = tmp_path / f".thesis.staging-{int(dead.stdout)}-{here}-abc"  # another target's: not ours to judge
     other.mkdir()
     fresh = staging_dir(target)
-    assert fresh.parent == tmp_path and fresh.name.startswith(f".student.staging-{os.getpid()}-")
-    assert not stale.exists() and live.exists() and other.exists()
+    assert fresh.parent == tmp_path and fresh.name.startswith(f".student.staging-{os.getpid()}-{here}-")
+    assert not stale.exists() and live.exists() and other.exists() and elsewhere.exists()
     assert clean_stale_staging(target) == []
 
 

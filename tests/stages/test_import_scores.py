@@ -442,7 +442,9 @@ def test_staging_folders_of_killed_imports_are_removed(tmp_path: Path, toy: Coll
     dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                               text=True).stdout)
     tmp_path.mkdir(parents=True, exist_ok=True)
-    stale = [tmp_path / f".store.staging-{dead}-abc", tmp_path / f".cands.staging-{dead}-def"]
+    from retrodistill.temporaries import host_tag
+
+    stale = [tmp_path / f".store.staging-{dead}-{host_tag()}-abc", tmp_path / f".cands.staging-{dead}-{host_tag()}-d"]
     for folder in stale:
         folder.mkdir()
         (folder / "part-00000.parquet").write_bytes(b"half")
