@@ -120,7 +120,7 @@ def _document_vectors(
         chunks = -(-len(order) // DEFAULT_SHARD_SIZE)
         return chunks, chunks
     shards = np.unique(sorted_rows // cache.shard_size).tolist()
-    missing = [s for s in shards if not cache.is_done(s)]
+    missing = {s for s in shards if not cache.is_done(s)}
     encoded = 0
     # Worker processes only when something is encoded (and several GPUs are visible).
     with encoding_pool(teacher.model) if missing else contextlib.nullcontext() as pool:
