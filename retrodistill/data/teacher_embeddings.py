@@ -4,15 +4,21 @@ Layout::
 
     EMB/
       manifest.json         stage "embed-teacher", teacher (model, revision, similarity, ...), inputs
-                            (corpus, queries fingerprints), dim, counts, files (name -> sha256), fingerprint
+                            (corpus, queries fingerprints), dim, counts, files (name -> sha256), fingerprint;
+                            from the stage also config, corpus_embeddings (cache key, shards encoded), wall_time_s
       queries.npy           float32 (Q, dim), row i is the query queries.ids.json[i]
       queries.ids.json      JSON list of the Q query ids
       documents.npy         float32 (D, dim), row i is the document documents.ids.json[i]
       documents.ids.json    JSON list of the D document ids
 
 Vectors are the teacher's as it scores with them (``encode_query`` / ``encode_document``,
-L2-normalised when its similarity is cosine). Every file is written atomically and the manifest
-last, so a store with a manifest is complete.
+L2-normalised when its similarity is cosine). Ids are sorted. Every file is written atomically and
+the manifest last, so a store with a manifest is complete. ``fingerprint`` covers the four data files
+only, so identical ids and vectors give the same fingerprint whatever wrote them.
+
+``retrodistill embed-teacher`` (:mod:`retrodistill.data.embed_teacher`) writes stores through
+:func:`side_writer` (memory-mapped, for millions of rows); :func:`precompute_teacher_embeddings` is
+the in-memory path for small sets and test encoders.
 """
 
 from __future__ import annotations
