@@ -96,8 +96,9 @@ class LossConfig:
 class TeacherEmbeddingsConfig:
     """The dense teacher's stored embeddings, for embedding-level distillation (loss ``embedding``).
 
-    ``path`` is a teacher-embedding store (see :mod:`retrodistill.train.examples`); when it holds
-    none yet, ``model`` (a sentence-transformers bi-encoder) computes one there first.
+    ``path`` is a teacher-embedding store (``retrodistill embed-teacher`` writes one, see
+    :mod:`retrodistill.data.embed_teacher`); when it holds none yet, ``model`` (a sentence-transformers
+    bi-encoder) computes one there first, with the same stage function.
     """
 
     path: str | None = field(default=None, metadata={"help": "teacher-embedding store directory"})
