@@ -97,7 +97,7 @@ class TeacherEmbeddingsConfig:
     """The dense teacher's stored embeddings, for embedding-level distillation (loss ``embedding``).
 
     ``path`` is a teacher-embedding store (``retrodistill embed-teacher`` writes one, see
-    :mod:`retrodistill.data.embed_teacher`); when it holds none yet, ``model`` (a sentence-transformers
+    :mod:`retrodistill.stages.embed_teacher`); when it holds none yet, ``model`` (a sentence-transformers
     bi-encoder) computes one there first, with the same stage function.
     """
 
@@ -114,7 +114,7 @@ class TeacherEmbeddingsConfig:
 
 @dataclass
 class EmbedTeacherConfig:
-    """``retrodistill embed-teacher``: a bi-encoder teacher's vectors (see :mod:`retrodistill.data.embed_teacher`)."""
+    """``retrodistill embed-teacher``: a bi-encoder teacher's vectors (see :mod:`retrodistill.stages.embed_teacher`)."""
 
     data: DataConfig = field(default_factory=DataConfig)
     candidates: str | None = field(

@@ -50,7 +50,7 @@ def embed_teacher(
     --candidates runs/scifact/candidates --out runs/scifact/teacher-embeddings
     """
     from retrodistill.config import EmbedTeacherConfig
-    from retrodistill.data import embed_teacher as stage
+    from retrodistill.stages import embed_teacher as stage
 
     with user_errors():
         cfg = resolve(

@@ -16,7 +16,7 @@ L2-normalised when its similarity is cosine). Ids are sorted. Every file is writ
 the manifest last, so a store with a manifest is complete. ``fingerprint`` covers the four data files
 only, so identical ids and vectors give the same fingerprint whatever wrote them.
 
-``retrodistill embed-teacher`` (:mod:`retrodistill.data.embed_teacher`) writes stores through
+``retrodistill embed-teacher`` (:mod:`retrodistill.stages.embed_teacher`) writes stores through
 :func:`side_writer` (memory-mapped, for millions of rows); :func:`precompute_teacher_embeddings` is
 the in-memory path for small sets and test encoders.
 """
@@ -176,7 +176,7 @@ def precompute_teacher_embeddings(
     """Encode ``queries`` and ``documents`` (id -> text) with ``encoder`` and write a store to ``out``.
 
     The in-memory path, for small sets and test encoders; the ``embed-teacher`` stage
-    (:mod:`retrodistill.data.embed_teacher`) streams documents through the corpus-embedding cache.
+    (:mod:`retrodistill.stages.embed_teacher`) streams documents through the corpus-embedding cache.
 
     Args:
         out: The store directory (created; an existing manifest is replaced last).

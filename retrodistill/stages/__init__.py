@@ -16,9 +16,11 @@ Stage modules, each with its ``retrodistill`` command and the artifact it writes
 - :mod:`.ensemble` (``ensemble-teachers``): an ensemble store from member stores; per-query
   normalisation and temperature calibration are :mod:`.ensemble_calibration`.
 - :mod:`.inspect_teacher` (``inspect-teacher``): ``inspect.json`` and plots about a store.
+- :mod:`.embed_teacher` (``embed-teacher``): a teacher-embedding store, its documents through the
+  corpus-embedding cache that evaluation shares.
 
 Two stages live elsewhere, beside what only they know about: ``train-student`` is
 :func:`retrodistill.train.run.run` (``train/`` is the only package that knows the trainer and
 distributed state), and ``evaluate`` is :mod:`retrodistill.evaluate` (retrieval, metrics, the BEIR
-suite). The teacher-embedding stage (``embed-teacher``) is :mod:`retrodistill.data.embed_teacher`.
+suite). The teacher-embedding stage (``embed-teacher``) is :mod:`retrodistill.stages.embed_teacher`.
 """

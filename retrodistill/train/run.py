@@ -157,7 +157,7 @@ def _teacher_embeddings(
             f"{path} holds no teacher-embedding store ({MANIFEST} is missing) and teacher_embeddings.model "
             "is not set, so none can be computed there"
         )
-    from retrodistill.data.embed_teacher import embed_teacher, load_teacher
+    from retrodistill.stages.embed_teacher import embed_teacher, load_teacher
 
     # The embed-teacher stage's core, for exactly these ids; documents go through the shared corpus cache.
     teacher = load_teacher(settings.model, settings.similarity, settings.batch_size, settings.max_length)

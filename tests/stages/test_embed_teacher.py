@@ -13,8 +13,8 @@ from retrodistill.artifacts import ArtifactMismatchError
 from retrodistill.config import DataConfig, EmbedTeacherConfig
 from retrodistill.data.candidates import Candidate, CandidateSet, read_candidates, write_candidates
 from retrodistill.data.collections import load_beir
-from retrodistill.data.embed_teacher import _document_vectors, embed_teacher, load_teacher, open_teacher_cache, run
 from retrodistill.data.teacher_embeddings import TeacherEmbeddings, precompute_teacher_embeddings
+from retrodistill.stages.embed_teacher import _document_vectors, embed_teacher, load_teacher, open_teacher_cache, run
 
 
 @pytest.fixture(scope="module")
