@@ -60,6 +60,8 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
             os.path.join(out_dir, f"rank{rank}.safetensors"),
         )
     finally:
+        # Both ranks leave together: a rank tearing gloo down while its peer still talks aborts (SIGABRT).
+        dist.barrier()
         dist.destroy_process_group()
 
 
