@@ -111,3 +111,23 @@ def shared_path(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} not available")
     return path
+
+
+def pairwise_model(
+    tiny_bert_dir: Path, out: Path, num_labels: int = 1, type_vocab_size: int = 2, seed: int = 3
+) -> Path:
+    """A BertForSequenceClassification on the tiny BERT, for pairwise teachers (query, d_i, d_j inputs)."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    config = BertConfig.from_pretrained(tiny_bert_dir, num_labels=num_labels, type_vocab_size=type_vocab_size)
+    torch.manual_seed(seed)
+    BertForSequenceClassification(config).save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_bert_dir).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def pairwise_dir(tiny_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A one-logit BertForSequenceClassification (2 token types) on the tiny BERT: the pairwise teacher."""
+    return pairwise_model(tiny_bert_dir, tmp_path_factory.mktemp("tiny-duo"))

@@ -22,25 +22,6 @@ from retrodistill.stages.score_teacher import score_pairs_to_store
 from retrodistill.teachers.pairwise import PAIRWISE_TEACHERS
 
 
-def _pairwise_model(
-    tiny_bert_dir: Path, out: Path, num_labels: int = 1, type_vocab_size: int = 2, seed: int = 3
-) -> Path:
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    config = BertConfig.from_pretrained(tiny_bert_dir, num_labels=num_labels, type_vocab_size=type_vocab_size)
-    torch.manual_seed(seed)
-    BertForSequenceClassification(config).save_pretrained(out)
-    AutoTokenizer.from_pretrained(tiny_bert_dir).save_pretrained(out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def pairwise_dir(tiny_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A one-logit BertForSequenceClassification (2 token types) on the tiny BERT: the pairwise teacher."""
-    return _pairwise_model(tiny_bert_dir, tmp_path_factory.mktemp("tiny-duo"))
-
-
 @pytest.fixture(scope="module")
 def toy(toy_dir: Path) -> Collection:
     return load_beir(toy_dir, "train")

@@ -7,28 +7,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import pairwise_model
 
 from retrodistill.data.collections import Collection, load_beir
 from retrodistill.teachers.pairwise import PAIRWISE_TEACHERS, PairwiseCrossEncoderTeacher, symmetrise
-
-
-def _pairwise_model(
-    tiny_bert_dir: Path, out: Path, num_labels: int = 1, type_vocab_size: int = 2, seed: int = 3
-) -> Path:
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    config = BertConfig.from_pretrained(tiny_bert_dir, num_labels=num_labels, type_vocab_size=type_vocab_size)
-    torch.manual_seed(seed)
-    BertForSequenceClassification(config).save_pretrained(out)
-    AutoTokenizer.from_pretrained(tiny_bert_dir).save_pretrained(out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def pairwise_dir(tiny_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A one-logit BertForSequenceClassification (2 token types) on the tiny BERT: the pairwise teacher."""
-    return _pairwise_model(tiny_bert_dir, tmp_path_factory.mktemp("tiny-duo"))
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +60,7 @@ def test_input_is_cls_query_sep_doc_i_sep_doc_j_sep(teacher: PairwiseCrossEncode
 
 
 def test_three_token_types_when_the_model_has_them(tiny_bert_dir: Path, tmp_path: Path) -> None:
-    model = _pairwise_model(tiny_bert_dir, tmp_path, type_vocab_size=3)
+    model = pairwise_model(tiny_bert_dir, tmp_path, type_vocab_size=3)
     duo = PairwiseCrossEncoderTeacher(str(model), device="cpu")
     tokenizer = duo.encoder.tokenizer
     q, a, b = _ids(tokenizer, "cancer"), _ids(tokenizer, "tumor study"), _ids(tokenizer, "heart")
@@ -142,7 +124,7 @@ def test_two_logit_model_gives_the_softmax_of_class_one(
     import torch
     from transformers import AutoTokenizer, BertForSequenceClassification
 
-    model_dir = _pairwise_model(tiny_bert_dir, tmp_path, num_labels=2, seed=4)
+    model_dir = pairwise_model(tiny_bert_dir, tmp_path, num_labels=2, seed=4)
     two = PairwiseCrossEncoderTeacher(str(model_dir), device="cpu")
     assert two.describe()["probability"] == "softmax(logits)[1]"
     queries, docs_i, docs_j = _columns(triples[:8])
@@ -232,6 +214,6 @@ def test_built_from_the_registry_and_invalid_settings_refused(
         PairwiseCrossEncoderTeacher(str(pairwise_dir), device="cpu", query_max_tokens=0)
     with pytest.raises(ValueError, match="no room"):
         PairwiseCrossEncoderTeacher(str(pairwise_dir), device="cpu", max_length=6)
-    three = _pairwise_model(tiny_bert_dir, tmp_path, num_labels=3)
+    three = pairwise_model(tiny_bert_dir, tmp_path, num_labels=3)
     with pytest.raises(ValueError, match="3 output logits; a pairwise teacher needs 1"):
         PairwiseCrossEncoderTeacher(str(three), device="cpu")
