@@ -29,6 +29,14 @@ SetOption = Annotated[
         "--set", help="Override a config key, e.g. --set loss.params.temperature_teacher=2 (repeatable)."
     ),
 ]
+OverwriteOption = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="Replace an existing --out that is not this command's own resumable output; the old one is kept "
+        "until the new one is complete.",
+    ),
+]
 DataDirOption = Annotated[
     str | None,
     typer.Option(

@@ -7,7 +7,15 @@ from typing import Annotated
 import typer
 
 from retrodistill.artifacts import guarded_output
-from retrodistill.cli.common import ConfigOption, DataDirOption, SetOption, console, resolve, user_errors
+from retrodistill.cli.common import (
+    ConfigOption,
+    DataDirOption,
+    OverwriteOption,
+    SetOption,
+    console,
+    resolve,
+    user_errors,
+)
 
 
 def embed_teacher(
@@ -34,9 +42,7 @@ def embed_teacher(
         typer.Option(help="Corpus-embedding cache shared with evaluate (default: $RETRODISTILL_CACHE/embeddings)."),
     ] = None,
     out: Annotated[str | None, typer.Option(help="Store directory (default: runs/teacher-embeddings).")] = None,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace an existing --out (kept until the new one is complete).")
-    ] = False,
+    overwrite: OverwriteOption = False,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:

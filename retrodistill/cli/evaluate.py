@@ -7,7 +7,16 @@ from typing import Annotated
 import typer
 
 from retrodistill.artifacts import guarded_output
-from retrodistill.cli.common import ConfigOption, DataDirOption, SetOption, console, out_console, resolve, user_errors
+from retrodistill.cli.common import (
+    ConfigOption,
+    DataDirOption,
+    OverwriteOption,
+    SetOption,
+    console,
+    out_console,
+    resolve,
+    user_errors,
+)
 
 
 def _split_list(values: list[str] | None) -> list[str]:
@@ -65,9 +74,7 @@ def evaluate(
         str | None, typer.Option(help="Stored corpus embeddings: float32 (default) or float16 (half the disk).")
     ] = None,
     out: Annotated[str | None, typer.Option(help="Output directory (default: runs/eval).")] = None,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace an existing --out (kept until the new one is complete).")
-    ] = False,
+    overwrite: OverwriteOption = False,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:

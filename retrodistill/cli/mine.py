@@ -7,7 +7,15 @@ from typing import Annotated
 import typer
 
 from retrodistill.artifacts import guarded_output
-from retrodistill.cli.common import ConfigOption, DataDirOption, SetOption, console, resolve, user_errors
+from retrodistill.cli.common import (
+    ConfigOption,
+    DataDirOption,
+    OverwriteOption,
+    SetOption,
+    console,
+    resolve,
+    user_errors,
+)
 
 
 def mine_negatives(
@@ -20,9 +28,7 @@ def mine_negatives(
     ] = None,
     out: Annotated[str | None, typer.Option(help="Output directory (default runs/candidates).")] = None,
     k: Annotated[int | None, typer.Option(help="Documents retrieved per query (default 100).")] = None,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace an existing --out (kept until the new one is complete).")
-    ] = False,
+    overwrite: OverwriteOption = False,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:

@@ -7,7 +7,15 @@ from typing import Annotated
 import typer
 
 from retrodistill.artifacts import check_output, guarded_output, output_lock
-from retrodistill.cli.common import ConfigOption, DataDirOption, SetOption, console, resolve, user_errors
+from retrodistill.cli.common import (
+    ConfigOption,
+    DataDirOption,
+    OverwriteOption,
+    SetOption,
+    console,
+    resolve,
+    user_errors,
+)
 
 
 def score_teacher(
@@ -32,9 +40,7 @@ def score_teacher(
             "(only its parts'; with several processes, bi-encoder scores may differ in the last bit)."
         ),
     ] = "all",
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace an existing --out that is not this command's store.")
-    ] = False,
+    overwrite: OverwriteOption = False,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:

@@ -7,7 +7,15 @@ from typing import Annotated
 import typer
 
 from retrodistill.artifacts import guarded_output
-from retrodistill.cli.common import ConfigOption, DataDirOption, SetOption, console, resolve, user_errors
+from retrodistill.cli.common import (
+    ConfigOption,
+    DataDirOption,
+    OverwriteOption,
+    SetOption,
+    console,
+    resolve,
+    user_errors,
+)
 
 
 def score_pairwise(
@@ -34,9 +42,7 @@ def score_pairwise(
     ] = None,
     dtype: Annotated[str | None, typer.Option(help="fp32 (default), bf16 or fp16.")] = None,
     part_size: Annotated[int | None, typer.Option(help="Comparisons per part file, the unit of resumption.")] = None,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace an existing --out that is not this command's store.")
-    ] = False,
+    overwrite: OverwriteOption = False,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:

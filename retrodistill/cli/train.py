@@ -6,7 +6,15 @@ from typing import Annotated
 
 import typer
 
-from retrodistill.cli.common import ConfigOption, DataDirOption, SetOption, console, resolve, user_errors
+from retrodistill.cli.common import (
+    ConfigOption,
+    DataDirOption,
+    OverwriteOption,
+    SetOption,
+    console,
+    resolve,
+    user_errors,
+)
 
 
 def train_student(
@@ -37,9 +45,7 @@ def train_student(
             help="Let a student model run its own Python code (configuration_*.py, modeling_*.py). Off by default.",
         ),
     ] = False,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace an existing --out (only once the new student is complete).")
-    ] = False,
+    overwrite: OverwriteOption = False,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
