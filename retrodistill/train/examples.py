@@ -242,8 +242,10 @@ def build_examples(
     skipped: dict[str, int] = {}
     query_ids: list[str] = []
     query_row_of: dict[int, int] = {}
-    example_queries: list[int] = []
-    example_rows: list[list[int]] = []
+    # Filled in place: at most one example per positive and epoch, no Python list per example.
+    rows = np.empty((epochs * len(positive_rows), 1 + negatives), dtype=np.int64)
+    example_queries = np.empty(len(rows), dtype=np.int64)
+    n = 0
     for epoch in range(epochs):
         for group, qid in enumerate(group_ids):
             reason = None
@@ -262,13 +264,15 @@ def build_examples(
                 query_ids.append(qid)
             pool = pool_rows[pool_bounds[group] : pool_bounds[group + 1]].tolist()
             for positive in positive_rows[positive_bounds[group] : positive_bounds[group + 1]].tolist():
-                example_rows.append([positive, *rng.sample(pool, negatives)])
-                example_queries.append(query_row_of[group])
+                rows[n, 0] = positive
+                rows[n, 1:] = rng.sample(pool, negatives)
+                example_queries[n] = query_row_of[group]
+                n += 1
 
-    rows = np.array(example_rows, dtype=np.int64).reshape(-1, 1 + negatives)
+    rows = rows[:n].copy()
     examples = Examples(
         query_ids=query_ids,
-        query_rows=np.array(example_queries, dtype=np.int64),
+        query_rows=example_queries[:n].copy(),
         candidate_rows=rows,
         doc_column=table.column("doc_id").combine_chunks(),
         skipped_queries=skipped,
