@@ -36,7 +36,9 @@ def _needs_onednn_bf16() -> None:
 
 def test_same_outputs_and_training_keeps_torch_kernels() -> None:
     reference, patched = _mlp(), _mlp()
-    assert use_onednn_linear(patched, "auto", "cpu", "fp32") in ("onednn", "torch")
+    available = onednn_linear._onednn_linear_problem(torch.float32) is None
+    assert use_onednn_linear(patched, "auto", "cpu", "fp32") == ("onednn" if available else "torch")
+    assert _patched(patched) == available
     x = torch.randn(4, 7, 64)
     with torch.inference_mode():
         assert torch.allclose(patched(x), reference(x), rtol=1e-5, atol=1e-5)
@@ -94,3 +96,59 @@ def test_bf16_backend_choice_leaves_the_model_alone_when_not_used(no_native_bf16
     # fp32 is unaffected by the missing bf16 support.
     fp32_here = "onednn" if onednn_linear._onednn_linear_problem(torch.float32) is None else "torch"
     assert use_onednn_linear(_mlp(), "auto", "cpu", "fp32") == fp32_here
+
+
+class _FeedForward(torch.nn.Module):
+    """The shape of BERT's ``BertIntermediate``: a ``dense`` layer and its ``intermediate_act_fn``."""
+
+    def __init__(self, activation: torch.nn.Module) -> None:
+        super().__init__()
+        self.dense = torch.nn.Linear(64, 256)
+        self.intermediate_act_fn = activation
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.intermediate_act_fn(self.dense(hidden))
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_feed_forward_gelu_is_fused_and_equal(approximate: str) -> None:
+    if onednn_linear._onednn_linear_problem(torch.float32) is not None:
+        pytest.skip("oneDNN fp32 linear unavailable here")
+    torch.manual_seed(0)
+    reference = _FeedForward(torch.nn.GELU(approximate=approximate))
+    model = _FeedForward(torch.nn.GELU(approximate=approximate))
+    model.load_state_dict(reference.state_dict())
+    assert use_onednn_linear(model, "onednn") == "onednn"
+    assert "forward" in vars(model)  # the block itself runs the fused kernel
+    x = torch.randn(3, 11, 64)
+    with torch.inference_mode():
+        assert torch.allclose(model(x), reference(x), rtol=1e-5, atol=1e-6)
+    # Training falls back to the module's own layers, so gradients flow.
+    model(x).sum().backward()
+    assert model.dense.weight.grad is not None
+
+
+def test_transformers_gelu_is_recognised_and_other_activations_are_not() -> None:
+    from transformers.activations import ACT2FN
+
+    assert onednn_linear._gelu_algorithm(ACT2FN["gelu"]) == "none"
+    assert onednn_linear._gelu_algorithm(ACT2FN["gelu_new"]) == "tanh"
+    assert onednn_linear._gelu_algorithm(ACT2FN["gelu_python"]) is None
+    assert onednn_linear._gelu_algorithm(torch.nn.ReLU()) is None
+    model = _FeedForward(torch.nn.ReLU())
+    use_onednn_linear(model, "auto")
+    assert "forward" not in vars(model)
+
+
+def test_a_kernel_that_fails_any_way_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object) -> torch.Tensor:
+        raise NotImplementedError("no such primitive")
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", broken)
+    problem = onednn_linear._onednn_linear_problem(torch.float32)
+    assert problem is not None and "NotImplementedError: no such primitive" in problem
+    model = _mlp()
+    assert use_onednn_linear(model, "auto") == "torch"
+    assert not any("forward" in vars(m) for m in model.modules())
+    with pytest.raises(ValueError, match="unavailable"):
+        use_onednn_linear(_mlp(), "onednn")
