@@ -10,7 +10,8 @@ Layout (``root`` is ``$RETRODISTILL_CACHE/embeddings`` by default, see :func:`de
                                   shard_size, dtype (written first; never changes afterwards)
     ROOT/KEY/shards/000000.npy    rows [0, shard_size) of the corpus, corpus (file) order,
                                   shape (rows, d), float32 or float16, C order
-    ROOT/KEY/shards/000000.json   {"shard", "start", "rows", "dim", "dtype", "bytes", "sha256", "seconds"}
+    ROOT/KEY/shards/000000.json   {"shard", "start", "rows", "dim", "dtype", "bytes", "sha256", "seconds",
+                                   "encoded_with": {"device", "linear_backend", "torch"}}
     ...
 
 ``KEY`` is :func:`cache_key`: a sha256 over the encoder's identity (its weights' revision and the
@@ -83,6 +84,23 @@ def encoder_settings(model: Any) -> dict[str, Any]:
         "default_prompt_name": getattr(model, "default_prompt_name", None),
         "truncate_dim": getattr(model, "truncate_dim", None),
         "dtype": None if first is None else str(first.dtype),
+    }
+
+
+def encoder_runtime(model: Any) -> dict[str, Any]:
+    """What runs ``model``'s forward pass: device, linear kernel (see :mod:`retrodistill.onednn_linear`), torch.
+
+    ``linear_backend`` is what :func:`retrodistill.evaluate.retrieval.load_model` (or a teacher) chose;
+    a model loaded any other way runs PyTorch's own kernels.
+    """
+    import torch
+
+    backend = getattr(model, "retrodistill_linear_backend", None) or getattr(model, "linear_backend", None)
+    device = getattr(model, "device", None)
+    return {
+        "device": str(device) if device is not None else "cpu",
+        "linear_backend": backend if isinstance(backend, str) else "torch",
+        "torch": torch.__version__,
     }
 
 
@@ -235,8 +253,19 @@ class EmbeddingCache:
                 return int(entry["dim"])
         return None
 
-    def write_shard(self, shard: int, embeddings: np.ndarray, seconds: float | None = None) -> None:
-        """Store ``shard``'s embeddings (``(rows, d)``, corpus order), cast to the cache's dtype, atomically."""
+    def write_shard(
+        self,
+        shard: int,
+        embeddings: np.ndarray,
+        seconds: float | None = None,
+        encoded_with: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Store ``shard``'s embeddings (``(rows, d)``, corpus order), cast to the cache's dtype, atomically.
+
+        ``encoded_with`` (:func:`encoder_runtime`) records what computed them: the kernels and device
+        do not change the vectors beyond float rounding, so they are not part of the key, but a cache
+        resumed on another machine may mix them and each shard says which it got.
+        """
         import numpy as np
 
         start, stop = self.bounds(shard)
@@ -259,6 +288,7 @@ class EmbeddingCache:
             "bytes": array.stat().st_size,
             "sha256": sha256_file(array),
             "seconds": None if seconds is None else round(seconds, 3),
+            "encoded_with": dict(encoded_with) if encoded_with is not None else None,
         }
         with writer_atomic_path(entry) as tmp:
             tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
@@ -411,7 +441,7 @@ def iter_corpus_embeddings(
         embeddings, seconds = _encode_shard(model, corpus, ids, start, stop, batch_size, show_progress, pool)
         logger.info("shard %d/%d: %d documents encoded in %.1f s", shard + 1, shards, stop - start, seconds)
         if cache is not None:
-            cache.write_shard(shard, embeddings, seconds)
+            cache.write_shard(shard, embeddings, seconds, encoder_runtime(model))
             if cache.dtype != "float32":  # hand out what a later read will give, so runs do not depend on it
                 embeddings = embeddings.astype(cache.dtype).astype(np.float32)
         yield embeddings
@@ -460,6 +490,6 @@ def encode_corpus(
             continue
         start, stop = cache.bounds(shard)
         embeddings, seconds = _encode_shard(model, corpus, ids, start, stop, batch_size, show_progress, pool)
-        cache.write_shard(shard, embeddings, seconds)
+        cache.write_shard(shard, embeddings, seconds, encoder_runtime(model))
         logger.info("shard %d/%d: %d documents encoded in %.1f s", shard + 1, cache.num_shards, stop - start, seconds)
     return cache

@@ -41,13 +41,17 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+
 def load_model(
     name_or_path: str | os.PathLike[str], device: str | None = None, cache_folder: str | None = None
 ) -> SentenceTransformer:
     """Load a sentence-transformers model by hub id or local path; remote code is never run.
 
     On CPU in fp32, its linear layers run through oneDNN (:mod:`retrodistill.onednn_linear`), which
-    leaves the embeddings unchanged to float rounding and is about twice as fast on AMD CPUs.
+    leaves the embeddings unchanged to float rounding and is about twice as fast on AMD CPUs. The
+    kernel in effect is kept as ``model.retrodistill_linear_backend`` (``"onednn"`` or ``"torch"``), so
+    the artifacts made with the model can say what produced them
+    (:func:`~retrodistill.data.embeddings.encoder_runtime`).
 
     Args:
         name_or_path: a Hugging Face hub id (resolved from the local cache when
@@ -73,7 +77,8 @@ def load_model(
     except OSError as err:
         raise model_load_error(str(name_or_path), err) from None
     dtype = "fp32" if all(p.dtype == torch.float32 for p in model.parameters()) else "other"
-    use_onednn_linear(model, "auto", model.device.type, dtype)
+    # setattr: nn.Module's type stubs take only tensors and modules as attributes.
+    setattr(model, "retrodistill_linear_backend", use_onednn_linear(model, "auto", model.device.type, dtype))  # noqa: B010
     return model
 
 

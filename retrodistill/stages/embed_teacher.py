@@ -106,7 +106,7 @@ def _document_vectors(
     With a cache, each shard holding a wanted row is read from it, or encoded and written to it
     first; without one, the wanted rows are encoded ``DEFAULT_SHARD_SIZE`` at a time.
     """
-    from retrodistill.data.embeddings import encode_length_sorted, encoding_pool
+    from retrodistill.data.embeddings import encode_length_sorted, encoder_runtime, encoding_pool
 
     corpus = collection.corpus
     order = np.argsort(rows, kind="stable")  # store position of each wanted row, in corpus order
@@ -130,7 +130,7 @@ def _document_vectors(
                 began = time.perf_counter()
                 texts = corpus.texts(np.arange(start, stop, dtype=np.int64))
                 vectors = encode_length_sorted(teacher.model, texts, teacher.batch_size, show_progress, pool)
-                cache.write_shard(shard, vectors, time.perf_counter() - began)
+                cache.write_shard(shard, vectors, time.perf_counter() - began, encoder_runtime(teacher))
                 encoded += 1
                 del vectors
             stored = cache.read_shard(shard)  # memory-mapped; what evaluation would read
