@@ -21,7 +21,7 @@ identical-id rule and the relevance threshold of that dataset.
 
 Output folder (``out_dir``)::
 
-    results.md / results.csv / results.json / manifest.json
+    results.md / results.csv / results.tex / results.json / manifest.json   (results.tex: booktabs LaTeX)
     runs/<model_slug>/<dataset_slug>/run.trec       the run (a group: one file per member, merged ids)
     runs/<model_slug>/<dataset_slug>/metrics.json   aggregate and per-query scores
 
@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from retrodistill.artifacts import write_json_atomic, write_manifest, write_text_atomic
+from retrodistill.evaluate.latex import results_latex
 from retrodistill.evaluate.metrics import DEFAULT_MEASURES, compute_metrics, parse_measures
 from retrodistill.evaluate.output_names import check_distinct_slugs, escape_markdown, escape_rich, run_tag, slug
 from retrodistill.evaluate.run_files import write_metrics_json, write_run
@@ -359,6 +360,7 @@ def evaluate_suite(
     result.wall_time_s = time.perf_counter() - started
     write_text_atomic(out / "results.md", result.to_markdown())
     write_text_atomic(out / "results.csv", result.to_csv())
+    write_text_atomic(out / "results.tex", results_latex(result.to_json()))
     write_json_atomic(out / "results.json", result.to_json())
     write_manifest(
         out,

@@ -12,6 +12,9 @@ training logs given. Writes into ``OUT`` (default ``RESULTS_DIR/report``), each 
                                                         model and dataset (only with a baseline)
     training_curves.png                                 loss against step (only with training logs)
 
+Each PNG has an SVG and a PDF of the same figure beside it (same stem), for papers and slides, and
+``results.tex`` holds the table as booktabs LaTeX (:mod:`retrodistill.evaluate.latex`).
+
 File names use the slugs of the model labels and dataset names
 (:func:`retrodistill.evaluate.output_names.slug`, as the evaluation's folders): readable, plus a
 short hash of the exact name, so two names never write the same figure. Every text put in the
@@ -33,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from retrodistill.artifacts import MANIFEST, atomic_path, read_manifest, write_text_atomic
+from retrodistill.evaluate.latex import results_latex
 from retrodistill.evaluate.output_names import slug
 from retrodistill.report import plots
 
@@ -43,12 +47,25 @@ UP, DOWN = "▲", "▼"
 
 @dataclass(frozen=True)
 class ReportFigure:
-    """One PNG of the report: its file name, heading, caption and bytes."""
+    """One figure of the report: its file name (``.png``), heading, caption and renderings.
+
+    The PNG is embedded in the page; the SVG and PDF (for a paper) are written beside it under the
+    same stem.
+    """
 
     filename: str
     title: str
     caption: str
-    png: bytes
+    rendered: plots.Rendered
+
+    @property
+    def png(self) -> bytes:
+        return self.rendered.png
+
+    def files(self) -> dict[str, bytes]:
+        """``{file name: bytes}`` of every format."""
+        stem = self.filename.removesuffix(".png")
+        return {f"{stem}.{fmt}": data for fmt, data in self.rendered.formats().items()}
 
 
 def load_results(results_dir: str | os.PathLike[str]) -> dict[str, Any]:
@@ -132,8 +149,11 @@ def build_report(
             )
         )
     for figure in figures:
-        with atomic_path(out / figure.filename) as tmp:
-            tmp.write_bytes(figure.png)
+        for name, data in figure.files().items():
+            with atomic_path(out / name) as tmp:
+                tmp.write_bytes(data)
+    # The LaTeX table too, so an evaluation folder from before results.tex existed gets one.
+    write_text_atomic(out / "results.tex", results_latex(results))
     page = out / REPORT
     write_text_atomic(page, render_html(results_dir, results, manifest, baseline, measure, figures, notes))
     return page
@@ -560,14 +580,15 @@ def _manifest_section(manifest: Mapping[str, Any] | None, results: Mapping[str, 
 
 
 _CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:1200px;
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:1320px;
 padding:0 1rem;color:#222;line-height:1.45}
 h1{font-size:1.6rem;margin-bottom:.2rem}h2{margin-top:2.2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem}
 .meta{color:#666;margin-top:0}.note{background:#fff8e1;border-left:4px solid #f9a825;padding:.4rem .8rem}
 table{border-collapse:collapse;margin:.6rem 0;font-size:.9rem}
 th,td{padding:.25rem .55rem;border-bottom:1px solid #e4e4e4;text-align:left;vertical-align:top}
 table.results td{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-table.results th.model{text-align:center;border-left:2px solid #bbb}
+table.results th.model{text-align:center;border-left:2px solid #bbb;max-width:16rem;overflow-wrap:anywhere}
+th,td{overflow-wrap:anywhere}
 table.results .first{border-left:2px solid #bbb}table.results .primary{background:#f3f7fc}
 table.results td.best{font-weight:bold}table.results tr.mean{border-top:2px solid #888;background:#fafafa}
 .up{color:#2e7d32}.down{color:#c62828}.tag{font-size:.75rem;background:#eee;border-radius:3px;padding:0 .3rem}

@@ -1,12 +1,13 @@
-"""The report's figures, drawn on matplotlib's Agg canvas and returned as PNG bytes.
+"""The report's figures, drawn on matplotlib's Agg canvas and returned as PNG, SVG and PDF bytes.
 
-Each function takes plain numbers and returns the PNG, so :mod:`retrodistill.report.html` can both
-write the file and embed the same bytes. Conventions:
+Each function takes plain numbers and returns a :class:`Rendered` figure, so
+:mod:`retrodistill.report.html` can write the files, embed the PNG in the page and leave the vector
+versions beside it for a paper. Conventions:
 
 - No pyplot: figures are ``matplotlib.figure.Figure`` objects on a ``FigureCanvasAgg``, drawn
   inside ``matplotlib.style.context("default")``, so neither the caller's backend nor their
-  ``matplotlibrc`` changes anything and the same input gives byte-identical PNGs (the PNG
-  ``Software`` tag, which carries the matplotlib version, is left out).
+  ``matplotlibrc`` changes anything and the same input gives byte-identical files (the PNG
+  ``Software`` tag, the SVG and PDF dates are left out; SVG ids are salted with a constant).
 - One colour per model, the same in every figure: :func:`model_colors`.
 - A per-query difference is ``model - baseline``; ``|difference| <= TIE_TOLERANCE`` is a tie.
 """
@@ -51,10 +52,36 @@ def _figure(width: float, height: float, ncols: int = 1, sharex: bool = False) -
         yield fig, list(axes)
 
 
-def _png(fig: Figure) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", metadata={"Software": None})
-    return buffer.getvalue()
+@dataclass(frozen=True)
+class Rendered:
+    """One figure in every format the report writes: ``png`` (embedded in the page), ``svg``, ``pdf``."""
+
+    png: bytes
+    svg: bytes
+    pdf: bytes
+
+    def formats(self) -> dict[str, bytes]:
+        return {"png": self.png, "svg": self.svg, "pdf": self.pdf}
+
+
+#: Per format, the metadata that would make two renderings of the same figure differ.
+_METADATA: dict[str, dict[str, None]] = {
+    "png": {"Software": None},
+    "svg": {"Date": None, "Creator": None},
+    "pdf": {"CreationDate": None, "Creator": None, "Producer": None},
+}
+
+
+def _render(fig: Figure) -> Rendered:
+    import matplotlib
+
+    files = {}
+    with matplotlib.rc_context({"svg.hashsalt": "retrodistill", "pdf.compression": 6}):
+        for fmt, metadata in _METADATA.items():
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format=fmt, metadata=metadata)
+            files[fmt] = buffer.getvalue()
+    return Rendered(**files)
 
 
 def _wrap(text: str, width: int) -> str:
@@ -85,7 +112,7 @@ def measure_per_dataset(
     groups: Sequence[str],
     measure: str,
     colors: Mapping[str, str],
-) -> bytes:
+) -> Rendered:
     """Grouped bars: one group per dataset (the last one may be ``"mean"``), one bar per model.
 
     Args:
@@ -126,7 +153,7 @@ def measure_per_dataset(
         long_labels = any(len(m) > 40 for m in models)
         ncol = min(len(models), 2 if long_labels and width > 12 else 1 if long_labels else 3)
         fig.legend(loc="outside lower center", ncol=ncol, frameon=False, fontsize=9)
-        return _png(fig)
+        return _render(fig)
 
 
 @dataclass(frozen=True)
@@ -144,7 +171,9 @@ class WinLossTie:
         return cls(wins, losses, len(differences) - wins - losses)
 
 
-def per_query_differences(differences: Sequence[float], model: str, baseline: str, dataset: str, measure: str) -> bytes:
+def per_query_differences(
+    differences: Sequence[float], model: str, baseline: str, dataset: str, measure: str
+) -> Rendered:
     """Per-query ``model - baseline`` differences, sorted from best to worst, as bars around zero.
 
     The title gives the dataset, the mean difference and the win/loss/tie counts (:class:`WinLossTie`).
@@ -195,7 +224,7 @@ def per_query_differences(differences: Sequence[float], model: str, baseline: st
         ax.legend(
             [handles[i] for i in order], [labels[i] for i in order], loc="upper right", fontsize=8, framealpha=0.9
         )
-        return _png(fig)
+        return _render(fig)
 
 
 def read_train_log(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -256,7 +285,7 @@ def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def training_curves(logs: Sequence[tuple[str, Sequence[Mapping[str, Any]]]]) -> bytes:
+def training_curves(logs: Sequence[tuple[str, Sequence[Mapping[str, Any]]]]) -> Rendered:
     """Loss against step, one line per log and loss key; evaluation metrics in a second panel.
 
     Args:
@@ -278,7 +307,7 @@ def training_curves(logs: Sequence[tuple[str, Sequence[Mapping[str, Any]]]]) -> 
             _plot_lines(axes[1], [(label, evals) for label, _, evals in series], len(logs) > 1)
             axes[1].set_title("evaluation", fontsize=11)
             axes[1].set_ylabel("value")
-        return _png(fig)
+        return _render(fig)
 
 
 def _plot_lines(ax: Axes, runs: Sequence[tuple[str, Mapping[str, list[tuple[float, float]]]]], name_runs: bool) -> None:

@@ -62,6 +62,9 @@ def test_two_models_one_table_with_significance(tmp_path: Path, toy: Collection,
     assert len(rows) == 2 * 2 * len(MEASURES)  # models × (toy, mean) × measures
     markdown = (tmp_path / "out" / "results.md").read_text()
     assert "### nDCG@10" in markdown and "| mean |" in markdown
+    latex = (tmp_path / "out" / "results.tex").read_text()
+    bm25_ndcg = f"{data['results']['bm25s']['toy']['nDCG@10']:.4f}"
+    assert latex.count(r"\toprule") == len(MEASURES) and bm25_ndcg in latex
     run = (tmp_path / "out" / "runs" / slug(dense) / slug("toy") / "run.trec").read_text().splitlines()
     assert all(len(line.split()) == 6 for line in run)
 
@@ -79,9 +82,7 @@ def test_a_rerun_reads_every_run_from_the_cache(
         raise AssertionError("a cached run was recomputed")
 
     monkeypatch.setattr(runs.Retrievers, "first_stage", no_retrieval)
-    second = evaluate_suite(
-        [str(tiny_st_dir), "bm25s"], [_entry(toy)], (*MEASURES, "RR@10"), tmp_path / "b", **kwargs
-    )
+    second = evaluate_suite([str(tiny_st_dir), "bm25s"], [_entry(toy)], (*MEASURES, "RR@10"), tmp_path / "b", **kwargs)
     assert (second.cache_hits, second.cache_misses) == (2, 0)
     for label in first.results:
         for measure in MEASURES:
@@ -104,9 +105,7 @@ def test_a_group_row_is_the_mean_of_its_members(tmp_path: Path, toy_dir: Path) -
     a = load_beir(toy_dir, "test", name="grp/a")
     b = load_beir(toy_dir, "train", name="grp/b")
     entry = SuiteEntry("grp", [a, b], False, 1, "test")
-    result = evaluate_suite(
-        ["bm25s"], [entry], MEASURES, tmp_path / "out", k=10, use_cache=False, show_progress=False
-    )
+    result = evaluate_suite(["bm25s"], [entry], MEASURES, tmp_path / "out", k=10, use_cache=False, show_progress=False)
     members = [
         json.loads((tmp_path / "out" / "runs" / slug("bm25s") / slug(c.name) / "metrics.json").read_text())["aggregate"]
         for c in (a, b)

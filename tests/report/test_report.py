@@ -176,6 +176,21 @@ def test_report_is_self_contained_and_embeds_every_png(results_dir: tuple[Path, 
         assert png.read_bytes().startswith(PNG_SIGNATURE)
         height, width, _ = matplotlib.image.imread(png).shape
         assert height > 200 and width > 400, png.name
+        # The same figure as vector files for a paper: SVG text and a one-page PDF.
+        svg = png.with_suffix(".svg").read_text(encoding="utf-8")
+        assert svg.lstrip().startswith("<?xml") and "<svg" in svg
+        pdf = png.with_suffix(".pdf").read_bytes()
+        assert pdf.startswith(b"%PDF-") and pdf.rstrip().endswith(b"%%EOF")
+
+
+def test_vector_figures_are_deterministic(results_dir: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    root, _ = results_dir
+    first = build_report(root, out_dir=tmp_path / "a").parent
+    second = build_report(root, out_dir=tmp_path / "b").parent
+    vectors = sorted(p.name for p in first.glob("*") if p.suffix in (".svg", ".pdf"))
+    assert len(vectors) == 2 * len(list(first.glob("*.png")))
+    for name in vectors:
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
 
 
 def test_table_holds_every_value_and_the_mean_row(results_dir: tuple[Path, dict[str, Any]]) -> None:
