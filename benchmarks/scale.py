@@ -21,6 +21,9 @@ score          ``score-teacher`` over ``triples.tsv`` (``--score-pairs`` lines) 
                target ≥ 20,000 pairs/s, ≤ 4 GB
 score-ce       the same with the tiny cross-encoder (model-bound; only when named in ``--stages``)
 evaluate       ``evaluate --dataset … --split dev`` of the tiny student: target ≤ embeddings + 3 GB
+evaluate-kill  the same command killed with SIGKILL after ``--kill-after`` seconds, then run again: the
+               re-run must keep every shard the killed run finished (same files, untouched) and encode
+               only the others; its wall and RSS are the re-run's
 mine           ``mine-negatives --split dev --k 100`` (BM25 index built, then the dev queries retrieved)
 =============  ==========================================================================================
 
@@ -51,7 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scale_data import DataSpec, Generator, approx, parse_count  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("load", "load-again", "import", "train", "score", "score-ce", "evaluate", "mine")
+STAGES = ("load", "load-again", "import", "train", "score", "score-ce", "evaluate", "evaluate-kill", "mine")
 #: Run unless --stages says otherwise (score-ce, the tiny cross-encoder, is model-bound and slow).
 DEFAULT_STAGES = tuple(s for s in STAGES if s != "score-ce")
 GB = 1024**3
@@ -100,6 +103,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stages", default=",".join(DEFAULT_STAGES), help=f"comma-separated, from {','.join(STAGES)}")
     parser.add_argument("--report", type=Path, default=REPO / "benchmarks" / "scale.md")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per stage")
+    parser.add_argument("--kill-after", type=float, default=60.0, help="seconds before evaluate-kill's SIGKILL")
     parser.add_argument("--generate-only", action="store_true")
     args = parser.parse_args(argv)
     # MS MARCO's proportions: 8.8M passages, ~500k training queries, ~40M scored pairs.
@@ -213,7 +217,7 @@ class Harness:
                 return [*wrapper, *argv], "≥ 20,000 pairs/s, ≤ 4 GB", "pairs"
             argv += ["--teacher", "cross-encoder", "--model", str(p["cross_encoder"]), "--max-length", "128"]
             return [*cli, *argv, "--batch-size", "128"], "≤ 4 GB", "pairs"
-        if stage == "evaluate":
+        if stage in ("evaluate", "evaluate-kill"):
             argv = [*cli, "evaluate", "--dataset", data, "--split", "dev", "--model", str(p["student"])]
             argv += ["--k", "100", "--batch-size", "256", "--no-cache", "--out", str(runs / "eval")]
             embeddings = self.spec.passages * 32 * 4 / GB
@@ -231,13 +235,14 @@ class Harness:
             "score": ["score"],
             "score-ce": ["score-ce"],
             "evaluate": ["eval"],
+            "evaluate-kill": ["eval"],
             "mine": ["candidates"],
         }
         for name in outputs.get(stage, []):
             shutil.rmtree(self.runs / name, ignore_errors=True)
         if stage == "load":
             shutil.rmtree(self.cache / "collections", ignore_errors=True)
-        if stage in ("evaluate", "mine") and self.cache.is_dir():
+        if stage in ("evaluate", "evaluate-kill", "mine") and self.cache.is_dir():
             for entry in self.cache.iterdir():
                 if entry.name != "collections":
                     shutil.rmtree(entry, ignore_errors=True)
@@ -253,6 +258,11 @@ class Harness:
         result.target, result.log = target, str(log_path)
         result.load_before = round(os.getloadavg()[0], 2)
         log(f"{stage}: {shown if stage not in ('load', 'load-again') else 'load_beir ' + argv[-1]}")
+        killed: dict[str, float] = {}
+        if stage == "evaluate-kill":
+            measure(argv, self.env, log_path.with_suffix(".killed.log"), self.args.kill_after)
+            killed = self.finished_shards()
+            log(f"{stage}: killed after {self.args.kill_after:.0f} s with {len(killed)} shard(s) done; running again")
         code, wall, rss = measure(argv, self.env, log_path, self.args.timeout)
         result.load_after = round(os.getloadavg()[0], 2)
         result.wall_s, result.peak_rss_gb = round(wall, 1), round(rss, 2)
@@ -265,11 +275,34 @@ class Harness:
             missed = missed_targets(stage, wall, rss, self.spec)
             result.ok = not missed
             result.status = "OK" if not missed else "FAIL: " + "; ".join(missed)
+        if stage == "evaluate-kill" and code == 0:
+            resumed = self.resume_check(killed)
+            result.rate = resumed
+            if "FAIL" in resumed:
+                result.ok, result.status = False, resumed
         # Only a crash or a kill needs its log; a missed target is in the status.
         result.tail = text[-800:] if code != 0 else ""
-        result.rate = rate_text(stage, rate, wall, self.spec, text) if code == 0 else ""
+        if stage != "evaluate-kill":
+            result.rate = rate_text(stage, rate, wall, self.spec, text) if code == 0 else ""
         log(f"{stage}: {result.status}, {result.wall_s} s, {result.peak_rss_gb} GB peak RSS")
         return result
+
+    def finished_shards(self) -> dict[str, float]:
+        """Each finished corpus-embedding shard (its ``.json`` entry, written last) and its ``.npy``'s mtime."""
+        return {
+            str(entry): entry.with_suffix(".npy").stat().st_mtime
+            for entry in sorted((self.cache / "embeddings").glob("*/shards/*.json"))
+        }
+
+    def resume_check(self, killed: dict[str, float]) -> str:
+        """Whether the re-run kept every shard the killed run finished and encoded only the others."""
+        after = self.finished_shards()
+        kept = [name for name, mtime in killed.items() if after.get(name) == mtime]
+        encoded = len(after) - len(kept)
+        text = f"killed with {len(killed)}/{len(after)} shards done; re-run kept {len(kept)}, encoded {encoded}"
+        if not killed or len(kept) != len(killed) or encoded != len(after) - len(killed):
+            return "FAIL: " + text + (" (kill earlier or later: no shard was done)" if not killed else "")
+        return text
 
 
 def missed_targets(stage: str, wall: float, rss_gb: float, spec: DataSpec) -> list[str]:
@@ -281,6 +314,7 @@ def missed_targets(stage: str, wall: float, rss_gb: float, spec: DataSpec) -> li
         "score": (None, 4),
         "score-ce": (None, 4),
         "evaluate": (None, spec.passages * 32 * 4 / GB + 3),
+        "evaluate-kill": (None, spec.passages * 32 * 4 / GB + 3),
     }
     max_wall, max_rss = limits.get(stage, (None, None))
     missed = []
