@@ -219,7 +219,7 @@ class Harness:
             return [*cli, *argv, "--batch-size", "128"], "≤ 4 GB", "pairs"
         if stage in ("evaluate", "evaluate-kill"):
             argv = [*cli, "evaluate", "--dataset", data, "--split", "dev", "--model", str(p["student"])]
-            argv += ["--k", "100", "--batch-size", "256", "--no-cache", "--out", str(runs / "eval")]
+            argv += ["--k", "100", "--batch-size", "256", "--out", str(runs / "eval")]
             embeddings = self.spec.passages * 32 * 4 / GB
             return argv, f"≤ {embeddings + 3:.2f} GB (embeddings {embeddings:.2f} GB + 3)", ""
         if stage == "mine":
