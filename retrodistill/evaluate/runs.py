@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -55,13 +56,38 @@ def default_cache_dir() -> Path:
     return Path(root) / "runs" if root else Path.home() / ".cache" / "retrodistill" / "runs"
 
 
+_ALIAS = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+:-]*")
+
+
+def parse_model(text: str) -> tuple[str | None, str]:
+    """``"NAME=MODEL"`` → ``("NAME", "MODEL")``; anything else → ``(None, text)``.
+
+    ``NAME`` is a short label for tables, legends, folders and run tags (letters, digits and
+    ``_.+:-``, no ``/``); a string that is an existing path is always a model, never split.
+
+    Example:
+        >>> parse_model("student=runs/quickstart/student"), parse_model("bm25s")
+        (('student', 'runs/quickstart/student'), (None, 'bm25s'))
+    """
+    name, sep, model = text.partition("=")
+    if not sep or Path(text).exists() or not _ALIAS.fullmatch(name):
+        return None, text
+    if not model:
+        raise ValueError(f"--model {text!r}: nothing after '=' (write NAME=MODEL)")
+    return name, model
+
+
 @dataclass(frozen=True)
 class ModelSpec:
-    """One column of the table: a first-stage retriever and, optionally, a reranker."""
+    """One column of the table: a first-stage retriever and, optionally, a reranker.
+
+    ``alias`` (from ``NAME=MODEL``, :func:`parse_model`) replaces the model's id in the label.
+    """
 
     name: str
     rerank: str | None = None
     rerank_depth: int = 100
+    alias: str | None = None
 
     @property
     def kind(self) -> str:
@@ -69,9 +95,10 @@ class ModelSpec:
 
     @property
     def label(self) -> str:
+        shown = self.alias or self.name
         if self.rerank is None:
-            return self.name
-        return f"{self.name}>>rerank:{self.rerank}@{self.rerank_depth}"
+            return shown
+        return f"{shown}>>rerank:{self.rerank}@{self.rerank_depth}"
 
 
 class Retrievers:
@@ -92,6 +119,7 @@ class Retrievers:
         embeddings: Path | None = None,
         embedding_dtype: str = "float32",
         identities: Mapping[str, dict[str, Any]] | None = None,
+        loaded: Mapping[str, Any] | None = None,
     ):
         self.batch_size = batch_size
         self.device = device
@@ -102,7 +130,7 @@ class Retrievers:
         self.identities = dict(identities or {})
         self.shards_read = 0
         self.shards_encoded = 0
-        self._dense: dict[str, Any] = {}
+        self._dense: dict[str, Any] = dict(loaded or {})
         self._rerankers: dict[str, Any] = {}
 
     def dense(self, name: str) -> Any:

@@ -70,6 +70,7 @@ from retrodistill.evaluate.runs import (
     lexical_run,
     make_run,
     model_identity,
+    parse_model,
     rerank_run,
     spec_identity,
 )
@@ -213,6 +214,7 @@ def evaluate_suite(
     use_cache: bool = True,
     embedding_cache_dir: str | os.PathLike[str] | None = None,
     embedding_dtype: str = "float32",
+    encoders: Mapping[str, Any] | None = None,
     alpha: float = 0.05,
     permutations: int = 10_000,
     seed: int = 0,
@@ -221,7 +223,8 @@ def evaluate_suite(
     """Run every model on every dataset, score the runs, test against a baseline and write the tables.
 
     Args:
-        models: model names (see the module docstring), in column order; unique.
+        models: model names (see the module docstring), in column order; unique. ``NAME=MODEL``
+            labels the column ``NAME`` (tables, figures, folders, run tags) and records ``MODEL``.
         entries: datasets (:func:`retrodistill.data.registry.load_entry`), in row order; unique names.
         measures: ir-measures strings; binary ones use each entry's ``rel_threshold``.
         out_dir: where the files listed in the module docstring go.
@@ -236,6 +239,9 @@ def evaluate_suite(
         embedding_cache_dir: the corpus-embedding cache of dense models (default
             :func:`~retrodistill.data.embeddings.default_embedding_dir`); ``use_cache=False`` ignores
             it too. ``embedding_dtype``: ``"float32"`` or ``"float16"`` (half the disk, rounded vectors).
+        encoders: dense models already loaded, by model name (e.g. a teacher that holds its own
+            embeddings, :class:`~retrodistill.teachers.bi_encoder.CachedTeacherEncoder`): used instead
+            of loading that name; its runs are cached under the name's identity like any other.
         alpha, permutations, seed: significance level, randomization-test samples and its seed.
         show_progress: progress bars.
     """
@@ -254,9 +260,11 @@ def evaluate_suite(
     measures = tuple(measures)
     for entry in entries:
         parse_measures(measures, entry.rel_threshold)  # fail on a bad measure before any work
-    specs = [ModelSpec(m) for m in models]
+    parsed = [parse_model(m) for m in models]
+    names = [name for _, name in parsed]
+    specs = [ModelSpec(name, alias=alias) for alias, name in parsed]
     if rerank is not None:
-        specs += [ModelSpec(m, rerank, rerank_depth) for m in models]
+        specs += [ModelSpec(name, rerank, rerank_depth, alias) for alias, name in parsed]
     labels = [s.label for s in specs]
     check_distinct_slugs(labels, "model")
     # A model's folder holds one folder per collection, and one per group for its pooled scores.
@@ -276,7 +284,7 @@ def evaluate_suite(
     if use_cache:
         embedding_root = Path(embedding_cache_dir) if embedding_cache_dir is not None else default_embedding_dir()
     result = SuiteResult(models={}, datasets={}, measures=measures, out_dir=out, rules=describe_rules(entries))
-    identities = {name: model_identity(name, cache_folder) for name in {*models, *([rerank] if rerank else [])}}
+    identities = {name: model_identity(name, cache_folder) for name in {*names, *([rerank] if rerank else [])}}
     retrievers = Retrievers(
         batch_size=batch_size,
         device=device,
@@ -285,6 +293,7 @@ def evaluate_suite(
         embeddings=embedding_root,
         embedding_dtype=embedding_dtype,
         identities=identities,
+        loaded=encoders,
     )
 
     for entry in entries:
@@ -322,7 +331,7 @@ def evaluate_suite(
                 prefix = f"{collection.name.split('/', 1)[1]}/" if len(entry.collections) > 1 else ""
                 pooled.update({prefix + qid: values for qid, values in metrics.per_query.items()})
                 folder = out / "runs" / slug(spec.label) / slug(collection.name)
-                write_run(folder / "run.trec", run, tag=run_tag(spec.name))
+                write_run(folder / "run.trec", run, tag=run_tag(spec.alias or spec.name))
                 write_metrics_json(
                     folder / "metrics.json",
                     metrics,
