@@ -2,11 +2,14 @@
 
 1. ``mine-negatives``: BM25 top-100 for each SciFact train query;
 2. ``score-teacher``: the teacher (all-MiniLM-L6-v2, a bi-encoder, cosine) scores every candidate pair;
-3. ``evaluate``: the teacher (from the embeddings cached while scoring) and the student before
-   distillation (the teacher's first 2 layers) on SciFact test;
+3. the student before distillation (the teacher's first 2 layers) is saved;
 4. ``train-student``: Margin-MSE on the teacher's scores (texts cut to 128 tokens while training,
    the cost that dominates on a CPU; evaluation uses the model's full 256);
-5. ``evaluate``: the distilled student on SciFact test.
+5. ``evaluate``: the teacher (from the embeddings it cached while scoring: no second corpus pass),
+   the student before and the student after distillation on SciFact test, as one table through
+   :func:`~retrodistill.evaluate.suite.evaluate_suite`, the code behind ``retrodistill evaluate``:
+   ``OUT/eval`` is an evaluation folder like any other (``retrodistill report OUT/eval`` works on it),
+   with the columns labelled ``teacher``, ``student-before`` and ``student-after``.
 
 Everything lands in ``OUT/`` (candidates, scores, student, eval/…), and ``OUT/summary.json`` holds
 the three nDCG@10 figures and the wall time.
@@ -14,7 +17,6 @@ the three nDCG@10 figures and the wall time.
 
 from __future__ import annotations
 
-import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,20 +62,30 @@ class QuickstartResult:
     out: Path
 
 
-def _evaluate(model: str | Path | Any, dataset: str, data_dir: str | None, out: Path, name: str) -> dict[str, float]:
-    from retrodistill.evaluate.beir import evaluate_collections
-
-    model = str(model) if isinstance(model, Path) else model
-    report = evaluate_collections(model, [_test_collection(dataset, data_dir)], out_dir=out / "eval" / name)
-    return dict(report.datasets[0].metrics.aggregate)
+#: The quickstart's columns, in table order.
+COLUMNS = ("teacher", "student-before", "student-after")
 
 
-@functools.cache
-def _test_collection(dataset: str, data_dir: str | None) -> Any:
-    """Loaded once, for the three evaluations."""
-    from retrodistill.data.download import load_dataset
+def _evaluate(models: dict[str, str], encoders: dict[str, Any], config: QuickstartConfig, out: Path) -> Any:
+    """One evaluation folder, ``OUT/eval``, with a column per entry of ``models`` (label -> model)."""
+    from retrodistill.data.registry import load_entry
+    from retrodistill.evaluate.suite import evaluate_suite
 
-    return load_dataset(dataset, "test", data_dir)
+    entry = load_entry(config.dataset, "test", config.data_dir)
+    return evaluate_suite(
+        [f"{label}={model}" for label, model in models.items()],
+        [entry],
+        out_dir=out / "eval",
+        k=config.k,
+        encoders=encoders,
+        show_progress=False,
+    )
+
+
+def suite_dataset(suite: Any) -> str:
+    """The one dataset row of the quickstart's table."""
+    (name,) = suite.datasets
+    return str(name)
 
 
 def run(config: QuickstartConfig, *, log: Any = print) -> QuickstartResult:
@@ -103,20 +115,12 @@ def run(config: QuickstartConfig, *, log: Any = print) -> QuickstartResult:
         teacher=teacher,
     )
 
-    metrics: dict[str, dict[str, float]] = {}
-    log(f"[3/6] evaluating the teacher on {config.dataset} test")
-    # The teacher's embedding cache already holds nearly every document: no second corpus pass.
-    encoder = CachedTeacherEncoder(teacher)
-    metrics["teacher"] = _evaluate(encoder, config.dataset, config.data_dir, out, "teacher")
-    del teacher, encoder
-
-    log(f"[4/6] evaluating the student before distillation (first {config.layers} layers)")
+    log(f"[3/6] saving the student before distillation (first {config.layers} layers)")
     before = out / "student-before"
     # Saved, so the undistilled baseline is an artifact that can be re-evaluated like any model.
     BiEncoderStudent(config.teacher, layers=config.layers).build().save(str(before))
-    metrics["student-before"] = _evaluate(before, config.dataset, config.data_dir, out, "student-before")
 
-    log(f"[5/6] distilling with {config.loss}")
+    log(f"[4/6] distilling with {config.loss}")
     train_config = TrainConfig(
         data=data,
         store=str(out / "teacher-scores"),
@@ -136,9 +140,14 @@ def run(config: QuickstartConfig, *, log: Any = print) -> QuickstartResult:
     earlier = check_output(train_config.out, resumable={train.STAGE}) == "resume"
     student_dir = train.run(train_config, overwrite=earlier)
 
-    log("[6/6] evaluating the distilled student")
-    metrics["student-after"] = _evaluate(student_dir, config.dataset, config.data_dir, out, "student-after")
+    log(f"[5/6] evaluating the teacher and both students on {config.dataset} test")
+    # The teacher's embedding cache already holds nearly every document: no second corpus pass.
+    models = dict(zip(COLUMNS, (config.teacher, str(before), str(student_dir)), strict=True))
+    suite = _evaluate(models, {config.teacher: CachedTeacherEncoder(teacher)}, config, out)
+    del teacher
+    metrics = {label: dict(suite.results[label][suite_dataset(suite)]) for label in COLUMNS}
 
+    log(f"[6/6] the table is in {out / 'eval'} (retrodistill report {out / 'eval'} draws it)")
     wall = time.perf_counter() - start
     ndcg = {name: m["nDCG@10"] for name, m in metrics.items()}
     write_json_atomic(

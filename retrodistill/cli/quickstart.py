@@ -10,6 +10,10 @@ from retrodistill.cli.common import DataDirOption, console, out_console, user_er
 
 
 def quickstart(
+    dataset: Annotated[
+        str | None,
+        typer.Option(help="Registered dataset or BEIR-layout folder with train and test qrels (default: scifact)."),
+    ] = None,
     data_dir: DataDirOption = None,
     out: Annotated[
         str | None, typer.Option(help="Where every artifact of the run goes (default: runs/quickstart).")
@@ -21,6 +25,7 @@ def quickstart(
     layers: Annotated[int | None, typer.Option(help="Student = the teacher's first k layers (default: 2).")] = None,
     loss: Annotated[str | None, typer.Option(help="Distillation loss plug-in (default: margin-mse).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Passes over the training positives (default: 2).")] = None,
+    negatives: Annotated[int | None, typer.Option(help="Negatives per training example (default: 7).")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop training after this many steps (-1: no limit).")] = None,
 ) -> None:
     """Mine BM25 negatives, score them with the teacher, distil a 2-layer student, evaluate all three.
@@ -35,12 +40,14 @@ def quickstart(
     from retrodistill.quickstart import QuickstartConfig, run
 
     given: dict[str, Any] = {
+        "dataset": dataset,
         "data_dir": data_dir,
         "out": out,
         "teacher": teacher,
         "layers": layers,
         "loss": loss,
         "epochs": epochs,
+        "negatives": negatives,
         "max_steps": max_steps,
     }
     config = QuickstartConfig(**{k: v for k, v in given.items() if v is not None})
@@ -58,3 +65,5 @@ def quickstart(
         table.add_row(label, f"{result.ndcg10[key]:.4f}")
     out_console.print(table)
     console.print(f"wall time {result.wall_time_s / 60:.1f} min; artifacts and summary.json in {result.out}")
+    evaluation = result.out / "eval"
+    console.print(f"the same table with every measure: {evaluation}; draw it: retrodistill report {evaluation}")
