@@ -317,6 +317,39 @@ def _corpus_data(
     )
 
 
+def warmup_arguments(ratio: float) -> dict[str, Any]:
+    """The trainer arguments that warm the learning rate up over ``ratio`` of the training steps.
+
+    transformers v5 dropped ``warmup_ratio`` and reads ``warmup_steps`` as a ratio below 1 and as a
+    step count from 1 on, so a ratio of 1 or more would silently become a step count: refused here.
+    Where ``warmup_ratio`` still exists it is used; otherwise the meaning of ``warmup_steps`` is
+    checked on this transformers version rather than assumed.
+
+    Raises:
+        ValueError: ``ratio`` is not in [0, 1), naming the key.
+        RuntimeError: this transformers version reads a fractional ``warmup_steps`` otherwise.
+    """
+    import math
+
+    from sentence_transformers import SentenceTransformerTrainingArguments
+
+    if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 <= ratio < 1:
+        raise ValueError(
+            f"warmup_ratio must be a fraction of the training steps in [0, 1), got {ratio!r} "
+            "(for a warm-up of k steps out of n, set warmup_ratio to k / n)"
+        )
+    fields = getattr(SentenceTransformerTrainingArguments, "__dataclass_fields__", {})
+    if "warmup_ratio" in fields:
+        return {"warmup_ratio": float(ratio)}
+    probe = SentenceTransformerTrainingArguments(output_dir="unused", warmup_steps=float(ratio), report_to="none")
+    if probe.get_warmup_steps(1000) != math.ceil(1000 * ratio):
+        raise RuntimeError(
+            "this transformers version does not read a fractional warmup_steps as a ratio of the steps; "
+            "retrodistill cannot pass warmup_ratio to it"
+        )
+    return {"warmup_steps": float(ratio)}
+
+
 def training_inputs(config: TrainConfig) -> dict[str, str | None]:
     """What a run reads, by option name: the output may never be (or contain) one of them."""
     return {
@@ -351,6 +384,7 @@ def run(config: TrainConfig, *, show_progress: bool = True, overwrite: bool = Fa
         raise ValueError(f"epochs must be at least 1, got {config.epochs}")
     if config.stage not in STAGES:
         raise ValueError(f"stage must be one of {', '.join(STAGES)}, got {config.stage!r}")
+    warmup = warmup_arguments(config.warmup_ratio)
     loss = LOSSES.build(config.loss.name, config.loss.params)
     needs = frozenset(required_inputs(loss))
     collection = load_dataset(config.data.dataset, config.data.split, config.data.data_dir)
@@ -388,7 +422,7 @@ def run(config: TrainConfig, *, show_progress: bool = True, overwrite: bool = Fa
             max_steps=config.max_steps,
             per_device_train_batch_size=config.batch_size,
             learning_rate=config.learning_rate,
-            warmup_steps=config.warmup_ratio,  # transformers v5: a float below 1 is a ratio of the total steps
+            **warmup,
             weight_decay=config.weight_decay,
             seed=config.seed,
             data_seed=config.seed,
