@@ -14,9 +14,22 @@ Invariants checked on load, each violation reported as ``FILE:LINE: problem``
 (:class:`DataFormatError`): every file is UTF-8 (a leading byte-order mark is dropped); every line
 parses; every record has a non-empty string ``_id``; ids are unique within a file; a file holds at
 least one record; relevance grades are integers; a qrels file keeps one form (BEIR or TREC) on
-every line. Judgments that point at an unknown query or document are kept out of ``qrels`` and
-counted in ``Collection.unknown_judgments`` (BEIR's own ArguAna has 5 such), so callers can report
-them; qrels of which no judgment is left (another dataset's, most likely) are an error.
+every line. Qrels of which no judgment names both a known query and a known document (another
+dataset's, most likely) are an error.
+
+Judgments to documents absent from the corpus (BEIR's own ArguAna has 5 such) are two things at
+once, so a :class:`Collection` holds two views of its qrels:
+
+- for **evaluation** (:meth:`Collection.for_evaluation`) they are kept, and so is a query whose
+  every judgment names an absent document: such a judgment cannot be retrieved, but it counts in
+  the ideal ranking of nDCG and in the denominator of recall, exactly as BEIR, Pyserini's 2CR and
+  trec_eval count it when given the full qrels;
+- for **training** (``qrels`` and ``queries``) they are left out, so a positive or a negative is
+  always a document that exists.
+
+Both are counted in ``Collection.unknown_judgments`` and a few of their ids kept in
+``Collection.unknown_ids``, so callers can report them. Judgments that name an unknown query are
+left out of both views: a query without text cannot be retrieved for.
 
 The corpus is a :class:`~retrodistill.data.corpus.Corpus`: converted once into a memory-mapped Arrow
 cache (:mod:`retrodistill.data.corpus`) and read on demand, so an 8.8M-passage corpus loads in
@@ -26,9 +39,10 @@ seconds the second time. Queries and qrels are small enough to stay Python dicts
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from retrodistill.artifacts import sha256_file
 from retrodistill.data.corpus import Corpus, open_corpus
@@ -52,6 +66,7 @@ __all__ = [
     "read_corpus",
     "read_qrels",
     "read_queries",
+    "restrict_qrels",
 ]
 
 Qrels = dict[str, dict[str, int]]
@@ -64,6 +79,11 @@ class Collection:
     ``queries`` holds only the queries judged in ``split`` (as BEIR's loader does);
     ``fingerprints`` identify the files the collection was read from. ``corpus`` may be given as a
     plain ``{doc_id: Document}`` dict; it is then held as an in-memory :class:`Corpus`.
+
+    ``qrels`` and ``queries`` are the training view: judgments to documents of the corpus, and the
+    queries that have one. ``judgments`` and ``judged_queries`` are the evaluation view: every
+    judgment of a known query, to an absent document too, and every query judged (``None``: the
+    same as the training view). :meth:`for_evaluation` gives the collection with that view.
     """
 
     name: str
@@ -73,10 +93,29 @@ class Collection:
     split: str
     fingerprints: dict[str, str] = field(default_factory=dict)
     unknown_judgments: dict[str, int] = field(default_factory=lambda: {"queries": 0, "documents": 0})
+    judgments: Qrels | None = None
+    judged_queries: dict[str, str] | None = None
+    unknown_ids: dict[str, list[str]] = field(default_factory=lambda: {"queries": [], "documents": []})
 
     def __post_init__(self) -> None:
         if not isinstance(self.corpus, Corpus):
             self.corpus = Corpus.from_dict(self.corpus)
+        if self.judgments is None:
+            self.judgments = self.qrels
+        if self.judged_queries is None:
+            self.judged_queries = self.queries
+
+    def for_evaluation(self) -> Collection:
+        """This collection with the evaluation view as ``qrels`` and ``queries`` (see the class docstring).
+
+        Retrieving for its ``queries`` and scoring against its ``qrels`` keeps every judged query in
+        the average, as trec_eval does: a query judged only on absent documents scores 0.
+        """
+        judgments = self.qrels if self.judgments is None else self.judgments
+        judged_queries = self.queries if self.judged_queries is None else self.judged_queries
+        if judgments is self.qrels and judged_queries is self.queries:
+            return self
+        return replace(self, qrels=judgments, queries=judged_queries)
 
     def doc_text(self, doc_id: str) -> str:
         return self.corpus[doc_id].joined()
@@ -93,12 +132,29 @@ class Collection:
             # Kept (BEIR corpora have some), but an encoder sees an empty string: worth knowing.
             text += f"; {empty_docs:,} empty documents, {empty_queries:,} empty queries"
         unknown_q, unknown_d = self.unknown_judgments["queries"], self.unknown_judgments["documents"]
-        if unknown_q or unknown_d:
+        if unknown_q:
             text += (
-                f"; {unknown_q + unknown_d:,} judgments skipped "
-                f"({unknown_q} with unknown query ids, {unknown_d} with unknown document ids)"
+                f"; {unknown_q:,} judgment{'s' if unknown_q != 1 else ''} skipped: unknown query ids "
+                f"({_examples(self.unknown_ids['queries'])})"
             )
+        if unknown_d:
+            only = len(self.judged_queries or self.queries) - len(self.queries)
+            text += (
+                f"; {unknown_d:,} judgment{'s' if unknown_d != 1 else ''} to documents absent from the corpus "
+                f"({_examples(self.unknown_ids['documents'])}): kept for evaluation, where they cannot be "
+                f"retrieved but count as relevant"
+            )
+            if only:
+                text += f", and {only:,} quer{'ies' if only != 1 else 'y'} judged only on such documents score 0"
         return text
+
+
+#: How many unknown ids a collection keeps to name in its description.
+_EXAMPLES = 5
+
+
+def _examples(ids: list[str]) -> str:
+    return "ids such as " + ", ".join(repr(i) for i in ids[:_EXAMPLES])
 
 
 def _read_jsonl(path: Path, fields: tuple[str, ...]) -> dict[str, dict[str, str]]:
@@ -224,28 +280,45 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _restrict(
-    qrels: Qrels, queries: Mapping[str, str], corpus: Corpus, paths: tuple[Path, Path, Path]
-) -> tuple[Qrels, dict[str, str], dict[str, int]]:
-    """Keep judgments whose query and document exist; count the others.
+def restrict_qrels(
+    qrels: Qrels,
+    queries: Mapping[str, str],
+    has_documents: Callable[[list[str]], Sequence[bool]],
+    paths: tuple[Path, Path, Path],
+) -> dict[str, Any]:
+    """Split qrels into the training and the evaluation views (see the module docstring); count the rest.
 
     Args:
+        qrels: as read from the qrels file.
+        queries: every query of the queries file.
+        has_documents: document ids → whether each is in the corpus (one vectorised lookup).
         paths: the qrels, queries and corpus files, named when no judgment is left.
+
+    Returns:
+        The keyword arguments of :class:`Collection` that hold the views: ``qrels`` and ``queries``
+        (training), ``judgments`` and ``judged_queries`` (evaluation), ``unknown_judgments`` and
+        ``unknown_ids``.
 
     Raises:
         DataFormatError: no judgment names both a known query and a known document (the qrels of
             another dataset, most likely), which would leave nothing to evaluate or train on.
     """
     unknown = {"queries": 0, "documents": 0}
-    judged = [(qid, docs) for qid, docs in qrels.items() if qid in queries]
-    unknown["queries"] = sum(len(docs) for qid, docs in qrels.items() if qid not in queries)
-    # One vectorised lookup for every judged document, not one search per judgment.
-    known = iter(corpus.rows([d for _, docs in judged for d in docs], missing=-1) >= 0)
+    unknown_ids: dict[str, list[str]] = {"queries": [], "documents": []}
+    judged = {qid: docs for qid, docs in qrels.items() if qid in queries}
+    for qid, docs in qrels.items():
+        if qid not in judged:
+            unknown["queries"] += len(docs)
+            if len(unknown_ids["queries"]) < _EXAMPLES:
+                unknown_ids["queries"].append(qid)
+    known = iter(has_documents([d for docs in judged.values() for d in docs]))
     kept: Qrels = {}
-    for qid, docs in judged:
+    for qid, docs in judged.items():
         for doc_id, grade in docs.items():
             if not next(known):
                 unknown["documents"] += 1
+                if len(unknown_ids["documents"]) < _EXAMPLES and doc_id not in unknown_ids["documents"]:
+                    unknown_ids["documents"].append(doc_id)
                 continue
             kept.setdefault(qid, {})[doc_id] = grade
     if not kept:
@@ -256,14 +329,27 @@ def _restrict(
             example = next(iter(qrels))
             problem = f"no judged query is in {queries_path} ({counted}; query ids such as {example!r})"
         else:
-            example = next(iter(judged[0][1]))
+            example = next(iter(next(iter(judged.values()))))
             problem = (
                 f"no document judged for a known query is in {corpus_path} ({counted}; "
                 f"document ids such as {example!r})"
             )
         raise DataFormatError(qrels_path, None, f"{problem}: are these the qrels of this dataset?")
-    split_queries = {qid: queries[qid] for qid in kept}
-    return kept, split_queries, unknown
+    return {
+        "qrels": kept,
+        "queries": {qid: queries[qid] for qid in kept},
+        "judgments": judged,
+        "judged_queries": {qid: queries[qid] for qid in judged},
+        "unknown_judgments": unknown,
+        "unknown_ids": unknown_ids,
+    }
+
+
+def _restrict(
+    qrels: Qrels, queries: Mapping[str, str], corpus: Corpus, paths: tuple[Path, Path, Path]
+) -> dict[str, Any]:
+    """:func:`restrict_qrels` against a corpus."""
+    return restrict_qrels(qrels, queries, lambda ids: (corpus.rows(ids, missing=-1) >= 0).tolist(), paths)
 
 
 def load_beir(path: str | os.PathLike[str], split: str = "test", name: str | None = None) -> Collection:
@@ -280,15 +366,13 @@ def load_beir(path: str | os.PathLike[str], split: str = "test", name: str | Non
     corpus_path, queries_path = root / "corpus.jsonl", root / "queries.jsonl"
     corpus = read_corpus(corpus_path)
     queries = read_queries(queries_path)
-    qrels, split_queries, unknown = _restrict(
-        read_qrels(qrels_path), queries, corpus, (qrels_path, queries_path, corpus_path)
-    )
+    views = _restrict(read_qrels(qrels_path), queries, corpus, (qrels_path, queries_path, corpus_path))
     fingerprints = {
         "corpus": corpus.fingerprint or sha256_file(corpus_path),  # the cache keeps the source's hash
         "queries": sha256_file(queries_path),
         f"qrels/{split}": sha256_file(qrels_path),
     }
-    return Collection(name or root.name, corpus, split_queries, qrels, split, fingerprints, unknown)
+    return Collection(name or root.name, corpus, split=split, fingerprints=fingerprints, **views)
 
 
 def _read_tsv_texts(path: Path) -> dict[str, str]:
@@ -319,12 +403,10 @@ def load_msmarco(
     collection_tsv, queries_tsv, qrels_path = Path(collection_tsv), Path(queries_tsv), Path(qrels_path)
     corpus = open_corpus(collection_tsv, "msmarco")
     queries = _read_tsv_texts(queries_tsv)
-    qrels, split_queries, unknown = _restrict(
-        read_qrels(qrels_path), queries, corpus, (qrels_path, queries_tsv, collection_tsv)
-    )
+    views = _restrict(read_qrels(qrels_path), queries, corpus, (qrels_path, queries_tsv, collection_tsv))
     fingerprints = {
         "corpus": corpus.fingerprint or sha256_file(collection_tsv),
         "queries": sha256_file(queries_tsv),
         f"qrels/{split}": sha256_file(qrels_path),
     }
-    return Collection(name, corpus, split_queries, qrels, split, fingerprints, unknown)
+    return Collection(name, corpus, split=split, fingerprints=fingerprints, **views)

@@ -48,11 +48,19 @@ import hashlib
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from retrodistill.artifacts import sha256_file
-from retrodistill.data.collections import Collection, DataFormatError, Qrels, load_beir, read_corpus, read_qrels
+from retrodistill.data.collections import (
+    Collection,
+    Corpus,
+    DataFormatError,
+    load_beir,
+    read_corpus,
+    read_qrels,
+    restrict_qrels,
+)
 from retrodistill.data.download import (
     BEIR_MD5,
     BEIR_NOT_HOSTED,
@@ -143,6 +151,12 @@ class SuiteEntry:
     rel_threshold: int
     split: str
     note: str = ""
+    #: Whether the user chose the identical-id rule (no warning is given then).
+    identical_ids_given: bool = False
+    #: Lines for the user: how the entry was recognised, and what its rules are based on.
+    info: tuple[str, ...] = ()
+    #: Lines for the user that a figure may not mean what it seems to (see :func:`check_entry`).
+    warnings: tuple[str, ...] = ()
 
 
 _MSMARCO_TERMS = "MS MARCO terms: non-commercial research"
@@ -202,6 +216,18 @@ _BEIR_TABLE: dict[str, tuple[str, str, str, str]] = {
     "scifact": ("train test", "https://github.com/allenai/scifact", "Wadden et al., EMNLP 2020", ""),
 }
 _IDENTICAL_IDS_DROPPED = ("arguana", "quora")
+
+#: Registered datasets recognised when given as a folder, by the sha256 of their ``corpus.jsonl``
+#: (``Collection.fingerprints["corpus"]``), so a folder gets its dataset's rules whatever it is called.
+#: Only checksums verified against the official BEIR zip belong here; add ArguAna's and Quora's
+#: (``sha256sum corpus.jsonl`` of the unzipped official files) when they can be checked. Until then a
+#: folder of theirs is caught by :func:`check_entry`'s identical-id warning instead.
+KNOWN_CORPORA: dict[str, str] = {
+    # BEIR scifact.zip's corpus.jsonl (../shared/data/beir/scifact/PROVENANCE.md)
+    "sha256:dec31c8182f3d744c7d2c09423756fd1d17cbef75808db13ba01cc0aab4d1ac6": "scifact",
+}
+#: The share of judged query ids that are also corpus ids above which the identical-id rule is in question.
+IDENTICAL_ID_SHARE = 0.5
 _BEIR_ZIP = {
     name: RemoteFile("archive", BEIR_URL.format(name=name), md5, f"{name}.zip") for name, md5 in BEIR_MD5.items()
 }
@@ -309,17 +335,23 @@ def load_entry(
     data_dir: str | os.PathLike[str] | None = None,
     *,
     rel_threshold: int | None = None,
+    ignore_identical_ids: bool | None = None,
     download: bool = True,
 ) -> SuiteEntry:
     """Load a registered dataset, one CQADupStack forum, or a BEIR-layout folder as a suite entry.
 
     Args:
         name_or_path: a name in :data:`DATASETS`, ``cqadupstack/FORUM``, or a dataset folder. A folder
-            gets no special rules (``ignore_identical_ids`` False) and is named after itself.
+            is named after itself; it gets the rules of the registered dataset whose corpus it holds
+            (recognised by :data:`KNOWN_CORPORA`), else none (ids kept, relevance ≥ 1).
         split: qrels split; defaults to the dataset's ``default_split`` (``test`` for a folder).
         data_dir: where named datasets live; defaults to ``$RETRODISTILL_DATA`` or ``./data``.
         rel_threshold: overrides the dataset's least relevant grade for binary measures.
+        ignore_identical_ids: overrides the dataset's identical-id rule.
         download: fetch missing public data; when False, a missing dataset is an error.
+
+    Returns:
+        The entry, its ``info`` and ``warnings`` filled by :func:`check_entry`.
 
     Raises:
         UnknownDatasetError: not a name and not a folder (the message lists close matches).
@@ -329,26 +361,143 @@ def load_entry(
     """
     check_rel_threshold(rel_threshold)
     name = str(name_or_path)
+    spec: DatasetSpec | None = None
+    info: list[str] = []
     if name in DATASETS:
         spec = DATASETS[name]
         split = _check_split(spec, split)
         collections = _LOADERS[spec.kind](spec, split, data_dir, download)
-        threshold = spec.threshold_for(split) if rel_threshold is None else rel_threshold
-        return SuiteEntry(spec.name, collections, spec.ignore_identical_ids, threshold, split, spec.note)
-    group, _, member = name.partition("/")
-    if group in DATASETS and DATASETS[group].members and member in DATASETS[group].members:
-        spec = DATASETS[group]
+        row = spec.name
+    elif (group := name.partition("/"))[0] in DATASETS and group[2] in DATASETS[group[0]].members:
+        spec = DATASETS[group[0]]
         split = _check_split(spec, split)
-        collection = load_dataset(name, split, data_dir, download=download)
-        threshold = spec.threshold_for(split) if rel_threshold is None else rel_threshold
-        return SuiteEntry(name, [collection], spec.ignore_identical_ids, threshold, split, spec.note)
-    folder = Path(name_or_path)
-    if folder.is_dir():
-        collection = load_beir(folder, split or "test")
-        return SuiteEntry(
-            collection.name, [collection], False, 1 if rel_threshold is None else rel_threshold, collection.split
-        )
-    raise UnknownDatasetError(_unknown_message(name))
+        collections = [load_dataset(name, split, data_dir, download=download)]
+        row = name
+    elif Path(name_or_path).is_dir():
+        collection = load_beir(Path(name_or_path), split or "test")
+        collections, row, split = [collection], collection.name, collection.split
+        spec = recognise(collection)
+        if spec is not None:
+            info.append(
+                f"{name}: recognised as the registered dataset {spec.name!r} by its corpus fingerprint "
+                f"({collection.fingerprints['corpus'][:19]}…): its rules apply"
+            )
+    else:
+        raise UnknownDatasetError(_unknown_message(name))
+    own_threshold = 1 if spec is None else spec.threshold_for(split)
+    entry = SuiteEntry(
+        row,
+        collections,
+        (spec is not None and spec.ignore_identical_ids) if ignore_identical_ids is None else ignore_identical_ids,
+        own_threshold if rel_threshold is None else rel_threshold,
+        split,
+        "" if spec is None else spec.note,
+        identical_ids_given=ignore_identical_ids is not None,
+    )
+    registry = "default" if spec is None else f"{spec.name}'s rule"
+    return check_entry(
+        entry,
+        ids_source="given" if ignore_identical_ids is not None else registry,
+        threshold_source="given" if rel_threshold is not None else registry,
+        info=info,
+    )
+
+
+def qrels_entry(
+    path: str | os.PathLike[str],
+    name: str | None = None,
+    *,
+    rel_threshold: int | None = None,
+    ignore_identical_ids: bool | None = None,
+) -> SuiteEntry:
+    """A qrels file alone (BEIR or TREC form) as a suite entry: run files can be scored on it, models cannot.
+
+    Every judgment is kept (there is no corpus to find absent documents in); the entry is named
+    ``name``, else after the file (``qrels.dl19-passage.txt`` → ``qrels.dl19-passage``).
+
+    Raises:
+        DataFormatError: the qrels do not parse (``FILE:LINE``).
+    """
+    check_rel_threshold(rel_threshold)
+    path = Path(path)
+    qrels = read_qrels(path)
+    collection = Collection(
+        name or path.stem,
+        Corpus.from_dict({}),
+        dict.fromkeys(qrels, ""),
+        qrels,
+        "test",
+        {"qrels": sha256_file(path)},
+    )
+    entry = SuiteEntry(
+        collection.name,
+        [collection],
+        bool(ignore_identical_ids),
+        1 if rel_threshold is None else rel_threshold,
+        "test",
+        f"qrels {path}",
+        identical_ids_given=ignore_identical_ids is not None,
+    )
+    return check_entry(
+        entry,
+        ids_source="default" if ignore_identical_ids is None else "given",
+        threshold_source="default" if rel_threshold is None else "given",
+    )
+
+
+def recognise(collection: Collection) -> DatasetSpec | None:
+    """The registered dataset whose corpus ``collection`` holds (by :data:`KNOWN_CORPORA`), if any."""
+    name = KNOWN_CORPORA.get(collection.fingerprints.get("corpus", ""))
+    return None if name is None else DATASETS[name]
+
+
+def identical_id_share(collection: Collection) -> tuple[int, int]:
+    """``(judged queries whose id is a corpus id, judged queries)`` of the evaluation view."""
+    queries = list(collection.for_evaluation().queries)
+    shared = int((collection.corpus.rows(queries, missing=-1) >= 0).sum()) if queries else 0
+    return shared, len(queries)
+
+
+def check_entry(
+    entry: SuiteEntry, *, ids_source: str = "default", threshold_source: str = "default", info: Sequence[str] = ()
+) -> SuiteEntry:
+    """``entry`` with its ``info`` (the rules and where they come from) and ``warnings`` filled in.
+
+    Warned about: an identical-id rule left to its default (keep) on a collection where at least
+    :data:`IDENTICAL_ID_SHARE` of the judged query ids are corpus ids (each such query would
+    retrieve itself, as in ArguAna and Quora); grades above 1 scored by binary measures at a
+    threshold nobody chose.
+
+    Args:
+        ids_source, threshold_source: where each rule comes from: ``"given"`` (by the user), a
+            registered dataset's rule, or ``"default"`` (nobody chose it: the checks apply).
+        info: lines to put before the one that states the rules.
+    """
+    warnings: list[str] = []
+    for collection in entry.collections:
+        if ids_source == "default" and not entry.ignore_identical_ids and len(collection.corpus):
+            shared, total = identical_id_share(collection)
+            if total and shared / total >= IDENTICAL_ID_SHARE:
+                warnings.append(
+                    f"{collection.name}: {shared:,} of {total:,} judged queries ({shared / total:.0%}) have the id "
+                    "of a corpus document; where they are the same text (as in ArguAna and Quora) each retrieves "
+                    "itself at rank 1 and every figure falls. Pass --ignore-identical-ids to drop such hits "
+                    "(BEIR's rule), or --keep-identical-ids to keep them and silence this warning"
+                )
+        if threshold_source == "default":
+            top = max((g for docs in collection.for_evaluation().qrels.values() for g in docs.values()), default=0)
+            if top >= 2:
+                warnings.append(
+                    f"{collection.name}: graded qrels (grades up to {top}), but binary measures (R, RR, P, AP) "
+                    f"count every grade ≥ {entry.rel_threshold} as relevant; pass --rel-threshold 2 for TREC DL's "
+                    f"convention, or --rel-threshold {entry.rel_threshold} to keep it and silence this warning"
+                )
+    ids = "dropped" if entry.ignore_identical_ids else "kept"
+    rules = (
+        f"{entry.name}: identical query/document ids {ids} ({ids_source}); relevance ≥ {entry.rel_threshold} "
+        f"for binary measures ({threshold_source})"
+    )
+    return replace(entry, info=(*entry.info, *info, rules), warnings=(*entry.warnings, *warnings))
 
 
 def check_rel_threshold(rel_threshold: int | None) -> None:
@@ -528,49 +677,40 @@ def _read_topics(path: Path) -> dict[str, str]:
 
 
 def _trec_dl_collection(name: str, corpus_path: Path, topics_path: Path, qrels_path: Path) -> Collection:
-    """Judged topics, graded qrels restricted to known documents, and the corpus."""
+    """Judged topics, the graded qrels (both views, see :mod:`retrodistill.data.collections`) and the corpus."""
     corpus = read_corpus(corpus_path)
     topics = _read_topics(topics_path)
-    kept: Qrels = {}
-    unknown = {"queries": 0, "documents": 0}
-    for qid, docs in read_qrels(qrels_path).items():
-        if qid not in topics:
-            unknown["queries"] += len(docs)
-            continue
-        for doc_id, grade in docs.items():
-            if doc_id in corpus:
-                kept.setdefault(qid, {})[doc_id] = grade
-            else:
-                unknown["documents"] += 1
-    if not kept:
-        judged = sum(unknown.values())
-        raise ValueError(
-            f"{qrels_path}: none of its {judged:,} judgments names both a topic in {topics_path} and a passage "
-            f"in {corpus_path}; is that the MS MARCO passage corpus (BEIR msmarco)?"
-        )
-    queries = {qid: topics[qid] for qid in kept}
+    views = restrict_qrels(
+        read_qrels(qrels_path),
+        topics,
+        lambda ids: (corpus.rows(ids, missing=-1) >= 0).tolist(),
+        (qrels_path, topics_path, corpus_path),
+    )
     fingerprints = {
         "corpus": corpus.fingerprint or sha256_file(corpus_path),  # kept by the corpus cache: no re-hash
         "queries": sha256_file(topics_path),
         "qrels/test": sha256_file(qrels_path),
     }
-    return Collection(name, corpus, queries, kept, "test", fingerprints, unknown)
+    return Collection(name, corpus, split="test", fingerprints=fingerprints, **views)
 
 
 def describe_rules(entries: Sequence[SuiteEntry]) -> str:
-    """One line naming the entries evaluated under a non-default rule, for a table header.
+    """One line stating both rules for every entry, for a table header.
 
-    E.g. ``"identical query/doc ids dropped: arguana, quora; relevance ≥ 2 for binary measures:
-    trec-dl-2019"``; an empty string when every entry follows the defaults (ids kept, threshold 1).
+    E.g. ``"identical query/doc ids dropped: arguana; kept: scifact, trec-dl-2019; binary measures
+    count grades ≥ 1: arguana, scifact; ≥ 2: trec-dl-2019"``.
     """
-    clauses = []
     dropped = [e.name for e in entries if e.ignore_identical_ids]
-    if dropped:
-        clauses.append(f"identical query/doc ids dropped: {', '.join(dropped)}")
-    for threshold in sorted({e.rel_threshold for e in entries} - {1}):
-        names = [e.name for e in entries if e.rel_threshold == threshold]
-        clauses.append(f"relevance ≥ {threshold} for binary measures: {', '.join(names)}")
-    return "; ".join(clauses)
+    kept = [e.name for e in entries if not e.ignore_identical_ids]
+    ids = [f"dropped: {', '.join(dropped)}"] if dropped else []
+    ids += [f"kept: {', '.join(kept)}"] if kept else []
+    thresholds = [
+        f"≥ {t}: {', '.join(e.name for e in entries if e.rel_threshold == t)}"
+        for t in sorted({e.rel_threshold for e in entries})
+    ]
+    if not entries:
+        return ""
+    return f"identical query/doc ids {'; '.join(ids)}; binary measures count grades {'; '.join(thresholds)}"
 
 
 def registry_table() -> list[dict[str, str | int | bool]]:
@@ -596,10 +736,13 @@ __all__ = [
     "RemoteFile",
     "SuiteEntry",
     "UnknownDatasetError",
+    "check_entry",
     "check_rel_threshold",
     "describe_rules",
     "load_entry",
     "load_trec_dl",
+    "qrels_entry",
+    "recognise",
     "registry_table",
     "spec_for",
 ]

@@ -6,11 +6,19 @@
 and the corpus-embedding cache), reranks it when the model spec asks, and caches the result.
 
 Run cache: one folder per entry, the key a sha256 over the model's identity (:func:`model_identity`,
-and the reranker's and its depth), the collection's corpus and queries fingerprints, the ids of the
-split's queries, ``k`` and the identical-id rule (:func:`cache_key`)::
+and the reranker's and its depth), the collection's corpus and queries fingerprints and the ids of
+the split's queries (:func:`cache_key`)::
 
     cache_dir/<key>/run.trec     the run (:mod:`retrodistill.evaluate.run_files`)
-    cache_dir/<key>/key.json     {"what": "MODEL on DATASET", "rows": 6000, "sha256": "sha256:…"}
+    cache_dir/<key>/key.json     {"what": "MODEL on DATASET", "rows": 6000, "sha256": "sha256:…", "depth": 1001}
+
+What is cached is the run *before* the post-filters: the first stage's top ``depth = k + 1``
+documents, self-hits included (one more than asked, so that dropping a document whose id is the
+query's still leaves ``k``). The identical-id rule and the cut to ``k`` are applied on read
+(:func:`post_filter`), and the relevance threshold only when scoring, so changing any of them
+never re-encodes a corpus nor recomputes a run; an entry serves every ``k`` below its depth. A
+reranked column caches the reranker's scores of the first stage's top ``rerank_depth + 1``
+(:func:`rerank_scores`) and puts them in place on read (:func:`apply_rerank`).
 
 An entry is used only when ``run.trec`` still has the sha256 and the row count its ``key.json``
 records: a run cut short, edited or overwritten is reported in one warning line naming the entry,
@@ -47,7 +55,8 @@ logger = logging.getLogger(__name__)
 LEXICAL = ("bm25s", "pyserini-bm25")
 CACHE_ENV = "RETRODISTILL_CACHE"
 #: Bump when a change to retrieval code changes runs, so old cache entries are not reused.
-CACHE_VERSION = 1
+#: 2: runs are cached before the identical-id rule, at depth k + 1.
+CACHE_VERSION = 2
 
 
 def default_cache_dir() -> Path:
@@ -81,16 +90,20 @@ def parse_model(text: str) -> tuple[str | None, str]:
 class ModelSpec:
     """One column of the table: a first-stage retriever and, optionally, a reranker.
 
-    ``alias`` (from ``NAME=MODEL``, :func:`parse_model`) replaces the model's id in the label.
+    ``alias`` (from ``NAME=MODEL``, :func:`parse_model`) replaces the model's id in the label. A
+    column read from a TREC run file has ``run_file`` set (kind ``"run-file"``), ``name`` its label.
     """
 
     name: str
     rerank: str | None = None
     rerank_depth: int = 100
     alias: str | None = None
+    run_file: str | None = None
 
     @property
     def kind(self) -> str:
+        if self.run_file is not None:
+            return "run-file"
         return self.name if self.name in LEXICAL else "dense"
 
     @property
@@ -147,7 +160,8 @@ class Retrievers:
             self._rerankers[name] = CrossEncoderTeacher(name, device=self.device)
         return self._rerankers[name]
 
-    def first_stage(self, spec: ModelSpec, collection: Collection, k: int, ignore_identical_ids: bool) -> Run:
+    def first_stage(self, spec: ModelSpec, collection: Collection, k: int, ignore_identical_ids: bool = False) -> Run:
+        """The model's top ``k`` for every query of ``collection`` (``ignore_identical_ids``: :func:`post_filter`)."""
         if spec.kind == "dense":
             from retrodistill.evaluate.retrieval import encode_and_search, open_embedding_cache
 
@@ -205,6 +219,49 @@ def lexical_run(
     return run
 
 
+def rerank_scores(
+    run: Mapping[str, Mapping[str, float]],
+    collection: Collection,
+    score: Callable[[Sequence[str], Sequence[str]], Any],
+    depth: int,
+) -> Run:
+    """``score(queries, docs)`` of each query's top ``depth`` documents of ``run`` (trec_eval order)."""
+    from retrodistill.evaluate.metrics import trec_order
+
+    if depth < 1:
+        raise ValueError(f"rerank depth must be at least 1, got {depth}")
+    pairs = [(qid, doc_id) for qid, docs in run.items() for doc_id, _ in trec_order(docs)[:depth]]
+    scores = score([collection.queries[q] for q, _ in pairs], [collection.doc_text(d) for _, d in pairs])
+    new: Run = {qid: {} for qid in run}
+    for (qid, doc_id), value in zip(pairs, scores, strict=True):
+        new[qid][doc_id] = float(value)
+    return new
+
+
+def apply_rerank(run: Mapping[str, Mapping[str, float]], scores: Mapping[str, Mapping[str, float]], depth: int) -> Run:
+    """Give each query's top ``depth`` documents of ``run`` their reranker ``scores``; keep the rest below them.
+
+    The reranked documents take their new scores; each document below the depth gets a score under
+    the lowest reranked one, in its first-stage order, so the run's order is: reranked top ``depth``,
+    then the first-stage tail.
+
+    Raises:
+        KeyError: ``scores`` lacks a document of some query's top ``depth``.
+    """
+    from retrodistill.evaluate.metrics import trec_order
+
+    if depth < 1:
+        raise ValueError(f"rerank depth must be at least 1, got {depth}")
+    new: Run = {}
+    for qid, docs in run.items():
+        ranked = trec_order(docs)
+        new[qid] = {doc_id: scores[qid][doc_id] for doc_id, _ in ranked[:depth]}
+        floor = min(new[qid].values(), default=0.0)
+        for offset, (doc_id, _) in enumerate(ranked[depth:], start=1):
+            new[qid][doc_id] = floor - offset
+    return new
+
+
 def rerank_run(
     run: Mapping[str, Mapping[str, float]],
     collection: Collection,
@@ -213,25 +270,34 @@ def rerank_run(
 ) -> Run:
     """Rescore each query's top ``depth`` documents with ``score(queries, docs)``; keep the rest below them.
 
-    The reranked documents take their new scores; each document below the depth gets a score under
-    the lowest reranked one, in its first-stage order, so the run's order is: reranked top ``depth``,
-    then the first-stage tail.
+    :func:`rerank_scores` then :func:`apply_rerank`.
+    """
+    return apply_rerank(run, rerank_scores(run, collection, score, depth), depth)
+
+
+def post_filter(run: Mapping[str, Mapping[str, float]], k: int, ignore_identical_ids: bool) -> Run:
+    """A cached run as scored: without self-hits when ``ignore_identical_ids``, cut to its top ``k``.
+
+    ``ignore_identical_ids`` is BEIR's rule for corpora whose queries are also documents (ArguAna,
+    Quora): a retrieved document whose id equals the query id is dropped. The cut keeps the top
+    ``k`` in trec_eval order (:func:`~retrodistill.evaluate.metrics.trec_order`).
     """
     from retrodistill.evaluate.metrics import trec_order
 
-    if depth < 1:
-        raise ValueError(f"rerank depth must be at least 1, got {depth}")
-    ranked = {qid: trec_order(docs) for qid, docs in run.items()}
-    pairs = [(qid, doc_id) for qid, docs in ranked.items() for doc_id, _ in docs[:depth]]
-    scores = score([collection.queries[q] for q, _ in pairs], [collection.doc_text(d) for _, d in pairs])
-    new: Run = {qid: {} for qid in ranked}
-    for (qid, doc_id), value in zip(pairs, scores, strict=True):
-        new[qid][doc_id] = float(value)
-    for qid, docs in ranked.items():
-        floor = min(new[qid].values(), default=0.0)
-        for offset, (doc_id, _) in enumerate(docs[depth:], start=1):
-            new[qid][doc_id] = floor - offset
-    return new
+    out: Run = {}
+    for qid, docs in run.items():
+        ranked = trec_order(docs)
+        if ignore_identical_ids:
+            ranked = [(doc_id, score) for doc_id, score in ranked if doc_id != qid]
+        out[qid] = dict(ranked[:k])
+    return out
+
+
+def self_hits_at_rank_1(run: Mapping[str, Mapping[str, float]]) -> int:
+    """How many queries of ``run`` (unfiltered) have their own id as their top document."""
+    from retrodistill.evaluate.metrics import trec_order
+
+    return sum(1 for qid, docs in run.items() if docs and trec_order(docs)[0][0] == qid)
 
 
 class _DamagedEntry(Exception):
@@ -249,7 +315,12 @@ class RunCache:
         self.misses = 0
         self._swept = False
 
-    def get(self, key: str, compute: Callable[[], Run], what: str) -> Run:
+    def get(self, key: str, compute: Callable[[], Run], what: str, depth: int | None = None) -> Run:
+        """The entry's run, or ``compute()`` written as the entry.
+
+        With ``depth``, the entry records it, and an entry of a smaller depth (or none) is a miss:
+        its run has fewer documents per query than asked.
+        """
         if self.root is None:
             self.misses += 1
             return compute()
@@ -257,28 +328,28 @@ class RunCache:
             remove_stale_temporaries(self.root, "*/.*.tmp")
             self._swept = True
         folder = self.root / key
-        run = self._read(folder, what)
+        run = self._read(folder, what, depth)
         if run is not None:
             self.hits += 1
             logger.info("cache hit: %s (%s)", what, folder / self.RUN)
             return run
         self.misses += 1
         run = compute()
-        self._write(folder, run, what)
+        self._write(folder, run, what, depth)
         return run
 
-    def _read(self, folder: Path, what: str) -> Run | None:
-        """The entry's run if it is intact; ``None`` (with a warning if it was damaged) otherwise."""
+    def _read(self, folder: Path, what: str, depth: int | None = None) -> Run | None:
+        """The entry's run if it is intact and deep enough; ``None`` (with a warning if it was damaged) otherwise."""
         run_path, entry_path = folder / self.RUN, folder / self.ENTRY
         if not run_path.exists() and not entry_path.exists():
             return None
         try:
-            return self._verified(run_path, entry_path)
+            return self._verified(run_path, entry_path, depth)
         except _DamagedEntry as damage:
             logger.warning("run cache entry %s is damaged: %s; recomputing %s", folder, damage, what)
             return None
 
-    def _verified(self, run_path: Path, entry_path: Path) -> Run | None:
+    def _verified(self, run_path: Path, entry_path: Path, depth: int | None = None) -> Run | None:
         """The run if it has the sha256 and row count of its entry; ``None`` for an entry without them.
 
         Raises:
@@ -297,6 +368,11 @@ class RunCache:
                 "run cache entry %s has no checksum (an older version wrote it): recomputing", entry_path.parent
             )
             return None
+        if depth is not None and not (isinstance(entry.get("depth"), int) and entry["depth"] >= depth):
+            logger.info(
+                "run cache entry %s holds depth %s, %d asked: recomputing", entry_path.parent, entry.get("depth"), depth
+            )
+            return None
         try:
             if sha256_file(run_path) != entry["sha256"]:
                 raise _DamagedEntry(f"{self.RUN} does not match the sha256 in {self.ENTRY}")
@@ -308,7 +384,7 @@ class RunCache:
             raise _DamagedEntry(f"{self.RUN} has {rows} rows, {self.ENTRY} records {entry['rows']}")
         return run
 
-    def _write(self, folder: Path, run: Run, what: str) -> None:
+    def _write(self, folder: Path, run: Run, what: str, depth: int | None = None) -> None:
         """Write ``run`` and its entry over whatever the folder held; a failure only costs the caching."""
         run_path = folder / self.RUN
         try:
@@ -318,7 +394,9 @@ class RunCache:
             with writer_atomic_path(run_path) as tmp:
                 write_run(tmp, run, tag="retrodistill")
                 checksum = sha256_file(tmp)
-            entry = {"what": what, "rows": sum(len(docs) for docs in run.values()), "sha256": checksum}
+            entry: dict[str, Any] = {"what": what, "rows": sum(len(docs) for docs in run.values()), "sha256": checksum}
+            if depth is not None:
+                entry["depth"] = depth
             with writer_atomic_path(folder / self.ENTRY) as tmp:
                 tmp.write_text(json.dumps(entry, indent=2) + "\n", encoding="utf-8")
         except OSError as err:
@@ -340,21 +418,85 @@ def make_run(
     cache: RunCache,
     identities: Mapping[str, dict[str, Any]],
 ) -> Run:
-    """The model's run on one collection: from the cache, or retrieved (and reranked) and cached."""
-    first_key = cache_key(identities[spec.name], collection, k, ignore_identical_ids)
-    run = cache.get(
-        first_key,
-        lambda: retrievers.first_stage(spec, collection, k, ignore_identical_ids),
+    """The model's run on one collection, as scored: the cached run (or a new one, cached) post-filtered.
+
+    See the module docstring: the first stage is cached at depth ``k + 1`` before the identical-id
+    rule; the rule and the cut to ``k`` (:func:`post_filter`) and the reranking are applied here.
+    """
+    return post_filtered_run(spec, collection, ignore_identical_ids, k, retrievers, cache, identities)[0]
+
+
+def post_filtered_run(
+    spec: ModelSpec,
+    collection: Collection,
+    ignore_identical_ids: bool,
+    k: int,
+    retrievers: Retrievers,
+    cache: RunCache,
+    identities: Mapping[str, dict[str, Any]],
+) -> tuple[Run, int]:
+    """:func:`make_run`, and how many queries retrieved their own id at rank 1 before the rule."""
+    depth = k + 1  # one more than asked, so that dropping a self-hit still leaves k
+    first = cache.get(
+        cache_key(identities[spec.name], collection),
+        lambda: retrievers.first_stage(spec, collection, depth),
         f"{spec.name} on {collection.name}",
+        depth,
     )
+    hits = self_hits_at_rank_1(first)
+    run = post_filter(first, k, ignore_identical_ids)
     if spec.rerank is None:
-        return run
-    reranker = spec.rerank
-    return cache.get(
-        cache_key(spec_identity(spec, identities), collection, k, ignore_identical_ids),
-        lambda: rerank_run(run, collection, retrievers.reranker(reranker).score, spec.rerank_depth),
+        return run, hits
+    reranker, covered = spec.rerank, min(spec.rerank_depth + 1, depth)
+    # The top rerank_depth after the rule are among the top rerank_depth + 1 before it.
+    scores = cache.get(
+        cache_key(spec_identity(spec, identities), collection),
+        lambda: rerank_scores(first, collection, retrievers.reranker(reranker).score, covered),
         f"{spec.label} on {collection.name}",
+        covered,
     )
+    return apply_rerank(run, scores, spec.rerank_depth), hits
+
+
+def run_file_spec(text: str) -> ModelSpec:
+    """``--run FILE`` or ``--run NAME=FILE`` as a column; the label is ``NAME``, else the file name without suffix.
+
+    Example:
+        >>> run_file_spec("runs/bm25.trec").label, run_file_spec("bm25=runs/x.trec").label
+        ('bm25', 'bm25')
+    """
+    alias, path = parse_model(text)
+    return ModelSpec(alias or Path(path).stem or path, run_file=path)
+
+
+def run_file_identity(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """What identifies a run read from a file: its path and sha256."""
+    return {"kind": "run-file", "id": str(path), "sha256": sha256_file(path)}
+
+
+def file_run(
+    run: Mapping[str, Mapping[str, float]], path: str, collection: Collection, ignore_identical_ids: bool
+) -> tuple[Run, int]:
+    """A run read from ``path`` as scored on ``collection``: the identical-id rule applied, never cut.
+
+    Returns:
+        The run, and how many queries had their own id at rank 1 before the rule.
+
+    Raises:
+        DataFormatError: none of the run's query ids is judged in ``collection`` (a run made for
+            another dataset or split, most likely).
+    """
+    judged = collection.qrels
+    if not any(qid in judged for qid in run):
+        examples = ", ".join(repr(q) for q in list(run)[:3])
+        raise DataFormatError(
+            path,
+            None,
+            f"none of its {len(run):,} query ids (such as {examples}) is judged in {collection.name} "
+            f"({collection.split}): is it a run of this dataset?",
+        )
+    depth = max((len(docs) for docs in run.values()), default=0)
+    return post_filter(run, depth, ignore_identical_ids), self_hits_at_rank_1(run)
 
 
 def _dir_config_hash(path: Path) -> str:
@@ -382,7 +524,11 @@ def model_identity(name: str, cache_folder: str | None = None) -> dict[str, Any]
     return identity
 
 
-def cache_key(identity: Mapping[str, Any], collection: Collection, k: int, ignore_identical_ids: bool) -> str:
+def cache_key(identity: Mapping[str, Any], collection: Collection) -> str:
+    """The run cache's key: model identity, corpus and queries fingerprints, the split's query ids.
+
+    Not ``k``, the identical-id rule nor the relevance threshold: they are applied to the cached run.
+    """
     payload = {
         "version": CACHE_VERSION,
         "model": identity,
@@ -390,7 +536,5 @@ def cache_key(identity: Mapping[str, Any], collection: Collection, k: int, ignor
         "queries": collection.fingerprints.get("queries"),
         # The queries file holds every split's queries: the run answers only this split's.
         "query_ids": sha256_strings(collection.queries),
-        "k": k,
-        "ignore_identical_ids": ignore_identical_ids,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]

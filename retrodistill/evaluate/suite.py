@@ -55,9 +55,9 @@ from typing import TYPE_CHECKING, Any
 
 from retrodistill.artifacts import write_json_atomic, write_manifest, write_text_atomic
 from retrodistill.evaluate.latex import results_latex
-from retrodistill.evaluate.metrics import DEFAULT_MEASURES, compute_metrics, parse_measures
+from retrodistill.evaluate.metrics import DEFAULT_MEASURES, Run, compute_metrics, parse_measures
 from retrodistill.evaluate.output_names import check_distinct_slugs, escape_markdown, escape_rich, run_tag, slug
-from retrodistill.evaluate.run_files import write_metrics_json, write_run
+from retrodistill.evaluate.run_files import read_run, write_metrics_json, write_run
 from retrodistill.evaluate.runs import (
     CACHE_ENV,
     CACHE_VERSION,
@@ -67,11 +67,14 @@ from retrodistill.evaluate.runs import (
     RunCache,
     cache_key,
     default_cache_dir,
+    file_run,
     lexical_run,
-    make_run,
     model_identity,
     parse_model,
+    post_filtered_run,
     rerank_run,
+    run_file_identity,
+    run_file_spec,
     spec_identity,
 )
 
@@ -114,6 +117,9 @@ class SuiteResult:
     cache_hits: int = 0
     cache_misses: int = 0
     embedding_shards: dict[str, int] = field(default_factory=lambda: {"read": 0, "encoded": 0})
+    #: What may make a figure mean something else than it seems to: the entries' own warnings
+    #: (:func:`~retrodistill.data.registry.check_entry`) and self-hits found in the runs.
+    warnings: list[str] = field(default_factory=list)
 
     def marks(self) -> dict[tuple[str, str, str], str]:
         """(model, dataset, measure) → ``"▲"``/``"▼"``/``""`` from the significance tests."""
@@ -140,6 +146,9 @@ class SuiteResult:
         lines: list[str] = []
         if self.rules:
             lines += [f"_{escape_markdown(self.rules)}_", ""]
+        lines += [f"**Warning:** {escape_markdown(w)}" for w in self.warnings]
+        if self.warnings:
+            lines.append("")
         for measure, (header, *body) in self.tables().items():
             lines += [f"### {escape_markdown(measure)}", ""]
             lines.append("| " + " | ".join(escape_markdown(cell) for cell in header) + " |")
@@ -169,6 +178,7 @@ class SuiteResult:
             "measures": list(self.measures),
             "baseline": self.baseline,
             "rules": self.rules,
+            "warnings": self.warnings,
             "models": self.models,
             "datasets": self.datasets,
             "results": self.results,
@@ -197,6 +207,21 @@ def _mean(values: Sequence[Mapping[str, float]], measures: Sequence[str]) -> dic
     return {m: sum(v[m] for v in values) / len(values) for m in measures}
 
 
+#: The share of queries that retrieve their own id at rank 1 from which a run draws a warning.
+SELF_HIT_SHARE = 0.1
+
+
+def self_hit_warning(label: str, dataset: str, self_hits: int, queries: int) -> str | None:
+    """A warning when many queries retrieved their own id at rank 1 and identical ids are kept, else None."""
+    if self_hits < 2 or self_hits < SELF_HIT_SHARE * queries:
+        return None
+    return (
+        f"{label} on {dataset}: {self_hits:,} of {queries:,} queries retrieved a document with their own id at "
+        "rank 1; if these queries are these documents (as in ArguAna and Quora) pass --ignore-identical-ids "
+        "(BEIR's rule), or --keep-identical-ids to keep them and silence this warning"
+    )
+
+
 def evaluate_suite(
     models: Sequence[str],
     entries: Sequence[SuiteEntry],
@@ -215,6 +240,7 @@ def evaluate_suite(
     embedding_cache_dir: str | os.PathLike[str] | None = None,
     embedding_dtype: str = "float32",
     encoders: Mapping[str, Any] | None = None,
+    runs: Sequence[str] = (),
     alpha: float = 0.05,
     permutations: int = 10_000,
     seed: int = 0,
@@ -239,6 +265,10 @@ def evaluate_suite(
         embedding_cache_dir: the corpus-embedding cache of dense models (default
             :func:`~retrodistill.data.embeddings.default_embedding_dir`); ``use_cache=False`` ignores
             it too. ``embedding_dtype``: ``"float32"`` or ``"float16"`` (half the disk, rounded vectors).
+        runs: TREC run files to score as columns of their own, after the models: ``FILE`` (the column
+            is named after the file, without its suffix) or ``NAME=FILE``. A run file answers one
+            dataset: with ``runs``, ``entries`` holds one collection. Its run is scored as it is,
+            the identical-id rule applied, not cut to ``k``.
         encoders: dense models already loaded, by model name (e.g. a teacher that holds its own
             embeddings, :class:`~retrodistill.teachers.bi_encoder.CachedTeacherEncoder`): used instead
             of loading that name; its runs are cached under the name's identity like any other.
@@ -247,10 +277,22 @@ def evaluate_suite(
     """
     from retrodistill.evaluate.significance import compare_to_baseline
 
-    if not models:
-        raise ValueError("no models to evaluate")
+    if not models and not runs:
+        raise ValueError("no models and no run files to evaluate")
     if not entries:
         raise ValueError("no datasets to evaluate")
+    if runs and sum(len(e.collections) for e in entries) != 1:
+        raise ValueError(
+            f"a run file answers one dataset, but {sum(len(e.collections) for e in entries)} collections are "
+            "given: pass one --beir, --dataset or --qrels with --run"
+        )
+    if models:
+        no_corpus = [c.name for e in entries for c in e.collections if not len(c.corpus)]
+        if no_corpus:
+            raise ValueError(
+                f"{', '.join(no_corpus)}: qrels without a corpus score run files only; "
+                "to retrieve with a model pass a dataset (--beir or --dataset)"
+            )
     for what, names in (("model", list(models)), ("dataset", [e.name for e in entries])):
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
@@ -265,7 +307,11 @@ def evaluate_suite(
     specs = [ModelSpec(name, alias=alias) for alias, name in parsed]
     if rerank is not None:
         specs += [ModelSpec(name, rerank, rerank_depth, alias) for alias, name in parsed]
+    specs += [run_file_spec(r) for r in runs]
     labels = [s.label for s in specs]
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise ValueError(f"column names must be unique; repeated: {', '.join(repeated)} (name a run file NAME=FILE)")
     check_distinct_slugs(labels, "model")
     # A model's folder holds one folder per collection, and one per group for its pooled scores.
     folders = [c.name for e in entries for c in e.collections] + [e.name for e in entries if len(e.collections) > 1]
@@ -284,6 +330,7 @@ def evaluate_suite(
     if use_cache:
         embedding_root = Path(embedding_cache_dir) if embedding_cache_dir is not None else default_embedding_dir()
     result = SuiteResult(models={}, datasets={}, measures=measures, out_dir=out, rules=describe_rules(entries))
+    result.warnings = [w for e in entries for w in e.warnings]
     identities = {name: model_identity(name, cache_folder) for name in {*names, *([rerank] if rerank else [])}}
     retrievers = Retrievers(
         batch_size=batch_size,
@@ -295,16 +342,23 @@ def evaluate_suite(
         identities=identities,
         loaded=encoders,
     )
+    file_runs: dict[str, Run] = {}
+    for spec in specs:
+        if spec.run_file is not None:  # read before any retrieval: a bad line fails at once
+            file_runs[spec.name] = read_run(spec.run_file)
+            identities[spec.name] = run_file_identity(spec.run_file)
+    evaluated = {c.name: c.for_evaluation() for e in entries for c in e.collections}
 
     for entry in entries:
         result.datasets[entry.name] = {
             "split": entry.split,
-            "queries": sum(len(c.queries) for c in entry.collections),
+            "queries": sum(len(evaluated[c.name].queries) for c in entry.collections),
             "documents": sum(len(c.corpus) for c in entry.collections),
             "ignore_identical_ids": entry.ignore_identical_ids,
             "rel_threshold": entry.rel_threshold,
             "members": [c.name for c in entry.collections] if len(entry.collections) > 1 else None,
             "note": entry.note,
+            "unknown_judgments": {c.name: c.unknown_judgments for c in entry.collections},
             "fingerprints": {c.name: c.fingerprints for c in entry.collections},
         }
 
@@ -324,8 +378,20 @@ def evaluate_suite(
         for entry in entries:
             member_scores = []
             pooled: dict[str, dict[str, float]] = {}
-            for collection in entry.collections:
-                run = make_run(spec, collection, entry.ignore_identical_ids, k, retrievers, cache, identities)
+            for member in entry.collections:
+                collection = evaluated[member.name]  # every judged query, judgments to absent documents too
+                if spec.run_file is not None:
+                    run, self_hits = file_run(
+                        file_runs[spec.name], spec.run_file, collection, entry.ignore_identical_ids
+                    )
+                else:
+                    run, self_hits = post_filtered_run(
+                        spec, collection, entry.ignore_identical_ids, k, retrievers, cache, identities
+                    )
+                if not entry.identical_ids_given and not entry.ignore_identical_ids:
+                    warning = self_hit_warning(spec.label, collection.name, self_hits, len(collection.queries))
+                    if warning is not None:
+                        result.warnings.append(warning)
                 metrics = compute_metrics(collection.qrels, run, measures, rel_threshold=entry.rel_threshold)
                 member_scores.append(metrics.aggregate)
                 prefix = f"{collection.name.split('/', 1)[1]}/" if len(entry.collections) > 1 else ""

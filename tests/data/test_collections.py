@@ -26,11 +26,12 @@ def _jsonl(path: Path, *records: dict[str, object]) -> Path:
     return path
 
 
-def _beir(root: Path, qrels: str, split: str = "test") -> Path:
-    """A two-document, two-query BEIR folder with the given qrels text."""
+def _beir(root: Path, qrels: str, split: str = "test", queries: tuple[str, ...] = ("q1", "q2")) -> Path:
+    """A two-document BEIR folder with the given qrels text and queries (two by default)."""
     (root / "qrels").mkdir(parents=True)
     _jsonl(root / "corpus.jsonl", {"_id": "d1", "title": "T", "text": "one"}, {"_id": "d2", "text": "two"})
-    _jsonl(root / "queries.jsonl", {"_id": "q1", "text": "first?"}, {"_id": "q2", "text": "second?"})
+    texts = {"q1": "first?", "q2": "second?"}
+    _jsonl(root / "queries.jsonl", *({"_id": q, "text": texts.get(q, f"{q}?")} for q in queries))
     (root / "qrels" / f"{split}.tsv").write_text(qrels, encoding="utf-8")
     return root
 
@@ -163,14 +164,23 @@ def test_load_beir_toy(toy_dir: Path) -> None:
     assert all(v.startswith("sha256:") for v in collection.fingerprints.values())
 
 
-def test_unknown_judgments_are_counted_and_dropped(tmp_path: Path) -> None:
-    root = _beir(tmp_path / "ds", "q1\td1\t1\nq1\tnope\t1\nghost\td1\t1\nghost\td2\t2\nq2\td2\t1\n")
+def test_unknown_judgments_are_counted_and_kept_for_evaluation_only(tmp_path: Path) -> None:
+    qrels = "q1\td1\t1\nq1\tnope\t1\nghost\td1\t1\nghost\td2\t2\nq2\td2\t1\nq3\tgone\t2\n"
+    root = _beir(tmp_path / "ds", qrels, queries=("q1", "q2", "q3"))
     collection = load_beir(root)
+    # Training view: only documents that exist, and the queries that have one.
     assert collection.qrels == {"q1": {"d1": 1}, "q2": {"d2": 1}}
-    assert collection.unknown_judgments == {"queries": 2, "documents": 1}
     assert set(collection.queries) == {"q1", "q2"}
-    skipped = "3 judgments skipped (2 with unknown query ids, 1 with unknown document ids)"
-    assert skipped in collection.describe()
+    # Evaluation view: every judgment of a known query; q3, judged only on an absent document, stays.
+    evaluated = collection.for_evaluation()
+    assert evaluated.qrels == {"q1": {"d1": 1, "nope": 1}, "q2": {"d2": 1}, "q3": {"gone": 2}}
+    assert set(evaluated.queries) == {"q1", "q2", "q3"}
+    assert collection.unknown_judgments == {"queries": 2, "documents": 2}
+    assert collection.unknown_ids == {"queries": ["ghost"], "documents": ["nope", "gone"]}
+    described = collection.describe()
+    assert "2 judgments skipped: unknown query ids (ids such as 'ghost')" in described
+    assert "2 judgments to documents absent from the corpus (ids such as 'nope', 'gone')" in described
+    assert "1 query judged only on such documents score 0" in described
 
 
 def test_queries_restricted_to_split(tmp_path: Path) -> None:

@@ -141,11 +141,15 @@ def test_describe_rules() -> None:
 
     entries = [entry("scifact"), entry("arguana", True), entry("quora", True), entry("trec-dl-2019", threshold=2)]
     assert describe_rules(entries) == (
-        "identical query/doc ids dropped: arguana, quora; relevance ≥ 2 for binary measures: trec-dl-2019"
+        "identical query/doc ids dropped: arguana, quora; kept: scifact, trec-dl-2019; "
+        "binary measures count grades ≥ 1: scifact, arguana, quora; ≥ 2: trec-dl-2019"
     )
-    assert describe_rules([entry("scifact"), entry("nfcorpus")]) == ""
+    # Both rules are stated even where every entry follows the defaults: a header always says them.
+    assert describe_rules([entry("scifact"), entry("nfcorpus")]) == (
+        "identical query/doc ids kept: scifact, nfcorpus; binary measures count grades ≥ 1: scifact, nfcorpus"
+    )
     three = describe_rules([entry("a", threshold=3), entry("b", threshold=2)])
-    assert three == "relevance ≥ 2 for binary measures: b; relevance ≥ 3 for binary measures: a"
+    assert three == "identical query/doc ids kept: a, b; binary measures count grades ≥ 2: b; ≥ 3: a"
 
 
 # --- load_entry ------------------------------------------------------------------------------------

@@ -211,9 +211,11 @@ def test_another_k_or_split_of_the_same_corpus_encodes_no_document(
     other_split = evaluate_suite(
         [dense], [_entry(load_beir(toy_dir, "train"))], MEASURES, tmp_path / "c", k=10, **kwargs
     )
-    for result in (other_k, other_split):
-        assert (result.cache_hits, result.cache_misses) == (0, 1)  # a new run ...
-        assert result.embedding_shards == {"read": 1, "encoded": 0}  # ... from the stored corpus embeddings
+    # A smaller k is cut from the cached run (cached at depth k + 1 = 11): no new run at all.
+    assert (other_k.cache_hits, other_k.cache_misses) == (1, 0)
+    assert other_k.embedding_shards == {"read": 0, "encoded": 0}
+    assert (other_split.cache_hits, other_split.cache_misses) == (0, 1)  # a new run ...
+    assert other_split.embedding_shards == {"read": 1, "encoded": 0}  # ... from the stored corpus embeddings
     manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
     assert manifest["cache"]["embeddings"]["shards"] == {"read": 1, "encoded": 0}
     assert other_k.results[dense]["toy"]["nDCG@10"] != 0.0
