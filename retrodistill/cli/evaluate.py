@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from retrodistill.artifacts import guarded_output
 from retrodistill.cli.common import (
@@ -43,12 +44,50 @@ def evaluate(
     ] = None,
     data_dir: DataDirOption = None,
     split: Annotated[str | None, typer.Option(help="Qrels split (default: each dataset's test split).")] = None,
+    measure: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--measure",
+            help="An ir-measures string, repeatable, written as ir-measures writes it: nDCG@10, RR@10, "
+            "'P(rel=2,judged_only=True)@10' … (default: nDCG@10, RR@10, R@100, R@1000).",
+        ),
+    ] = None,
     measures: Annotated[
-        str | None, typer.Option(help="ir-measures strings, comma-separated (default: nDCG@10,RR@10,R@100,R@1000).")
+        list[str] | None,
+        typer.Option(
+            "--measures",
+            hidden=True,
+            help="Deprecated: use --measure. Comma-separated; commas inside parentheses do not split.",
+        ),
     ] = None,
     rel_threshold: Annotated[
         int | None,
         typer.Option(help="Minimum grade that binary measures count as relevant (default: 1; 2 for TREC DL)."),
+    ] = None,
+    ignore_identical_ids: Annotated[
+        bool | None,
+        typer.Option(
+            "--ignore-identical-ids/--keep-identical-ids",
+            help="Drop a retrieved document whose id is the query's (BEIR's rule where queries are also documents, "
+            "as in ArguAna and Quora), or keep it. Default: the registered dataset's rule (also for its folder, "
+            "recognised by fingerprint), else keep.",
+            show_default=False,
+        ),
+    ] = None,
+    run: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--run",
+            help="A TREC run file to score as a column of its own (repeatable): FILE, named after the file, or "
+            "NAME=FILE. Scored on the one dataset given (--beir, --dataset or --qrels).",
+        ),
+    ] = None,
+    qrels: Annotated[
+        str | None,
+        typer.Option(
+            help="Score --run files against this qrels file alone (BEIR or TREC form; NAME=FILE names the row), "
+            "instead of a dataset."
+        ),
     ] = None,
     k: Annotated[int | None, typer.Option(help="Documents retrieved per query (default: 1000).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Texts per encoding batch (default: 64).")] = None,
@@ -88,11 +127,16 @@ def evaluate(
     --baseline bm25s
     """
     from retrodistill.config import EvaluateConfig
-    from retrodistill.data.registry import load_entry
+    from retrodistill.data.registry import load_entry, qrels_entry
+    from retrodistill.evaluate.metrics import split_measures
+    from retrodistill.evaluate.runs import parse_model
     from retrodistill.evaluate.suite import evaluate_suite
 
     models = _split_list(model)
     with user_errors():
+        measure_list = [*(measure or []), *(m for item in measures or [] for m in split_measures(item))]
+        if measures:
+            console.print("[yellow]--measures is deprecated: repeat --measure instead[/]", highlight=False)
         cfg = resolve(
             EvaluateConfig,
             config,
@@ -103,7 +147,7 @@ def evaluate(
                 "datasets": list(dataset) if dataset else None,
                 "data_dir": data_dir,
                 "split": split,
-                "measures": _split_list([measures]) if measures else None,
+                "measures": measure_list or None,
                 "rel_threshold": rel_threshold,
                 "k": k,
                 "batch_size": batch_size,
@@ -118,20 +162,43 @@ def evaluate(
             },
         )
         sources = [*cfg.beir, *cfg.datasets]
-        if not sources:
-            raise ValueError("nothing to evaluate: pass --beir NAME and/or --dataset DIR")
+        if not sources and qrels is None:
+            raise ValueError("nothing to evaluate: pass --beir NAME and/or --dataset DIR (or --qrels FILE with --run)")
+        if qrels is not None and sources:
+            raise ValueError("--qrels scores run files without a dataset: pass it without --beir and --dataset")
         entries = []
         for source in sources:
-            entry = load_entry(source, cfg.split, cfg.data_dir, rel_threshold=cfg.rel_threshold)
+            entries.append(
+                load_entry(
+                    source,
+                    cfg.split,
+                    cfg.data_dir,
+                    rel_threshold=cfg.rel_threshold,
+                    ignore_identical_ids=ignore_identical_ids,
+                )
+            )
+        if qrels is not None:
+            name, path = parse_model(qrels)
+            entries.append(
+                qrels_entry(path, name, rel_threshold=cfg.rel_threshold, ignore_identical_ids=ignore_identical_ids)
+            )
+        for entry in entries:
             for collection in entry.collections:
                 console.print(collection.describe(), highlight=False)
-            entries.append(entry)
+            for line in entry.info:
+                console.print(line, highlight=False, markup=False)
+            for line in entry.warnings:
+                console.print(f"[bold yellow]warning:[/] {escape(line)}", highlight=False)
+        runs = list(run or [])
+        models = cfg.models or ([] if runs else [cfg.model])
         inputs: dict[str, str | None] = {f"--dataset {d}": d for d in cfg.datasets}
-        inputs |= {f"--model {m}": m for m in cfg.models or [cfg.model]}
+        inputs |= {f"--run {r}": parse_model(r)[1] for r in runs}
+        inputs |= {"--qrels": None if qrels is None else parse_model(qrels)[1]}
+        inputs |= {f"--model {m}": m for m in models}
         inputs |= {"--data-dir": cfg.data_dir, "--cache-dir": cfg.cache_dir}
         with guarded_output(cfg.out, inputs=inputs, overwrite=overwrite):
             result = evaluate_suite(
-                cfg.models or [cfg.model],
+                models,
                 entries,
                 cfg.measures,
                 cfg.out,
@@ -147,8 +214,11 @@ def evaluate(
                 alpha=cfg.alpha,
                 permutations=cfg.permutations,
                 seed=cfg.seed,
+                runs=runs,
             )
     for table in result.to_rich_tables():
         out_console.print(table)
+    for line in result.warnings[sum(len(e.warnings) for e in entries) :]:  # the entries' were printed above
+        console.print(f"[bold yellow]warning:[/] {escape(line)}", highlight=False)
     cache = f"{result.cache_hits} cached, {result.cache_misses} computed"
     console.print(f"[green]wrote[/] {result.out_dir}  ({result.wall_time_s:.0f} s; runs: {cache})")

@@ -121,13 +121,15 @@ class Collection:
         return self.corpus[doc_id].joined()
 
     def describe(self) -> str:
-        judged = sum(len(d) for d in self.qrels.values())
+        """One line: counts of the evaluation view, empty texts, and the judgments it could not place."""
+        evaluated = self.for_evaluation()
+        judged = sum(len(d) for d in evaluated.qrels.values())
         text = (
-            f"{self.name} ({self.split}): {len(self.corpus):,} documents, {len(self.queries):,} queries, "
+            f"{self.name} ({self.split}): {len(self.corpus):,} documents, {len(evaluated.queries):,} queries, "
             f"{judged:,} judgments"
         )
         empty_docs = self.corpus.empty_documents  # counted once, when the corpus was converted
-        empty_queries = sum(1 for text in self.queries.values() if not text.strip())
+        empty_queries = sum(1 for text in evaluated.queries.values() if not text.strip())
         if empty_docs or empty_queries:
             # Kept (BEIR corpora have some), but an encoder sees an empty string: worth knowing.
             text += f"; {empty_docs:,} empty documents, {empty_queries:,} empty queries"
@@ -138,14 +140,14 @@ class Collection:
                 f"({_examples(self.unknown_ids['queries'])})"
             )
         if unknown_d:
-            only = len(self.judged_queries or self.queries) - len(self.queries)
             text += (
                 f"; {unknown_d:,} judgment{'s' if unknown_d != 1 else ''} to documents absent from the corpus "
-                f"({_examples(self.unknown_ids['documents'])}): kept for evaluation, where they cannot be "
-                f"retrieved but count as relevant"
+                f"({_examples(self.unknown_ids['documents'])}): evaluation keeps them (they cannot be retrieved "
+                "but count as relevant), training leaves them out"
             )
+            only = len(evaluated.queries) - len(self.queries)
             if only:
-                text += f", and {only:,} quer{'ies' if only != 1 else 'y'} judged only on such documents score 0"
+                text += f"; {only:,} quer{'ies' if only != 1 else 'y'} judged only on such documents (scoring 0)"
         return text
 
 

@@ -99,6 +99,36 @@ def parse_measures(measures: Iterable[Any], rel_threshold: int = 1) -> dict[str,
     return parsed
 
 
+def split_measures(text: str) -> list[str]:
+    """Split a comma-separated list of measures at its top-level commas only.
+
+    A comma inside parentheses belongs to a measure's parameters and does not split.
+
+    Example:
+        >>> split_measures("nDCG@10, P(rel=2,judged_only=True)@10,R@100")
+        ['nDCG@10', 'P(rel=2,judged_only=True)@10', 'R@100']
+
+    Raises:
+        ValueError: the parentheses do not balance.
+    """
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
+    for char in text:
+        if char == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+            continue
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth < 0:
+            raise ValueError(f"measures {text!r}: a ')' closes no '('")
+        current.append(char)
+    if depth:
+        raise ValueError(f"measures {text!r}: a '(' is not closed")
+    parts.append("".join(current))
+    return [part.strip() for part in parts if part.strip()]
+
+
 def trec_order(docs: Mapping[str, float]) -> list[tuple[str, float]]:
     """``(doc_id, score)`` pairs ranked as trec_eval ranks them: score desc, then doc id desc."""
     return sorted(docs.items(), key=lambda item: (item[1], item[0]), reverse=True)

@@ -180,7 +180,8 @@ def test_unknown_judgments_are_counted_and_kept_for_evaluation_only(tmp_path: Pa
     described = collection.describe()
     assert "2 judgments skipped: unknown query ids (ids such as 'ghost')" in described
     assert "2 judgments to documents absent from the corpus (ids such as 'nope', 'gone')" in described
-    assert "1 query judged only on such documents score 0" in described
+    assert "1 query judged only on such documents (scoring 0)" in described
+    assert described.startswith("ds (test): 2 documents, 3 queries, 4 judgments;")
 
 
 def test_queries_restricted_to_split(tmp_path: Path) -> None:
