@@ -27,13 +27,9 @@ def train_student(
     dataset: Annotated[str | None, typer.Option(help="BEIR name or folder the store was made from.")] = None,
     data_dir: DataDirOption = None,
     split: Annotated[str | None, typer.Option(help="Qrels split of the training queries (default: train).")] = None,
-    candidates: Annotated[
-        str | None, typer.Option(help="Candidates artifact (default: the store's).")
-    ] = None,
+    candidates: Annotated[str | None, typer.Option(help="Candidates artifact (default: the store's).")] = None,
     out: Annotated[str | None, typer.Option(help="Output model directory (default: runs/student).")] = None,
-    epochs: Annotated[
-        int | None, typer.Option(help="Passes over the positives, fresh negatives each.")
-    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Passes over the positives, fresh negatives each.")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps (-1: no limit).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Examples per step.")] = None,
     negatives: Annotated[int | None, typer.Option(help="Negatives per example (N of 1+N).")] = None,
@@ -45,6 +41,18 @@ def train_student(
             help="Let a student model run its own Python code (configuration_*.py, modeling_*.py). Off by default.",
         ),
     ] = False,
+    push_to_hub: Annotated[
+        str | None,
+        typer.Option(
+            "--push-to-hub",
+            metavar="REPO",
+            help="Once the student is complete, upload it to this Hub repository (user/name); "
+            "the token comes from HF_TOKEN.",
+        ),
+    ] = None,
+    private: Annotated[
+        bool, typer.Option("--private", help="With --push-to-hub: create the repository private.")
+    ] = False,
     overwrite: OverwriteOption = False,
     config: ConfigOption = None,
     set_: SetOption = None,
@@ -53,11 +61,18 @@ def train_student(
 
     Example: retrodistill train-student -c configs/margin_mse.yaml
     --store runs/scifact/minilm-scores --out runs/scifact/student
+
+    Publish it: HF_TOKEN=... retrodistill train-student ... --push-to-hub you/scifact-student --private
     """
     from retrodistill.config import TrainConfig
     from retrodistill.train import run as train_run
+    from retrodistill.train.hub import hub_target
 
     with user_errors():
+        if private and not push_to_hub:
+            raise ValueError("--private applies to --push-to-hub REPO, which was not given")
+        # Checked before anything is loaded: a missing token must not cost a training run.
+        target = hub_target(push_to_hub, private=private) if push_to_hub else None
         cfg = resolve(
             TrainConfig,
             config,
@@ -80,5 +95,7 @@ def train_student(
                 "seed": seed,
             },
         )
-        path = train_run.run(cfg, overwrite=overwrite)
+        path = train_run.run(cfg, overwrite=overwrite, push_to_hub=target)
     console.print(f"[green]wrote[/] student {path}  (load it with SentenceTransformer({str(path)!r}))")
+    if target is not None:
+        console.print(f"[green]pushed[/] it to https://huggingface.co/{target.repo_id}")

@@ -34,6 +34,7 @@ run whose ``student.model`` is the first run's output)::
       manifest.json                         config, loss parameters (every term's), inputs, versions, counts
       config.yaml                           the resolved training config
       train_log.json                        the trainer's log history (loss, and loss_<term> per logging step)
+      README.md                             the model card, written from the manifest (train/model_card.py)
       teacher_projection.safetensors        the learned student -> teacher map, when an embedding loss used one;
                                             not part of the model, kept for inspection and reuse
 """
@@ -56,9 +57,11 @@ from retrodistill.artifacts import (
     check_output,
     model_revision,
     publish_dir,
+    read_manifest,
     recorded_input,
     staging_dir,
     write_manifest,
+    write_text_atomic,
 )
 from retrodistill.config import TrainConfig, to_dict
 from retrodistill.data.candidates import CandidateSet, read_candidates, triples_candidates
@@ -67,6 +70,8 @@ from retrodistill.data.pair_store import PairStore
 from retrodistill.data.store import TeacherStore
 from retrodistill.data.teacher_embeddings import TeacherEmbeddings
 from retrodistill.train.examples import Examples, build_examples, corpus_columns, sample_corpus
+from retrodistill.train.hub import HubTarget, push_student
+from retrodistill.train.model_card import CARD, model_card
 from retrodistill.train.teacher_table import TeacherTable, build_teacher_table
 
 STAGE = "train-student"
@@ -363,11 +368,19 @@ def training_inputs(config: TrainConfig) -> dict[str, str | None]:
     }
 
 
-def run(config: TrainConfig, *, show_progress: bool = True, overwrite: bool = False) -> Path:
-    """Train and publish the student at ``config.out``.
+def run(
+    config: TrainConfig,
+    *,
+    show_progress: bool = True,
+    overwrite: bool = False,
+    push_to_hub: HubTarget | None = None,
+) -> Path:
+    """Train and publish the student at ``config.out``; then push it to ``push_to_hub`` if given.
 
     An existing, non-empty ``config.out`` is refused unless ``overwrite`` (then it is replaced only
-    once the new student is complete); ``config.out`` may never be or contain an input.
+    once the new student is complete); ``config.out`` may never be or contain an input. The push
+    (:func:`retrodistill.train.hub.push_student`, main process only) starts after the student folder
+    is complete and published.
     """
     import torch
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
@@ -468,34 +481,24 @@ def run(config: TrainConfig, *, show_progress: bool = True, overwrite: bool = Fa
                     },
                     "teacher": data.teacher,
                     "inputs": data.inputs,
-                    "counts": {**data.counts, "training_stage": config.stage, "steps": trainer.state.global_step},
+                    "counts": {
+                        **data.counts,
+                        "training_stage": config.stage,
+                        "steps": trainer.state.global_step,
+                        # The dataset holds every epoch (fresh negatives each) and the trainer makes one
+                        # pass, so the share of it trained is the share of the epochs run.
+                        "epochs": round(float(trainer.state.epoch or 0.0) * config.epochs, 4),
+                    },
                     "train_loss": result.training_loss,
                     "wall_time_s": round(time.perf_counter() - start, 3),
                 },
             )
-            (staged / "README.retrodistill.md").write_text(_card(config, loss.config(), int(data.counts["examples"])))
+            # Replaces the stock card model.save wrote: every figure on it is one the manifest records.
+            write_text_atomic(staged / CARD, model_card(read_manifest(staged), citation=loss.citation, folder=str(out)))
             publish_dir(staged, out)
+            if push_to_hub is not None:
+                push_student(out, push_to_hub)
     finally:
         # A failed or interrupted run leaves neither a half-written student nor its staging folder.
         shutil.rmtree(work, ignore_errors=True)
     return out
-
-
-def _card(config: TrainConfig, loss_params: dict[str, Any], n_examples: int) -> str:
-    if config.stage == "corpus":
-        data = f"`{config.data.dataset}` corpus, {n_examples:,} documents (embedding distillation)"
-        teacher = f"`{config.teacher_embeddings.path}` (embeddings)"
-    else:
-        data = (
-            f"`{config.data.dataset}` split `{config.data.split}`, {n_examples:,} examples, "
-            f"1 + {config.negatives} documents each"
-        )
-        teacher = f"`{config.store}`"
-    return (
-        f"# Student distilled with retrodistill\n\n"
-        f"- student: `{config.student.model}`"
-        + (f" (first {config.student.layers} layers)" if config.student.layers else "")
-        + f"\n- teacher: {teacher}\n- loss: `{config.loss.name}` {loss_params}\n"
-        f"- data: {data}\n\n"
-        "Load it with `SentenceTransformer(path)`; `manifest.json` holds the full provenance.\n"
-    )
