@@ -22,6 +22,7 @@ Metrics JSON (:func:`write_metrics_json`)::
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,6 +30,7 @@ from typing import Any
 
 from retrodistill.artifacts import write_json_atomic
 from retrodistill.data.collections import DataFormatError
+from retrodistill.data.records import iter_lines
 from retrodistill.evaluate.metrics import MetricResult, Run, trec_order
 from retrodistill.temporaries import writer_atomic_path
 
@@ -66,40 +68,38 @@ def read_run(path: str | os.PathLike[str]) -> Run:
 
     Raises:
         FileNotFoundError: there is no such file.
-        DataFormatError: a line does not have 6 columns, a rank or score does not parse, or a
-            (query, document) pair repeats; the message names ``FILE:LINE``.
+        DataFormatError: a line does not have 6 columns, a rank or score does not parse (or the
+            score is not finite), a (query, document) pair repeats, or the file is not UTF-8; the
+            message names ``FILE:LINE``.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such run file")
     run: Run = {}
     first_line: dict[tuple[str, str], int] = {}
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 6:
-                raise DataFormatError(
-                    path, number, f"expected 6 columns (qid Q0 docid rank score tag), found {len(parts)}"
-                )
-            qid, _q0, doc_id, rank, score_text, _tag = parts
-            try:
-                int(rank)
-            except ValueError:
-                raise DataFormatError(path, number, f"rank {rank!r} is not an integer") from None
-            try:
-                score = float(score_text)
-            except ValueError:
-                raise DataFormatError(path, number, f"score {score_text!r} is not a number") from None
-            if (qid, doc_id) in first_line:
-                raise DataFormatError(
-                    path,
-                    number,
-                    f"({qid}, {doc_id}) listed twice (first on line {first_line[qid, doc_id]})",
-                )
-            first_line[qid, doc_id] = number
-            run.setdefault(qid, {})[doc_id] = score
+    for number, line in iter_lines(path):  # blank lines skipped; a BOM dropped; a bad byte named by line
+        parts = line.split()
+        if len(parts) != 6:
+            raise DataFormatError(path, number, f"expected 6 columns (qid Q0 docid rank score tag), found {len(parts)}")
+        qid, _q0, doc_id, rank, score_text, _tag = parts
+        try:
+            int(rank)
+        except ValueError:
+            raise DataFormatError(path, number, f"rank {rank!r} is not an integer") from None
+        try:
+            score = float(score_text)
+        except ValueError:
+            raise DataFormatError(path, number, f"score {score_text!r} is not a number") from None
+        if not math.isfinite(score):
+            raise DataFormatError(path, number, f"score {score_text!r} is not a finite number")
+        if (qid, doc_id) in first_line:
+            raise DataFormatError(
+                path,
+                number,
+                f"({qid}, {doc_id}) listed twice (first on line {first_line[qid, doc_id]})",
+            )
+        first_line[qid, doc_id] = number
+        run.setdefault(qid, {})[doc_id] = score
     return run
 
 
