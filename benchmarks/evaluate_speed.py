@@ -4,7 +4,7 @@ Both evaluate all-MiniLM-L6-v2 on BEIR SciFact (test) in one process, alternatin
 ``--repeats`` times, with the same torch threads, batch size, ``max_seq_length`` (the model's 256),
 document texts (``title + " " + text``), queries (the 300 judged ones) and retrieval depth ``--k``:
 
-- ours: ``evaluate_collections(model, [collection], ["nDCG@10"], out_dir=tmp, k=K)`` on a model
+- ours: ``evaluate_suite([model], [collection_entry(collection)], ["nDCG@10"], out_dir=tmp, k=K)`` on a model
   loaded by ``retrodistill.evaluate.retrieval.load_model`` (oneDNN linear layers on CPU); this
   includes writing the run, metrics, table and manifest files;
 - theirs: ``InformationRetrievalEvaluator(...)(model)`` on a plain ``SentenceTransformer``, the whole
@@ -41,7 +41,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("RETRODISTILL_SHARED", REPO.parent / "shared"))
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-OURS, THEIRS = "retrodistill evaluate_collections", "sentence-transformers InformationRetrievalEvaluator"
+OURS, THEIRS = "retrodistill evaluate_suite", "sentence-transformers InformationRetrievalEvaluator"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -131,8 +131,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from retrodistill.artifacts import write_json_atomic
     from retrodistill.data.collections import load_beir
-    from retrodistill.evaluate.beir import evaluate_collections
     from retrodistill.evaluate.retrieval import load_model
+    from retrodistill.evaluate.suite import collection_entry, evaluate_suite
 
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
@@ -174,10 +174,18 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     def run_ours(c: Any, out: Path) -> float:
-        report = evaluate_collections(
-            ours_model, [c], ["nDCG@10"], out_dir=out, k=args.k, batch_size=args.batch_size, show_progress=False
+        result = evaluate_suite(
+            [args.model],
+            [collection_entry(c)],
+            ["nDCG@10"],
+            out_dir=out,
+            k=args.k,
+            batch_size=args.batch_size,
+            encoders={args.model: ours_model},  # the model loaded (and timed) above
+            use_cache=False,  # every repeat computes its run
+            show_progress=False,
         )
-        return float(report.datasets[0].metrics.aggregate["nDCG@10"])
+        return float(result.results[args.model][c.name]["nDCG@10"])
 
     def run_theirs(c: Any, evaluator: Any) -> float:
         return float(evaluator(theirs_model)[f"{similarity}_ndcg@10"])

@@ -161,7 +161,7 @@ def build_inputs(settings: Settings, log: Any = print) -> dict[str, float]:
     One teacher object serves all three, so its embedding cache makes the corpus be encoded once.
     """
     from retrodistill.data.download import load_dataset
-    from retrodistill.evaluate.beir import evaluate_collections
+    from retrodistill.evaluate.suite import collection_entry, evaluate_suite
     from retrodistill.stages import mine_negatives, score_teacher
     from retrodistill.teachers.bi_encoder import BiEncoderTeacher, CachedTeacherEncoder
     from retrodistill.train.examples import precompute_teacher_embeddings
@@ -205,13 +205,16 @@ def build_inputs(settings: Settings, log: Any = print) -> dict[str, float]:
     teacher_eval = inputs / "teacher-eval.json"
     if not teacher_eval.is_file():
         log("inputs: evaluating the teacher on SciFact test (cached document embeddings)")
-        report = evaluate_collections(
-            CachedTeacherEncoder(teacher()),
-            [_test_collection(settings.dataset, settings.data_dir, False)],
+        collection = _test_collection(settings.dataset, settings.data_dir, False)
+        result = evaluate_suite(
+            [TEACHER],
+            [collection_entry(collection)],
             out_dir=inputs / "eval-teacher",
+            encoders={TEACHER: CachedTeacherEncoder(teacher())},
+            use_cache=False,
             show_progress=False,
         )
-        write_json_atomic(teacher_eval, dict(report.datasets[0].metrics.aggregate))
+        write_json_atomic(teacher_eval, dict(result.results[TEACHER][collection.name]))
     return dict(json.loads(teacher_eval.read_text(encoding="utf-8")))
 
 
@@ -282,15 +285,17 @@ def _steps(student: Path) -> int:
 
 
 def _evaluate(model: str | Path, settings: Settings, name: str) -> dict[str, float]:
-    from retrodistill.evaluate.beir import evaluate_collections
+    from retrodistill.evaluate.suite import collection_entry, evaluate_suite
 
-    report = evaluate_collections(
-        str(model),
-        [_test_collection(settings.dataset, settings.data_dir, settings.quick)],
+    collection = _test_collection(settings.dataset, settings.data_dir, settings.quick)
+    result = evaluate_suite(
+        [str(model)],
+        [collection_entry(collection)],
         out_dir=settings.results_dir / "eval" / name,
+        use_cache=False,
         show_progress=False,
     )
-    return dict(report.datasets[0].metrics.aggregate)
+    return dict(result.results[str(model)][collection.name])
 
 
 def _train(config: TrainConfig, bf16: bool) -> Path:

@@ -5,7 +5,7 @@ The pipeline, one stage per function (each also a ``retrodistill`` command)::
     retrodistill.stages.mine_negatives.run(MineConfig)         -> candidates
     retrodistill.stages.score_teacher.run(ScoreTeacherConfig)  -> teacher-score store
     retrodistill.train.run.run(TrainConfig)                    -> student (sentence-transformers directory)
-    retrodistill.evaluate.beir.evaluate_collections(…)         -> run files, metrics, table
+    retrodistill.evaluate.suite.evaluate_suite(…)               -> run files, metrics, tables
 
 The other stages (import-scores, ensemble-teachers, score-pairwise, inspect-teacher) are listed in
 :mod:`retrodistill.stages`.

@@ -143,6 +143,8 @@ class Retrievers:
         self.identities = dict(identities or {})
         self.shards_read = 0
         self.shards_encoded = 0
+        #: model name -> :func:`model_facts` of each dense model loaded (or given) in this run.
+        self.facts: dict[str, dict[str, Any]] = {}
         self._dense: dict[str, Any] = dict(loaded or {})
         self._rerankers: dict[str, Any] = {}
 
@@ -151,6 +153,8 @@ class Retrievers:
             from retrodistill.evaluate.retrieval import load_model
 
             self._dense[name] = load_model(name, device=self.device, cache_folder=self.cache_folder)
+        if name not in self.facts:
+            self.facts[name] = model_facts(self._dense[name])
         return self._dense[name]
 
     def reranker(self, name: str) -> Any:
@@ -185,6 +189,21 @@ class Retrievers:
                 self.shards_read += cache.num_shards - missing
             return run
         return lexical_run(_lexical(spec.name), collection, k, ignore_identical_ids, self.show_progress)
+
+
+def model_facts(model: Any) -> dict[str, Any]:
+    """What a loaded dense model ran with, for the manifest: the settings that change its scores, and
+    the device and linear kernel (:func:`~retrodistill.data.embeddings.encoder_runtime`) that computed them."""
+    from retrodistill.data.embeddings import encoder_runtime
+
+    dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return {
+        "max_seq_length": getattr(model, "max_seq_length", None),
+        "similarity_fn_name": getattr(model, "similarity_fn_name", None),
+        "embedding_dimension": dimension(),
+        "prompts": dict(getattr(model, "prompts", {}) or {}),
+        **encoder_runtime(model),
+    }
 
 
 def _lexical(name: str) -> Any:

@@ -79,6 +79,7 @@ from retrodistill.evaluate.runs import (
 )
 
 if TYPE_CHECKING:
+    from retrodistill.data.collections import Collection
     from retrodistill.data.registry import SuiteEntry
     from retrodistill.evaluate.significance import Comparison
 
@@ -201,6 +202,21 @@ class SuiteResult:
                 table.add_row(*(escape_rich(cell) for cell in row), end_section=i == len(body) - 2)
             tables.append(table)
         return tables
+
+
+def collection_entry(
+    collection: Collection, *, ignore_identical_ids: bool = False, rel_threshold: int = 1, name: str | None = None
+) -> SuiteEntry:
+    """A table row for a collection already loaded (a subset, a collection built in code), with its rules."""
+    from retrodistill.data.registry import SuiteEntry
+
+    return SuiteEntry(
+        name=name or collection.name,
+        collections=[collection],
+        ignore_identical_ids=ignore_identical_ids,
+        rel_threshold=rel_threshold,
+        split=collection.split,
+    )
 
 
 def _mean(values: Sequence[Mapping[str, float]], measures: Sequence[str]) -> dict[str, float]:
@@ -423,6 +439,9 @@ def evaluate_suite(
             result.per_query_paths[spec.label][entry.name] = (rel / "metrics.json").as_posix()
         result.results[spec.label]["mean"] = _mean([result.results[spec.label][e.name] for e in entries], measures)
 
+    for spec in specs:  # what each dense model loaded here ran with (none when every run was cached)
+        if spec.name in retrievers.facts:
+            result.models[spec.label]["loaded"] = retrievers.facts[spec.name]
     result.cache_hits, result.cache_misses = cache.hits, cache.misses
     result.embedding_shards = {"read": retrievers.shards_read, "encoded": retrievers.shards_encoded}
     if baseline is not None:

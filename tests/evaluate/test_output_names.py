@@ -90,19 +90,3 @@ def test_the_suite_tables_keep_hostile_names_as_text() -> None:
         console.print(table)
     text = console.export_text()
     assert HOSTILE_MODEL in text and HOSTILE_DATASET in text and "relevant means grade >= 1 on <b>" in text
-
-
-def test_the_single_model_report_keeps_hostile_names_as_text() -> None:
-    from rich.console import Console
-
-    from retrodistill.evaluate.beir import DatasetResult, Report
-    from retrodistill.evaluate.metrics import MetricResult
-
-    metrics = MetricResult({"nDCG@10": 0.25}, {}, ("nDCG@10",))
-    report = Report(HOSTILE_MODEL, None, ("nDCG@10",))
-    report.datasets.append(DatasetResult(HOSTILE_DATASET, "test", metrics, 1, 1, 0.0, Path("r"), Path("m")))
-    assert "| a\\|b&lt;script&gt; | 0.2500 |" in report.to_markdown()
-    console = Console(record=True, width=200, file=io.StringIO())
-    console.print(report.to_rich_table())
-    text = console.export_text()
-    assert HOSTILE_MODEL in text and HOSTILE_DATASET in text

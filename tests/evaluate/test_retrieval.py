@@ -9,10 +9,8 @@ import pytest
 
 from retrodistill.artifacts import model_revision
 from retrodistill.data.collections import Collection, Document, load_beir
-from retrodistill.evaluate.beir import Report, evaluate_collections
-from retrodistill.evaluate.output_names import slug
 from retrodistill.evaluate.retrieval import encode_and_search, load_model
-from retrodistill.evaluate.run_files import read_run
+from retrodistill.evaluate.suite import collection_entry, evaluate_suite
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -57,56 +55,6 @@ def test_ignore_identical_ids_drops_the_query_itself(tiny_model: SentenceTransfo
     dropped = encode_and_search(tiny_model, collection, k=3, show_progress=False, ignore_identical_ids=True)
     assert "d0" in kept["d0"]
     assert "d0" not in dropped["d0"] and len(dropped["d0"]) == 3
-
-
-def test_evaluate_collections_writes_runs_metrics_table_and_manifest(
-    tiny_st_dir: Path, toy_dir: Path, tmp_path: Path
-) -> None:
-    collections = [load_beir(toy_dir, "test"), load_beir(toy_dir, "train", name="toy-train")]
-    report = evaluate_collections(
-        tiny_st_dir, collections, ["nDCG@10", "RR@10", "R@100"], tmp_path / "out", k=10, show_progress=False
-    )
-
-    assert isinstance(report, Report)
-    out = tmp_path / "out"
-    for collection in collections:
-        run = read_run(out / slug(collection.name) / "run.trec")
-        assert set(run) == set(collection.queries)
-        assert all(len(docs) == 10 for docs in run.values())
-        metrics = json.loads((out / slug(collection.name) / "metrics.json").read_text())
-        assert metrics["dataset"] == collection.name and metrics["split"] == collection.split
-        assert set(metrics["per_query"]) == set(collection.qrels)
-        assert metrics["aggregate"] == report.datasets[collections.index(collection)].metrics.aggregate
-
-    table = (out / "results.md").read_text().splitlines()
-    assert table[0] == "| dataset | nDCG@10 | RR@10 | R@100 |"
-    assert [line.split("|")[1].strip() for line in table[2:]] == ["toy", "toy-train", "mean"]
-    mean = report.mean()
-    for name in report.measures:
-        by_dataset = [d.metrics.aggregate[name] for d in report.datasets]
-        assert mean[name] == pytest.approx(sum(by_dataset) / 2)
-    assert table[-1] == "| mean | " + " | ".join(f"{mean[m]:.4f}" for m in report.measures) + " |"
-
-    results = json.loads((out / "results.json").read_text())
-    assert set(results["datasets"]) == {"toy", "toy-train"}
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["stage"] == "evaluate"
-    assert manifest["model"]["id"] == str(tiny_st_dir)
-    assert manifest["model"]["revision"] == model_revision(str(tiny_st_dir))  # a hash of the local weights
-    assert manifest["model"]["embedding_dimension"] == 32
-    assert manifest["inputs"]["toy/corpus"] == collections[0].fingerprints["corpus"]
-    assert manifest["measures"] == ["nDCG@10", "RR@10", "R@100"]
-
-    rich_table = report.to_rich_table()
-    assert rich_table.row_count == 3
-
-
-def test_evaluate_collections_refuses_bad_input_before_loading(toy_dir: Path, tmp_path: Path) -> None:
-    collection = load_beir(toy_dir, "test")
-    with pytest.raises(ValueError, match="repeated: toy"):
-        evaluate_collections("unused", [collection, collection], out_dir=tmp_path)
-    with pytest.raises(ValueError, match="cannot parse measure"):
-        evaluate_collections("unused", [collection], ["nDCG@ten"], out_dir=tmp_path)
 
 
 def test_model_revision_fingerprints_local_weights(tmp_path: Path) -> None:
@@ -155,15 +103,18 @@ def test_queries_are_searched_in_chunks(tiny_model: SentenceTransformer, toy_dir
         assert list(chunked[qid]) == list(whole[qid])
 
 
-def test_evaluate_collections_keeps_embeddings_when_asked(tiny_st_dir: Path, toy_dir: Path, tmp_path: Path) -> None:
+def test_the_suite_keeps_float16_embeddings_and_records_what_ran_the_model(
+    tiny_st_dir: Path, toy_dir: Path, tmp_path: Path
+) -> None:
     collection = load_beir(toy_dir, "test")
-    evaluate_collections(
-        tiny_st_dir,
-        [collection],
+    evaluate_suite(
+        [str(tiny_st_dir)],
+        [collection_entry(collection)],
         ["nDCG@10"],
         tmp_path / "out",
         k=10,
         show_progress=False,
+        cache_dir=tmp_path / "runs",
         embedding_cache_dir=tmp_path / "emb",
         embedding_dtype="float16",
     )
@@ -172,3 +123,7 @@ def test_evaluate_collections_keeps_embeddings_when_asked(tiny_st_dir: Path, toy
     assert data["dtype"] == "float16" and data["documents"] == len(collection.corpus)
     assert data["corpus"] == collection.fingerprints["corpus"]
     assert len(list(manifest.parent.glob("shards/*.npy"))) == 1
+    model = json.loads((tmp_path / "out" / "manifest.json").read_text())["models"][str(tiny_st_dir)]
+    assert model["revision"] == model_revision(str(tiny_st_dir))  # a hash of the local weights
+    assert model["loaded"]["embedding_dimension"] == 32 and model["loaded"]["max_seq_length"] == 64
+    assert model["loaded"]["linear_backend"] in ("onednn", "torch") and model["loaded"]["device"] == "cpu"
