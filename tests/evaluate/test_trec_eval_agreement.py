@@ -13,6 +13,8 @@ trec_eval has no such measure. Skipped when ../shared lacks SciFact.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import shared_path
@@ -39,8 +41,8 @@ Run = dict[str, dict[str, float]]
 
 
 @pytest.fixture(scope="module")
-def scifact_bm25() -> tuple[Qrels, Run]:
-    """SciFact test qrels and a BM25 top-1000 run over the whole corpus."""
+def scifact_index() -> Any:
+    """BM25 (Lucene variant) over SciFact's whole corpus."""
     from retrodistill.data.collections import load_beir
     from retrodistill.index.bm25 import BM25Retriever
 
@@ -48,10 +50,22 @@ def scifact_bm25() -> tuple[Qrels, Run]:
     doc_ids = list(collection.corpus)
     retriever = BM25Retriever()
     retriever.index(doc_ids, [collection.corpus[d].joined() for d in doc_ids])
-    query_ids = list(collection.queries)
-    hits = retriever.search([collection.queries[q] for q in query_ids], k=1000)
-    run = {qid: dict(ranked) for qid, ranked in zip(query_ids, hits, strict=True)}
-    return collection.qrels, run
+    return retriever
+
+
+def _bm25_run(retriever: Any, queries: Mapping[str, str]) -> Run:
+    query_ids = list(queries)
+    hits = retriever.search([queries[q] for q in query_ids], k=1000)
+    return {qid: dict(ranked) for qid, ranked in zip(query_ids, hits, strict=True)}
+
+
+@pytest.fixture(scope="module")
+def scifact_bm25(scifact_index: Any) -> tuple[Qrels, Run]:
+    """SciFact test qrels and a BM25 top-1000 run over the whole corpus."""
+    from retrodistill.data.collections import load_beir
+
+    collection = load_beir(shared_path("data", "beir", "scifact"), "test")
+    return collection.qrels, _bm25_run(scifact_index, collection.queries)
 
 
 def _trec_top(docs: Mapping[str, float], k: int) -> dict[str, float]:
@@ -134,3 +148,41 @@ def test_tied_scores_are_ordered_as_trec_eval_orders_them(scifact_bm25: tuple[Qr
         or abs(other[qid]["recip_rank"] - per_query[qid]["RR"]) > TOLERANCE
         for qid in contested
     )
+
+
+def test_judgments_to_absent_documents_count_as_trec_eval_counts_them(scifact_index: Any, tmp_path: Path) -> None:
+    """SciFact with 5 judgments to documents not in its corpus, one of them for a query judged on nothing else.
+
+    trec_eval given the full qrels keeps every judged query and counts the absent documents in the
+    ideal DCG and in recall's denominator; the evaluation view must give the same figures. The
+    training view (judgments to existing documents only) gives higher ones: what the old loader
+    reported.
+    """
+    from retrodistill.data.collections import load_beir, read_qrels
+
+    scifact = shared_path("data", "beir", "scifact")
+    folder = tmp_path / "scifact-absent"
+    (folder / "qrels").mkdir(parents=True)
+    for name in ("corpus.jsonl", "queries.jsonl"):
+        (folder / name).symlink_to(scifact / name)
+    official = (scifact / "qrels" / "test.tsv").read_text(encoding="utf-8")
+    judged = [line.split("\t")[0] for line in official.splitlines()[1:]]
+    train_query = (scifact / "qrels" / "train.tsv").read_text(encoding="utf-8").splitlines()[1].split("\t")[0]
+    absent = [f"{qid}\tabsent-{i}\t1\r\n" for i, qid in enumerate(sorted(set(judged))[:4])]
+    absent.append(f"{train_query}\tabsent-only\t1\r\n")  # a query judged only on an absent document
+    (folder / "qrels" / "test.tsv").write_text(official + "".join(absent), encoding="utf-8", newline="")
+
+    collection = load_beir(folder, "test")
+    assert collection.unknown_judgments == {"queries": 0, "documents": 5}
+    evaluated = collection.for_evaluation()
+    full = read_qrels(folder / "qrels" / "test.tsv")
+    assert evaluated.qrels == full and len(evaluated.queries) == 301 and len(collection.queries) == 300
+    run = _bm25_run(scifact_index, evaluated.queries)
+    per_query = _assert_agrees(full, run)
+    assert per_query[train_query]["nDCG@10"] == 0.0
+
+    from retrodistill.evaluate.metrics import compute_metrics
+
+    trained = compute_metrics(collection.qrels, run, ["nDCG@10", "R@100"]).aggregate
+    for measure in ("nDCG@10", "R@100"):
+        assert trained[measure] > sum(v[measure] for v in per_query.values()) / len(per_query)
