@@ -36,10 +36,17 @@ Caches: a dense model's corpus embeddings are kept in the corpus-embedding cache
 alone, so another ``k`` or another split of the same corpus encodes only queries. Every run is
 also kept under ``cache_dir/<key>/run.trec``, where the key is a sha256 over the model's identity
 (kind, id, revision or weight hash, the settings that change its ranking, the reranker's identity
-and depth), the collection's corpus and queries fingerprints, the ids of the split's queries,
-``k`` and the identical-id rule. A re-run with the same key reads the run instead of recomputing
-it; metrics are always recomputed from the run (they are cheap), so changing the measures or the
-relevance threshold never needs new runs.
+and depth), the collection's corpus and queries fingerprints and the ids of the split's queries.
+The run is cached before its post-filters, at depth ``k + 1``: the identical-id rule, the cut to
+``k`` and the relevance threshold are applied on read (:func:`~retrodistill.evaluate.runs.post_filter`),
+so changing any of them, or the measures, never re-encodes a corpus nor recomputes a run.
+
+Scoring follows trec_eval given the full qrels: every judged query is retrieved for and averaged,
+judgments to documents absent from the corpus included
+(:meth:`~retrodistill.data.collections.Collection.for_evaluation`). ``runs`` adds TREC run files as
+columns (``FILE`` or ``NAME=FILE``), scored and tested like the models' runs. ``warnings`` of the
+result name what may make a figure mislead: queries that retrieve themselves while identical ids
+are kept, graded qrels scored at a threshold nobody chose (:func:`~retrodistill.data.registry.check_entry`).
 """
 
 from __future__ import annotations
