@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from importlib import metadata
@@ -55,7 +57,8 @@ class ArtifactMismatchError(ValueError):
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
-    A crash leaves either the old file or no file, never a half-written one.
+    A crash leaves either the old file or no file, never a half-written one: the file's content is
+    fsynced before the rename and the directory after it.
     """
     from retrodistill.temporaries import host_tag
 
@@ -69,10 +72,82 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp_path
         if tmp_path.exists():  # mkstemp makes 0600 files; give the result the usual umask-based mode
             os.chmod(tmp_path, 0o666 & ~_umask())
+            # The content reaches the disk before the name does: after a power cut the path holds
+            # the old file or the complete new one, never a renamed empty one.
+            fsync_file(tmp_path)
         os.replace(tmp_path, path)
+        fsync_dir(path.parent)  # the rename itself
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def fsync_file(path: str | os.PathLike[str]) -> None:
+    """Flush a written file's content to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Flush a directory's entries (a rename into it, a new file) to the disk, where the OS allows it.
+
+    Windows cannot open a directory, and some filesystems refuse fsync on one: there the entries are
+    as durable as the filesystem makes them, and nothing is raised.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as err:
+        if err.errno not in (errno.EINVAL, errno.EBADF, errno.ENOTSUP, errno.EACCES):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    """fsync every file and directory under ``root`` (directories after their contents)."""
+    for folder, _, files in os.walk(root, topdown=False):
+        for name in files:
+            file = Path(folder) / name
+            if not file.is_symlink():
+                fsync_file(file)
+        fsync_dir(folder)
+
+
+def _rename_exchange(first: Path, second: Path) -> bool:
+    """Swap two existing paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``).
+
+    Returns:
+        False where the call does not exist (another OS, an old C library or kernel) or the
+        filesystem does not support it; the caller then falls back to two renames.
+
+    Raises:
+        OSError: any other failure of the call.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    renameat2.restype = ctypes.c_int
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(second))
 
 
 def _umask() -> int:
@@ -93,20 +168,31 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
 def publish_dir(staged: str | os.PathLike[str], target: str | os.PathLike[str]) -> Path:
     """Rename a fully written ``staged`` directory onto ``target``, replacing an existing one.
 
-    The old ``target`` is moved aside first and removed only after the rename, so at every moment
-    ``target`` is either the old complete directory or the new complete one.
+    A reader never sees ``target`` missing or half-written: ``staged``'s files are fsynced first;
+    an absent (or empty) ``target`` is replaced by one ``rename``; an existing one is swapped with
+    ``staged`` in one atomic ``renameat2(RENAME_EXCHANGE)`` and then removed from ``staged``'s
+    place. Where that call is unavailable (not Linux, an old kernel or C library, a filesystem
+    without it), the old directory is renamed aside and the new one renamed in: ``target`` is then
+    absent between the two renames, and is never a mix. The parent directory is fsynced last.
     """
     import shutil
 
     staged, target = Path(staged), Path(target)
-    if target.exists():
-        backup = target.with_name(f".{target.name}.old")
-        shutil.rmtree(backup, ignore_errors=True)
-        target.rename(backup)
-        staged.rename(target)
-        shutil.rmtree(backup, ignore_errors=True)
-    else:
-        staged.rename(target)
+    _fsync_tree(staged)
+    try:
+        os.rename(staged, target)  # no target, or an empty one: replaced atomically
+    except OSError as err:
+        if err.errno not in (errno.ENOTEMPTY, errno.EEXIST) and not isinstance(err, FileExistsError):
+            raise
+        if _rename_exchange(staged, target):
+            shutil.rmtree(staged, ignore_errors=True)  # now holds the old target
+        else:
+            backup = target.with_name(f".{target.name}.old")
+            shutil.rmtree(backup, ignore_errors=True)
+            target.rename(backup)
+            staged.rename(target)
+            shutil.rmtree(backup, ignore_errors=True)
+    fsync_dir(target.parent)
     return target
 
 
