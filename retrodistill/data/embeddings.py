@@ -39,11 +39,12 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from retrodistill.artifacts import read_manifest, sha256_file, write_manifest
+from retrodistill.progress import progress_bar
 from retrodistill.temporaries import remove_stale_temporaries, writer_atomic_path
 
 if TYPE_CHECKING:
@@ -343,18 +344,41 @@ def encode_texts(
     return embeddings
 
 
+#: With a progress callback, texts are encoded this many batches at a time (the bar moves per slice).
+PROGRESS_BATCHES = 32
+
+
 def encode_length_sorted(
-    model: Any, texts: Sequence[str], batch_size: int, show_progress: bool = False, pool: Any = None
+    model: Any,
+    texts: Sequence[str],
+    batch_size: int,
+    show_progress: bool = False,
+    pool: Any = None,
+    advance: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """Document embeddings ``(len(texts), d)`` float32 in ``texts`` order, encoded longest first.
 
     Sorting here (not only inside sentence-transformers) keeps the chunks a multi-process pool
-    hands each device similar in length, and helps encoders that do not sort.
+    hands each device similar in length, and helps encoders that do not sort. ``advance(n)``
+    (from :func:`retrodistill.progress.progress_bar`) is told of every :data:`PROGRESS_BATCHES`
+    batches encoded: the sorted texts go to the model in slices of that many batches, so the bars
+    of sentence-transformers stay off; a pool gets all texts at once and reports when done.
     """
     import numpy as np
 
     order = np.argsort(-np.fromiter((len(t) for t in texts), np.int64, len(texts)), kind="stable")
-    encoded = encode_texts(model, [texts[i] for i in order], "document", batch_size, show_progress, pool)
+    ordered = [texts[i] for i in order]
+    if advance is None or pool is not None:
+        encoded = encode_texts(model, ordered, "document", batch_size, show_progress and advance is None, pool)
+        if advance is not None:
+            advance(len(ordered))
+    else:
+        step = batch_size * PROGRESS_BATCHES
+        parts = []
+        for start in range(0, len(ordered), step):
+            parts.append(encode_texts(model, ordered[start : start + step], "document", batch_size))
+            advance(len(parts[-1]))
+        encoded = np.concatenate(parts) if parts else encode_texts(model, ordered, "document", batch_size)
     out = np.empty((len(texts), encoded.shape[1]), np.float32)
     out[order] = encoded
     return out
@@ -418,7 +442,7 @@ def iter_corpus_embeddings(
         cache: where shards are read from and written to; its ``shard_size`` wins.
         shard_size: documents per shard without a cache.
         batch_size: texts per forward pass.
-        show_progress: sentence-transformers' progress bar for each shard.
+        show_progress: one progress bar over the documents to encode (:mod:`retrodistill.progress`).
         pool: a multi-process pool (:func:`encoding_pool`).
     """
     import numpy as np
@@ -431,21 +455,25 @@ def iter_corpus_embeddings(
         raise ValueError(f"shard_size must be at least 1, got {size}")
     ids = None if callable(getattr(corpus, "texts", None)) else list(corpus)
     shards = -(-documents // size)
-    for shard in range(shards):
-        start, stop = shard * size, min((shard + 1) * size, documents)
-        if cache is not None and cache.is_done(shard):
-            stored = cache.read_shard(shard)
-            yield stored if stored.dtype == np.float32 else stored.astype(np.float32)
-            del stored  # unmap it before the next shard: only one shard is held at a time
-            continue
-        embeddings, seconds = _encode_shard(model, corpus, ids, start, stop, batch_size, show_progress, pool)
-        logger.info("shard %d/%d: %d documents encoded in %.1f s", shard + 1, shards, stop - start, seconds)
-        if cache is not None:
-            cache.write_shard(shard, embeddings, seconds, encoder_runtime(model))
-            if cache.dtype != "float32":  # hand out what a later read will give, so runs do not depend on it
-                embeddings = embeddings.astype(cache.dtype).astype(np.float32)
-        yield embeddings
-        del embeddings
+    to_encode = sum(
+        min(size, documents - shard * size) for shard in range(shards) if cache is None or not cache.is_done(shard)
+    )
+    with progress_bar(to_encode, f"encoding {to_encode:,} documents", "documents", show_progress) as advance:
+        for shard in range(shards):
+            start, stop = shard * size, min((shard + 1) * size, documents)
+            if cache is not None and cache.is_done(shard):
+                stored = cache.read_shard(shard)
+                yield stored if stored.dtype == np.float32 else stored.astype(np.float32)
+                del stored  # unmap it before the next shard: only one shard is held at a time
+                continue
+            embeddings, seconds = _encode_shard(model, corpus, ids, start, stop, batch_size, advance, pool)
+            logger.info("shard %d/%d: %d documents encoded in %.1f s", shard + 1, shards, stop - start, seconds)
+            if cache is not None:
+                cache.write_shard(shard, embeddings, seconds, encoder_runtime(model))
+                if cache.dtype != "float32":  # hand out what a later read will give, so runs do not depend on it
+                    embeddings = embeddings.astype(cache.dtype).astype(np.float32)
+            yield embeddings
+            del embeddings
 
 
 def _encode_shard(
@@ -455,12 +483,13 @@ def _encode_shard(
     start: int,
     stop: int,
     batch_size: int,
-    show_progress: bool,
+    advance: Callable[[int], None],
     pool: Any,
 ) -> tuple[np.ndarray, float]:
     """Documents ``[start, stop)`` encoded (float32, corpus order) and the seconds it took."""
     began = time.perf_counter()
-    embeddings = encode_length_sorted(model, _texts(corpus, ids, start, stop), batch_size, show_progress, pool)
+    texts = _texts(corpus, ids, start, stop)
+    embeddings = encode_length_sorted(model, texts, batch_size, pool=pool, advance=advance)
     return embeddings, time.perf_counter() - began
 
 
@@ -485,11 +514,14 @@ def encode_corpus(
     if len(corpus) != cache.documents:
         raise ValueError(f"the corpus has {len(corpus):,} documents; {cache.path} was made for {cache.documents:,}")
     ids = None if callable(getattr(corpus, "texts", None)) else list(corpus)
-    for shard in cache.missing_shards():
-        if shard % world_size != rank:
-            continue
-        start, stop = cache.bounds(shard)
-        embeddings, seconds = _encode_shard(model, corpus, ids, start, stop, batch_size, show_progress, pool)
-        cache.write_shard(shard, embeddings, seconds, encoder_runtime(model))
-        logger.info("shard %d/%d: %d documents encoded in %.1f s", shard + 1, cache.num_shards, stop - start, seconds)
+    mine = [shard for shard in cache.missing_shards() if shard % world_size == rank]
+    total = sum(cache.bounds(shard)[1] - cache.bounds(shard)[0] for shard in mine)
+    with progress_bar(total, f"encoding {total:,} documents", "documents", show_progress) as advance:
+        for shard in mine:
+            start, stop = cache.bounds(shard)
+            embeddings, seconds = _encode_shard(model, corpus, ids, start, stop, batch_size, advance, pool)
+            cache.write_shard(shard, embeddings, seconds, encoder_runtime(model))
+            logger.info(
+                "shard %d/%d: %d documents encoded in %.1f s", shard + 1, cache.num_shards, stop - start, seconds
+            )
     return cache

@@ -107,29 +107,35 @@ def _document_vectors(
     first; without one, the wanted rows are encoded ``DEFAULT_SHARD_SIZE`` at a time.
     """
     from retrodistill.data.embeddings import encode_length_sorted, encoder_runtime, encoding_pool
+    from retrodistill.progress import progress_bar
 
     corpus = collection.corpus
     order = np.argsort(rows, kind="stable")  # store position of each wanted row, in corpus order
     sorted_rows = rows[order]
     if cache is None:
-        for start in range(0, len(order), DEFAULT_SHARD_SIZE):
-            chunk = order[start : start + DEFAULT_SHARD_SIZE]
-            texts = corpus.texts(rows[chunk])
-            vectors = encode_length_sorted(teacher.model, texts, teacher.batch_size, show_progress)
-            out[chunk] = _normalised(vectors, teacher.similarity)
+        with progress_bar(len(order), "encoding documents", "documents", show_progress) as advance:
+            for start in range(0, len(order), DEFAULT_SHARD_SIZE):
+                chunk = order[start : start + DEFAULT_SHARD_SIZE]
+                texts = corpus.texts(rows[chunk])
+                vectors = encode_length_sorted(teacher.model, texts, teacher.batch_size, advance=advance)
+                out[chunk] = _normalised(vectors, teacher.similarity)
         chunks = -(-len(order) // DEFAULT_SHARD_SIZE)
         return chunks, chunks
     shards = np.unique(sorted_rows // cache.shard_size).tolist()
     missing = {s for s in shards if not cache.is_done(s)}
     encoded = 0
+    total = sum(cache.bounds(s)[1] - cache.bounds(s)[0] for s in missing)
     # Worker processes only when something is encoded (and several GPUs are visible).
-    with encoding_pool(teacher.model) if missing else contextlib.nullcontext() as pool:
+    with (
+        encoding_pool(teacher.model) if missing else contextlib.nullcontext() as pool,
+        progress_bar(total, f"encoding {total:,} documents", "documents", show_progress) as advance,
+    ):
         for shard in shards:
             start, stop = cache.bounds(shard)
             if shard in missing:
                 began = time.perf_counter()
                 texts = corpus.texts(np.arange(start, stop, dtype=np.int64))
-                vectors = encode_length_sorted(teacher.model, texts, teacher.batch_size, show_progress, pool)
+                vectors = encode_length_sorted(teacher.model, texts, teacher.batch_size, pool=pool, advance=advance)
                 cache.write_shard(shard, vectors, time.perf_counter() - began, encoder_runtime(teacher))
                 encoded += 1
                 del vectors

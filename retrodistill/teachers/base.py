@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -70,9 +70,7 @@ class Teacher(abc.ABC):
 def check_pairs(queries: Sequence[str], docs: Sequence[str]) -> None:
     """Raise ``ValueError`` unless ``queries`` and ``docs`` are two sequences of strings of equal length."""
     if len(queries) != len(docs):
-        raise ValueError(
-            f"got {len(queries)} queries but {len(docs)} documents; expected one of each per pair"
-        )
+        raise ValueError(f"got {len(queries)} queries but {len(docs)} documents; expected one of each per pair")
     for kind, texts in (("query", queries), ("document", docs)):
         for i, text in enumerate(texts):
             if not isinstance(text, str):
@@ -93,9 +91,7 @@ def check_dtype(dtype: str, device: str) -> None:
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     if dtype == "fp16" and not device.startswith("cuda"):
-        raise ValueError(
-            f"dtype 'fp16' needs a CUDA device (device is {device!r}); use 'bf16' or 'fp32' on CPU"
-        )
+        raise ValueError(f"dtype 'fp16' needs a CUDA device (device is {device!r}); use 'bf16' or 'fp32' on CPU")
 
 
 def torch_dtype(dtype: str) -> Any:
@@ -105,24 +101,10 @@ def torch_dtype(dtype: str) -> Any:
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
 
 
-@contextlib.contextmanager
-def pair_progress(total: int, description: str, enabled: bool) -> Iterator[Callable[[int], None]]:
-    """A transient rich progress bar over ``total`` pairs; yields ``advance(n)`` (a no-op when disabled)."""
-    if not enabled:
-        yield lambda n: None
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+def pair_progress(
+    total: int, description: str, enabled: bool
+) -> contextlib.AbstractContextManager[Callable[[int], None]]:
+    """A progress bar over ``total`` pairs (:func:`retrodistill.progress.progress_bar`); yields ``advance(n)``."""
+    from retrodistill.progress import progress_bar
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("pairs"))
-    with Progress(*columns, TimeElapsedColumn(), TimeRemainingColumn(), transient=True) as progress:
-        task = progress.add_task(description, total=total)
-        yield lambda n: progress.advance(task, n)
-
-
+    return progress_bar(total, description, "pairs", enabled)

@@ -397,18 +397,13 @@ def _token_chunks(pairs: np.ndarray, d_rows: np.ndarray, d_cache: _TokenCache) -
     yield pairs[start:]
 
 
-@contextlib.contextmanager
-def _text_progress(total: int, description: str, enabled: bool) -> Iterator[Callable[[int], None]]:
-    """A transient rich progress bar over ``total`` texts; yields ``advance(n)`` (a no-op when disabled)."""
-    if not enabled:
-        yield lambda n: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+def _text_progress(
+    total: int, description: str, enabled: bool
+) -> contextlib.AbstractContextManager[Callable[[int], None]]:
+    """A progress bar over ``total`` texts (:func:`retrodistill.progress.progress_bar`); yields ``advance(n)``."""
+    from retrodistill.progress import progress_bar
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("texts"))
-    with Progress(*columns, TimeRemainingColumn(), transient=True) as progress:
-        task = progress.add_task(description, total=total)
-        yield lambda n: progress.advance(task, n)
+    return progress_bar(total, description, "texts", enabled)
 
 
 # ---- Reading the two layouts -------------------------------------------------------------------
