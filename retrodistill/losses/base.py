@@ -66,7 +66,9 @@ class DistillationLoss(ABC):
         # Checked here rather than in __post_init__ so that a subclass's own __post_init__ need not
         # call super(); the fields are keyword-only, so any non-default value arrives in kwargs.
         for label in _NORMALIZATION_FIELDS:
-            check_normalization(kwargs.get(label, "none"), f"{cls.__name__}: {label}")
+            check_normalization(
+                kwargs.get(label, "none"), f"{cls.__name__}: {label}", differentiable=label == "student_normalization"
+            )
         return super().__new__(cls)
 
     def __call__(self, student_scores: Tensor, teacher_scores: Tensor) -> Tensor:

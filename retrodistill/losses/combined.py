@@ -104,7 +104,9 @@ class BatchLoss(ABC):
     def __new__(cls: type[_Loss], *args: Any, **kwargs: Any) -> _Loss:
         # As in DistillationLoss: checked before any subclass __post_init__, whatever it does.
         for label in _NORMALIZATION_FIELDS:
-            check_normalization(kwargs.get(label, "none"), f"{cls.__name__}: {label}")
+            check_normalization(
+                kwargs.get(label, "none"), f"{cls.__name__}: {label}", differentiable=label == "student_normalization"
+            )
         declared = getattr(cls, "inputs", None)  # a property (combined): decided per term
         teacher = kwargs.get("teacher_normalization", "none")
         if isinstance(declared, tuple) and not set(declared) & TEACHER_INPUTS and teacher != "none":

@@ -59,15 +59,14 @@ from retrodistill.artifacts import now_iso, publish_dir, sha256_file, staging_di
 from retrodistill.config import to_dict
 from retrodistill.data.part_store import pairs_fingerprint, rows_fingerprint
 from retrodistill.data.store import TeacherStore, part_name, store_schema
+from retrodistill.losses.normalization import NORMALIZATIONS, normalize_per_query
 from retrodistill.stages.ensemble_calibration import (
-    NORMALIZATIONS,
     TEMPERATURE_BOUNDS,
     Judgments,
     QueryGroups,
     fit_temperature,
     grades_of,
     load_judgments,
-    normalize_per_query,
 )
 
 logger = logging.getLogger(__name__)

@@ -1,20 +1,16 @@
-"""Per-query normalisation, temperature calibration and judgments for teacher ensembles.
+"""Query groups, temperature calibration and judgments for teacher ensembles.
 
 :mod:`retrodistill.stages.ensemble` combines member stores as ``Σ_k w_k · norm_q(s_k / T_k)``; this
-module defines ``norm_q`` and fits ``T_k``. Rows are grouped by query (:class:`QueryGroups`: the rows
-of a query are contiguous, as in a store) and everything is vectorised over all rows.
+module groups the rows by query and fits ``T_k`` (``norm_q`` is re-exported from its owner). Rows
+are grouped by query (:class:`QueryGroups`: the rows of a query are contiguous, as in a store) and
+everything is vectorised over all rows.
 
-**Normalisation** ``norm_q`` acts on one query's candidates at a time (``n`` of them):
-
-- ``none``: ``x`` unchanged.
-- ``zscore``: ``(x − mean_q) / std_q``, population std (ddof 0).
-- ``minmax``: ``(x − min_q) / (max_q − min_q)``, in [0, 1].
-- ``rank``: ``1 − (r − 1) / (n − 1)`` with ``r`` the 1-based rank by descending score (tied
-  scores share the mean of their ranks): 1 for the top candidate, 0 for the last.
-
-A query whose candidates all score the same (one candidate included) gets the midpoint: 0 for
-``zscore``, 0.5 for ``minmax`` and ``rank``. The three normalisations are invariant to a positive
-scale, so temperatures change the ensemble only with ``none``; they are still fitted and recorded.
+**Normalisation** ``norm_q`` acts on one query's candidates at a time: ``none``, ``zscore``,
+``minmax`` or ``rank``, defined once for the whole project in :mod:`retrodistill.losses.normalization`
+(the losses normalise with the same definitions), including the value a query gets when its
+candidates all score the same: 0 for ``zscore``, 0.5 for ``minmax`` and ``rank``. The three are
+invariant to a positive scale, so temperatures change the ensemble only with ``none``; they are
+still fitted and recorded.
 
 **Calibration** (``calibrate_on`` = training qrels): for each member, the temperature ``T`` that
 minimises the mean negative log-likelihood of each judged positive ``p`` (grade ≥ ``rel_threshold``)
@@ -43,13 +39,25 @@ import numpy as np
 
 from retrodistill.artifacts import check_inputs, sha256_file, sha256_strings
 from retrodistill.data.collections import Qrels, read_qrels
+from retrodistill.losses.normalization import NORMALIZATIONS, normalize_per_query
 
-NORMALIZATIONS = ("none", "zscore", "minmax", "rank")
+__all__ = [
+    "NORMALIZATIONS",
+    "TEMPERATURE_BOUNDS",
+    "Judgments",
+    "QueryGroups",
+    "TemperatureFit",
+    "fit_temperature",
+    "grades_of",
+    "load_judgments",
+    "normalize_per_query",
+    "qrels_fingerprint",
+]
+
 TEMPERATURE_BOUNDS = (1e-4, 1e4)
-_MIDPOINT = {"zscore": 0.0, "minmax": 0.5, "rank": 0.5}  # a query whose candidates all tie
 
 
-# --- per-query groups and normalisation -------------------------------------------------------
+# --- per-query groups -------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -101,56 +109,6 @@ class QueryGroups:
 
     def sum(self, values: np.ndarray) -> np.ndarray:
         return np.add.reduceat(values, self.starts)
-
-
-def normalize_per_query(scores: np.ndarray, groups: QueryGroups, method: str) -> np.ndarray:
-    """Normalise ``scores`` within each query (module docstring: ``none``, ``zscore``, ``minmax``, ``rank``).
-
-    Args:
-        scores: ``(n_rows,)`` scores, rows grouped by query as ``groups`` says.
-        groups: the query of each row.
-        method: one of :data:`NORMALIZATIONS`.
-
-    Returns:
-        ``(n_rows,)`` float64 normalised scores.
-
-    Example:
-        >>> groups = QueryGroups.from_first_flags(np.array([True, False, False, True]))
-        >>> normalize_per_query(np.array([1.0, 3.0, 2.0, 5.0]), groups, "rank").tolist()
-        [0.0, 1.0, 0.5, 0.5]
-    """
-    if method not in NORMALIZATIONS:
-        raise ValueError(f"normalization {method!r} is not one of {', '.join(NORMALIZATIONS)}")
-    x = np.asarray(scores, dtype=np.float64)
-    if method == "none" or len(x) == 0:
-        return x.copy()
-    lo, hi = groups.min(x), groups.max(x)
-    constant = (hi == lo)[groups.index]  # exact test: a mean of equal floats need not equal them
-    if method == "zscore":
-        mean = groups.sum(x) / groups.sizes
-        centred = x - mean[groups.index]
-        std = np.sqrt(groups.sum(centred * centred) / groups.sizes)
-        out = centred / np.where(std > 0, std, 1.0)[groups.index]
-    elif method == "minmax":
-        span = np.where(hi > lo, hi - lo, 1.0)
-        out = (x - lo[groups.index]) / span[groups.index]
-    else:
-        out = 1.0 - (_mean_ranks(x, groups) - 1.0) / np.maximum(groups.sizes - 1, 1)[groups.index]
-    return np.where(constant, _MIDPOINT[method], out)
-
-
-def _mean_ranks(x: np.ndarray, groups: QueryGroups) -> np.ndarray:
-    """1-based rank of each row within its query by descending score; ties get their mean rank."""
-    order = np.lexsort((-x, groups.index))  # by query, then score descending
-    g, v = groups.index[order], x[order]
-    position = np.arange(len(x)) - groups.starts[g]  # 0-based rank in the query
-    new_run = np.ones(len(x), dtype=bool)
-    new_run[1:] = (g[1:] != g[:-1]) | (v[1:] != v[:-1])
-    runs = QueryGroups.from_first_flags(new_run)
-    mean_position = (runs.min(position) + runs.max(position)) / 2.0
-    ranks = np.empty(len(x), dtype=np.float64)
-    ranks[order] = mean_position[runs.index] + 1.0
-    return ranks
 
 
 # --- calibration -------------------------------------------------------------------------------

@@ -41,11 +41,11 @@ def test_rows_are_normalised_independently() -> None:
         torch.testing.assert_close(normalize_scores(scores, method)[0], normalize_scores(changed, method)[0])
 
 
-@pytest.mark.parametrize("method", ["zscore", "minmax"])
-def test_constant_rows_map_to_zero_with_finite_gradients(method: str) -> None:
+@pytest.mark.parametrize(("method", "middle"), [("zscore", 0.0), ("minmax", 0.5)])
+def test_constant_rows_map_to_the_middle_with_finite_gradients(method: str, middle: float) -> None:
     scores = torch.tensor([[2.0, 2.0, 2.0], [1.0, 0.0, 3.0]], requires_grad=True)
     normalized = normalize_scores(scores, method)
-    torch.testing.assert_close(normalized[0], torch.zeros(3))
+    torch.testing.assert_close(normalized[0], torch.full((3,), middle))
     (normalized * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
     assert scores.grad is not None
     assert bool(torch.isfinite(scores.grad).all())
