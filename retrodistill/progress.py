@@ -13,8 +13,12 @@ from collections.abc import Callable, Iterator
 
 
 @contextlib.contextmanager
-def progress_bar(total: int, description: str, unit: str, enabled: bool = True) -> Iterator[Callable[[int], None]]:
+def progress_bar(
+    total: int | None, description: str, unit: str, enabled: bool = True
+) -> Iterator[Callable[[int], None]]:
     """A bar over ``total`` ``unit``s labelled ``description``; yields ``advance(n)`` (a no-op when disabled).
+
+    ``total=None`` when the count is not known up front: the bar pulses and counts.
 
     Example:
         >>> with progress_bar(3, "encoding", "documents", enabled=False) as advance:

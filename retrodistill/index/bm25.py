@@ -36,7 +36,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,7 +110,7 @@ class BM25Retriever:
         if not doc_ids:
             raise ValueError("cannot index an empty corpus")
         chunks = (texts[i : i + self.chunk_size] for i in range(0, len(texts), self.chunk_size))
-        self.build(chunks, show_progress=show_progress)
+        self.build(chunks, show_progress=show_progress, total=len(texts))
         self._doc_ids = list(doc_ids)
 
     def build(
@@ -120,6 +120,7 @@ class BM25Retriever:
         *,
         extra: dict[str, Any] | None = None,
         show_progress: bool = False,
+        total: int | None = None,
     ) -> None:
         """Index texts given a chunk at a time; a document's position is its place in that order.
 
@@ -127,15 +128,18 @@ class BM25Retriever:
             chunks: lists of document texts, in corpus order.
             directory: where to save the index (then memory-mapped from there); ``None`` keeps it in memory.
             extra: recorded in the index's ``retrodistill.json`` (e.g. the corpus fingerprint).
-            show_progress: print a line per chunk and one when done.
+            show_progress: a progress bar over the documents (``total`` of them, when known), and a
+                line when done.
         """
+        from retrodistill.progress import progress_bar
+
         started = time.perf_counter()
         builder = _Builder(self, None if directory is None else Path(str(directory) + f".tmp-{os.getpid()}"))
         try:
-            for number, texts in enumerate(chunks):
-                builder.add(texts)
-                if show_progress:
-                    print(f"BM25 index: tokenised {builder.n_docs:,} documents (chunk {number + 1})", flush=True)
+            with progress_bar(total, "BM25 index", "documents", show_progress) as advance:
+                for texts in chunks:
+                    builder.add(texts)
+                    advance(len(texts))
             if builder.n_docs == 0:
                 raise ValueError("cannot index an empty corpus")
             if directory is None:
@@ -171,11 +175,19 @@ class BM25Retriever:
             return 0
         return int(self._model.scores["num_docs"])
 
-    def search_rows(self, queries: Sequence[str], k: int, show_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def search_rows(
+        self,
+        queries: Sequence[str],
+        k: int,
+        show_progress: bool = False,
+        advance: Callable[[int], None] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` document positions and scores per query, best first.
 
         The documents with a positive score and their order are exactly those of bm25s' ``retrieve``
-        (see :func:`_top_k`); the places after them hold row -1 and score 0.
+        (see :func:`_top_k`); the places after them hold row -1 and score 0. ``advance(1)`` is
+        called after each query (a progress bar's, :mod:`retrodistill.progress`); ``show_progress``
+        alone shows a bar over these queries.
 
         Returns:
             ``(rows, scores)``: int64 and float32 arrays of shape ``(len(queries), min(k, len(self)))``.
@@ -198,6 +210,11 @@ class BM25Retriever:
             return_ids=False,
             show_progress=False,
         )
+        if advance is None and show_progress:
+            from retrodistill.progress import progress_bar
+
+            with progress_bar(len(queries), "BM25 retrieval", "queries") as bar:
+                return self.search_rows(queries, k, advance=bar)
         model = self._model
         data, indices, indptr = model.scores["data"], model.scores["indices"], model.scores["indptr"]
         dense = np.zeros(len(self), dtype=np.float32)
@@ -211,6 +228,8 @@ class BM25Retriever:
             top_rows, top_scores = _top_k(dense, k, by_row=self.ties == "row")
             rows[i, : len(top_rows)] = top_rows
             scores[i, : len(top_rows)] = top_scores
+            if advance is not None:
+                advance(1)
         return rows, scores
 
     def search(self, queries: Sequence[str], k: int, show_progress: bool = False) -> list[list[tuple[str, float]]]:

@@ -26,6 +26,7 @@ from retrodistill.config import MineConfig, to_dict
 from retrodistill.data.candidates import Candidate, CandidateSet, read_candidates, write_candidates
 from retrodistill.data.collections import Collection
 from retrodistill.data.download import load_dataset
+from retrodistill.progress import progress_bar
 
 STAGE = "mine-negatives"
 #: Queries retrieved per call to bm25s.
@@ -95,7 +96,8 @@ def bm25_retriever(
 
             shutil.rmtree(directory)
     extra = {"corpus": collection.fingerprints.get("corpus")}
-    retriever.build(_text_chunks(collection, DOC_CHUNK), directory, extra=extra, show_progress=show_progress)
+    chunks = _text_chunks(collection, DOC_CHUNK)
+    retriever.build(chunks, directory, extra=extra, show_progress=show_progress, total=len(collection.corpus))
     return retriever
 
 
@@ -128,17 +130,18 @@ def mine_table(
 
     found_q, found_rows, found_rank, found_score = [], [], [], []
     started = time.perf_counter()
-    for start in range(0, len(query_ids), QUERY_CHUNK):
-        rows, scores = retriever.search_rows(texts[start : start + QUERY_CHUNK], k)
-        if show_progress:
-            done, took = min(len(query_ids), start + QUERY_CHUNK), time.perf_counter() - started
-            print(f"BM25 retrieval: {done:,} of {len(query_ids):,} queries in {took:.1f} s", flush=True)
-        hit = scores > 0  # bm25s pads a row with documents scoring 0: they were not retrieved
-        q_index, column = np.nonzero(hit)
-        found_q.append(q_index.astype(np.int64) + start)
-        found_rows.append(rows[hit])
-        found_rank.append(column.astype(np.int32) + 1)
-        found_score.append(scores[hit])
+    with progress_bar(len(query_ids), "BM25 retrieval", "queries", show_progress) as advance:
+        for start in range(0, len(query_ids), QUERY_CHUNK):
+            rows, scores = retriever.search_rows(texts[start : start + QUERY_CHUNK], k, advance=advance)
+            hit = scores > 0  # bm25s pads a row with documents scoring 0: they were not retrieved
+            q_index, column = np.nonzero(hit)
+            found_q.append(q_index.astype(np.int64) + start)
+            found_rows.append(rows[hit])
+            found_rank.append(column.astype(np.int32) + 1)
+            found_score.append(scores[hit])
+    if show_progress:
+        took = time.perf_counter() - started
+        print(f"BM25 retrieval: {len(query_ids):,} of {len(query_ids):,} queries in {took:.1f} s", flush=True)
     q_all = np.concatenate(found_q) if found_q else np.zeros(0, dtype=np.int64)
     rows_all = np.concatenate(found_rows) if found_rows else np.zeros(0, dtype=np.int64)
     rank_all = np.concatenate(found_rank) if found_rank else np.zeros(0, dtype=np.int32)
