@@ -29,7 +29,7 @@ def evaluate(
         list[str] | None,
         typer.Option(
             help="Model(s), repeatable or comma-separated: a sentence-transformers hub id or directory, "
-            "'bm25s', or 'pyserini-bm25' (the pyserini extra). Default: all-MiniLM-L6-v2."
+            "'bm25s', or 'pyserini-bm25' (the pyserini extra). Default: all-MiniLM-L6-v2, unless --run is given."
         ),
     ] = None,
     beir: Annotated[
@@ -125,6 +125,9 @@ def evaluate(
 
     Example: retrodistill evaluate --beir scifact --model sentence-transformers/all-MiniLM-L6-v2 --model bm25s
     --baseline bm25s
+
+    Score runs you already have, in the same table and tests: retrodistill evaluate --qrels qrels.txt
+    --run bm25=bm25.trec --run mine.trec --baseline bm25 (or --run with --beir/--dataset).
     """
     from retrodistill.config import EvaluateConfig
     from retrodistill.data.registry import load_entry, qrels_entry
