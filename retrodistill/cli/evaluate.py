@@ -79,7 +79,8 @@ def evaluate(
         typer.Option(
             "--run",
             help="A TREC run file to score as a column of its own (repeatable): FILE, named after the file, or "
-            "NAME=FILE. Scored on the one dataset given (--beir, --dataset or --qrels).",
+            "NAME=FILE. Scored as it is (not cut to --k; the identical-id rule applies) on the one dataset "
+            "given (--beir, --dataset or --qrels), with the same tests (--baseline).",
         ),
     ] = None,
     qrels: Annotated[
