@@ -124,6 +124,8 @@ class Collection:
         """One line: counts of the evaluation view, empty texts, and the judgments it could not place."""
         evaluated = self.for_evaluation()
         judged = sum(len(d) for d in evaluated.qrels.values())
+        if not len(self.corpus):  # qrels alone, to score run files against
+            return f"{self.name}: qrels only, {len(evaluated.queries):,} queries, {judged:,} judgments"
         text = (
             f"{self.name} ({self.split}): {len(self.corpus):,} documents, {len(evaluated.queries):,} queries, "
             f"{judged:,} judgments"

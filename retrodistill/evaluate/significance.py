@@ -76,6 +76,7 @@ Example:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
@@ -124,7 +125,11 @@ def paired_t_test(a: Sequence[float], b: Sequence[float]) -> float:
     d = _differences(a, b)
     if not d.any():
         return 1.0
-    return float(stats.ttest_rel(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)).pvalue)
+    with warnings.catch_warnings():
+        # Equal non-zero differences (a few queries, one run a constant step above the other) make scipy
+        # warn of "catastrophic cancellation" in the variance; its answer (t infinite, p 0) is the right one.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(stats.ttest_rel(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)).pvalue)
 
 
 def _exact_sign_matrix(n: int) -> np.ndarray:
