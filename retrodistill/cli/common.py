@@ -25,9 +25,7 @@ ConfigOption = Annotated[
 ]
 SetOption = Annotated[
     list[str] | None,
-    typer.Option(
-        "--set", help="Override a config key, e.g. --set loss.params.temperature_teacher=2 (repeatable)."
-    ),
+    typer.Option("--set", help="Override a config key, e.g. --set loss.params.temperature_teacher=2 (repeatable)."),
 ]
 OverwriteOption = Annotated[
     bool,
@@ -67,6 +65,15 @@ def setup_logging(verbose: bool = False) -> None:
         force=True,
     )
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # huggingface_hub gives its logger a handler of its own, so a record it also passes up to ours
+    # showed twice ("Could not reach the Hub ... Using cached commit hash" in offline mode): it keeps
+    # its own handler only. Without -v it logs errors only (that notice is the normal offline case).
+    hub = logging.getLogger("huggingface_hub")
+    hub.propagate = False
+    if not verbose:
+        os.environ.setdefault("HF_HUB_VERBOSITY", "error")  # read when huggingface_hub is imported
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        hub.setLevel(logging.ERROR)
     if not verbose:
         import warnings
 
@@ -76,6 +83,7 @@ def setup_logging(verbose: bool = False) -> None:
             from transformers.utils import logging as hf_logging
 
             hf_logging.set_verbosity_error()
+            hf_logging.disable_progress_bar()  # "Loading weights" bars; ours are rich (retrodistill.progress)
         except ImportError:  # pragma: no cover
             pass
 

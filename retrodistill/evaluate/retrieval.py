@@ -150,7 +150,7 @@ def encode_and_search(
         k: documents per query (fewer only when the corpus is smaller).
         batch_size: texts per forward pass.
         index: an :data:`~retrodistill.index.base.INDEXES` name.
-        show_progress: show sentence-transformers' progress bars.
+        show_progress: one progress bar over the corpus documents encoded (:mod:`retrodistill.progress`).
         index_params: keyword arguments for the index backend (e.g. ``{"use_gpu": False}``).
         ignore_identical_ids: BEIR's rule for corpora where queries are also documents
             (ArguAna, Quora): drop a retrieved document whose id equals the query id. The top
@@ -200,7 +200,8 @@ def encode_and_search(
     run: Run = {}
     for start in range(0, len(query_ids), query_chunk_size):
         chunk = query_ids[start : start + query_chunk_size]
-        embeddings = _encode(model, [collection.queries[qid] for qid in chunk], "query", batch_size, show_progress)
+        # No third-party bar for queries: a fraction of the corpus's work, and one bar per loop is ours.
+        embeddings = _encode(model, [collection.queries[qid] for qid in chunk], "query", batch_size, False)
         scores, positions = dense.search(embeddings, depth)  # (m, k')
         hits = doc_ids(positions.ravel())
         width = positions.shape[1]

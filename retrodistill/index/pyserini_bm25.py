@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -51,7 +52,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from retrodistill.artifacts import read_manifest, sha256_strings, write_manifest
+from retrodistill.artifacts import read_manifest, sha256_strings, write_manifest, write_text_atomic
+
+logger = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'retrodistill[pyserini]'"
 MIN_JAVA = 21
@@ -168,6 +171,25 @@ def _environ(name: str, value: str) -> Iterator[None]:
             os.environ[name] = old
 
 
+#: Anserini's own log4j2.xml with the root level raised to WARN: warnings and errors still show.
+_QUIET_LOG4J2 = """<?xml version="1.0" encoding="UTF-8"?>
+<Configuration>
+  <Appenders>
+    <Console name="STDERR" target="SYSTEM_ERR"><PatternLayout pattern="%-5p %C{2} - %m%n"/></Console>
+  </Appenders>
+  <Loggers><Root level="warn"><AppenderRef ref="STDERR"/></Root></Loggers>
+</Configuration>
+"""
+
+
+def quiet_log4j2_config() -> Path:
+    """A log4j2 configuration (written once into the temp folder) that keeps Anserini's INFO lines off the console."""
+    path = Path(tempfile.gettempdir()) / "retrodistill-log4j2-warn.xml"
+    if not path.is_file() or path.read_text(encoding="utf-8") != _QUIET_LOG4J2:
+        write_text_atomic(path, _QUIET_LOG4J2)
+    return path
+
+
 def start_jvm() -> Any:
     """Start (once per process) the JVM with Anserini's jar; return ``jnius.autoclass``.
 
@@ -187,7 +209,10 @@ def start_jvm() -> Any:
                 Path(importlib.import_module("pyserini").__file__ or "").parent / "resources" / "jars"
             )
             configure_classpath(jars)  # adds the fat jar and Pyserini's JVM options
-            jnius_config.set_options(*jvm_options(jnius_config.get_options(), runtime.modules))
+            options = jvm_options(jnius_config.get_options(), runtime.modules)
+            if not logger.isEnabledFor(logging.INFO):  # Anserini and SLF4J log INFO lines; -v shows them
+                options += [f"-Dlog4j2.configurationFile={quiet_log4j2_config()}", "-Dslf4j.internal.verbosity=WARN"]
+            jnius_config.set_options(*options)
             # pyjnius reads JAVA_HOME when ``jnius`` is first imported, which is when the JVM starts.
             with _environ("JAVA_HOME", str(runtime.home)):
                 try:

@@ -252,3 +252,22 @@ def test_scifact_matches_pyserini_2cr(tmp_path: Path) -> None:
     ndcg = compute_metrics(collection.qrels, run, ["nDCG@10"]).aggregate["nDCG@10"]
 
     assert ndcg == pytest.approx(0.6789, abs=0.002)  # Pyserini 2CR, BEIR (v1.0.0) SciFact, BM25 flat
+
+
+@needs_pyserini
+def test_anserini_info_lines_stay_off_the_console(tmp_path: Path) -> None:
+    """Run in a fresh process (the JVM starts once per process): stdout holds only what we print."""
+    import subprocess
+    import sys
+
+    script = (
+        "from retrodistill.index.pyserini_bm25 import PyseriniBM25\n"
+        f"r = PyseriniBM25(index_dir={str(tmp_path / 'idx')!r})\n"
+        "r.index(['d1', 'd2'], ['cancer tumour', 'heart artery'])\n"
+        "print('HITS', r.search(['cancer'], 1))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip().startswith("HITS"), run.stdout[-2000:]
+    # Neither Anserini's log4j INFO lines nor SLF4J's "SLF4J(I): Connected with provider ..." line.
+    assert " INFO " not in run.stdout + run.stderr and "SLF4J(I)" not in run.stderr, run.stderr[-2000:]
