@@ -94,6 +94,7 @@ def run(config: QuickstartConfig, *, log: Any = print) -> QuickstartResult:
     from retrodistill.students import BiEncoderStudent
     from retrodistill.teachers.bi_encoder import BiEncoderTeacher, CachedTeacherEncoder
     from retrodistill.train import run as train
+    from retrodistill.train.model_card import write_model_card
 
     start = time.perf_counter()
     out = Path(config.out)
@@ -146,6 +147,8 @@ def run(config: QuickstartConfig, *, log: Any = print) -> QuickstartResult:
     suite = _evaluate(models, {config.teacher: CachedTeacherEncoder(teacher)}, config, out)
     del teacher
     metrics = {label: dict(suite.results[label][suite_dataset(suite)]) for label in COLUMNS}
+    # The student's model card gets the figures it was just measured at.
+    write_model_card(student_dir, evaluation={f"{suite_dataset(suite)} (test)": metrics["student-after"]})
 
     log(f"[6/6] the table is in {out / 'eval'} (retrodistill report {out / 'eval'} draws it)")
     wall = time.perf_counter() - start

@@ -37,6 +37,8 @@ def test_quickstart_on_the_toy_set_writes_an_evaluation_folder_that_report_reads
     for label, value in summary["nDCG@10"].items():
         assert results["results"][label][dataset]["nDCG@10"] == value
         assert f"{value:.4f}" in shown
+    card = (out / "student" / "README.md").read_text()
+    assert f"{summary['nDCG@10']['student-after']:.4f}" in card  # the card carries the measured figure
     # An independent evaluation of the distilled student gives the same figure.
     invoke("evaluate", "--dataset", str(toy_dir), "--model", str(out / "student"), "--out", str(tmp_path / "again"))
     again = json.loads((tmp_path / "again" / "results.json").read_text())
