@@ -66,9 +66,7 @@ class FaissFlatIP(DenseIndex):
         ([[2.0, 1.0]], [[1, 2]])
     """
 
-    def __init__(
-        self, use_gpu: bool | None = None, query_batch_size: int = 1024, part_bytes: int = PART_BYTES
-    ) -> None:
+    def __init__(self, use_gpu: bool | None = None, query_batch_size: int = 1024, part_bytes: int = PART_BYTES) -> None:
         if query_batch_size < 1:
             raise ValueError(f"query_batch_size must be at least 1, got {query_batch_size}")
         self.use_gpu = use_gpu
