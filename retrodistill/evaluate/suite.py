@@ -201,14 +201,21 @@ class SuiteResult:
 
         tables = []
         for measure, (header, *body) in self.tables().items():
-            table = Table(title=escape_rich(measure), caption=escape_rich(self.rules) if self.rules else None)
+            table = Table(title=escape_rich(measure))
             table.add_column(escape_rich(header[0]))
             for name in header[1:]:
                 table.add_column(escape_rich(name), justify="right")
             for i, row in enumerate(body):
                 table.add_row(*(escape_rich(cell) for cell in row), end_section=i == len(body) - 2)
             tables.append(table)
-        return tables
+        if not self.rules:
+            return tables
+        # The rules under each table as a line of their own: as the table's caption they were wrapped
+        # to the table's width, a column of fragments under a narrow table.
+        from rich.console import Group
+        from rich.text import Text
+
+        return [Group(table, Text(self.rules, style="dim italic")) for table in tables]
 
 
 def collection_entry(
