@@ -188,14 +188,18 @@ class TrainConfig:
 class EvaluateConfig:
     """``retrodistill evaluate``: models × datasets → one table (see :mod:`retrodistill.evaluate.suite`).
 
-    ``model`` is the default single model; ``models`` (when non-empty) replaces it. ``split`` and
+    ``model`` is the default single model; ``models`` (when non-empty) replaces it, and with ``runs``
+    and no ``models`` only the runs are scored. ``split`` and
     ``rel_threshold`` left ``None`` take each dataset's registry default (test / 1; 2 for TREC DL).
     """
 
     model: str = "sentence-transformers/all-MiniLM-L6-v2"
     models: list[str] = field(default_factory=list)
+    runs: list[str] = field(default_factory=list)  # TREC run files, [NAME=]FILE, scored as they are
+    qrels: str | None = None  # [NAME=]FILE: score runs against these judgments alone (no dataset)
     beir: list[str] = field(default_factory=list)
     datasets: list[str] = field(default_factory=list)
+    ignore_identical_ids: bool | None = None  # None: each dataset's registered rule, else keep
     data_dir: str | None = None
     split: str | None = None
     measures: list[str] = field(default_factory=lambda: ["nDCG@10", "RR@10", "R@100", "R@1000"])

@@ -163,8 +163,12 @@ def evaluate(
                 "embedding_cache_dir": embedding_cache_dir,
                 "embedding_dtype": embedding_dtype,
                 "out": out,
+                "runs": list(run) if run else None,
+                "qrels": qrels,
+                "ignore_identical_ids": ignore_identical_ids,
             },
         )
+        qrels, ignore_identical_ids = cfg.qrels, cfg.ignore_identical_ids
         sources = [*cfg.beir, *cfg.datasets]
         if not sources and qrels is None:
             raise ValueError("nothing to evaluate: pass --beir NAME and/or --dataset DIR (or --qrels FILE with --run)")
@@ -193,7 +197,7 @@ def evaluate(
                 console.print(line, highlight=False, markup=False)
             for line in entry.warnings:
                 console.print(f"[bold yellow]warning:[/] {escape(line)}", highlight=False)
-        runs = list(run or [])
+        runs = list(cfg.runs)
         models = cfg.models or ([] if runs else [cfg.model])
         inputs: dict[str, str | None] = {f"--dataset {d}": d for d in cfg.datasets}
         inputs |= {f"--run {r}": parse_model(r)[1] for r in runs}
