@@ -29,7 +29,8 @@ def evaluate(
         list[str] | None,
         typer.Option(
             help="Model(s), repeatable or comma-separated: a sentence-transformers hub id or directory, "
-            "'bm25s', or 'pyserini-bm25' (the pyserini extra). Default: all-MiniLM-L6-v2, unless --run is given."
+            "'bm25s', 'pyserini-bm25' or 'pyserini-bm25-multifield' (the pyserini extra); NAME=MODEL labels "
+            "its column. Default: all-MiniLM-L6-v2, unless --run is given."
         ),
     ] = None,
     beir: Annotated[

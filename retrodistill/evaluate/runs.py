@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-LEXICAL = ("bm25s", "pyserini-bm25")
+LEXICAL = ("bm25s", "pyserini-bm25", "pyserini-bm25-multifield")
 CACHE_ENV = "RETRODISTILL_CACHE"
 #: Bump when a change to retrieval code changes runs, so old cache entries are not reused.
 #: 2: runs are cached before the identical-id rule, at depth k + 1.
@@ -213,7 +213,7 @@ def _lexical(name: str) -> Any:
         return BM25Retriever()
     from retrodistill.index.pyserini_bm25 import PyseriniBM25
 
-    return PyseriniBM25()
+    return PyseriniBM25(multifield=name == "pyserini-bm25-multifield")
 
 
 def lexical_run(
@@ -226,7 +226,12 @@ def lexical_run(
     the top ``k + 1`` are searched and a document whose id equals the query id is dropped.
     """
     doc_ids = list(collection.corpus)
-    retriever.index(doc_ids, [collection.corpus[d].joined() for d in doc_ids], show_progress=show_progress)
+    if getattr(retriever, "multifield", False):  # title and text as separate fields
+        documents = [collection.corpus[d] for d in doc_ids]
+        texts, titles = [d.text for d in documents], [d.title for d in documents]
+        retriever.index(doc_ids, texts, show_progress=show_progress, titles=titles)
+    else:
+        retriever.index(doc_ids, [collection.corpus[d].joined() for d in doc_ids], show_progress=show_progress)
     query_ids = list(collection.queries)
     hits = retriever.search(
         [collection.queries[q] for q in query_ids], k + 1 if ignore_identical_ids else k, show_progress=show_progress
@@ -535,8 +540,9 @@ def model_identity(name: str, cache_folder: str | None = None) -> dict[str, Any]
 
         r = BM25Retriever()
         return {"kind": "bm25s", "id": "bm25s", "k1": r.k1, "b": r.b, "stemmer": r.stemmer, "stopwords": r.stopwords}
-    if name == "pyserini-bm25":
-        return {"kind": "pyserini-bm25", "id": "pyserini-bm25", "k1": 0.9, "b": 0.4, "recipe": "beir-flat"}
+    if name in ("pyserini-bm25", "pyserini-bm25-multifield"):
+        recipe = "beir-multifield" if name.endswith("multifield") else "beir-flat"
+        return {"kind": name, "id": name, "k1": 0.9, "b": 0.4, "recipe": recipe}
     identity: dict[str, Any] = {"kind": "dense", "id": name, "revision": model_revision(name, cache_dir=cache_folder)}
     if Path(name).is_dir():
         identity["config"] = _dir_config_hash(Path(name))

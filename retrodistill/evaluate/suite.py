@@ -6,6 +6,8 @@ A *model* is named by a string:
 ``bm25s``              BM25 through bm25s (k1 = 0.9, b = 0.4, English stemming and stopwords)
 ``pyserini-bm25``      BM25 through Pyserini / Lucene, BEIR "flat" (k1 = 0.9, b = 0.4); the
                        ``pyserini`` extra
+``pyserini-bm25-multifield``  the same, BEIR "multifield": the title as its own field, searched
+                       beside the text with weight 1.0 each (Pyserini 2CR ``bm25-multifield``)
 anything else          a sentence-transformers model: hub id or directory, dense retrieval through
                        FAISS (:mod:`retrodistill.evaluate.retrieval`)
 =====================  ===============================================================================

@@ -64,6 +64,14 @@ RECIPE = (
     "pyserini-bm25-flat/v1: JsonCollection, DefaultLuceneDocumentGenerator, default English analyzer, "
     "-storePositions -storeDocvectors -storeRaw, contents = title + ' ' + text"
 )
+#: BEIR "multifield" (Pyserini 2CR ``bm25-multifield``): the title is its own field, searched with the text,
+#: each with weight 1.0 (``--fields contents=1.0 title=1.0``), as ``BeirMultifieldCollection`` indexes it.
+RECIPE_MULTIFIELD = (
+    "pyserini-bm25-multifield/v1: JsonCollection, DefaultLuceneDocumentGenerator, default English analyzer, "
+    "-storePositions -storeDocvectors -storeRaw, contents = text, title = title (-fields title); "
+    "searched over contents=1.0 title=1.0"
+)
+MULTIFIELD_WEIGHTS = {"contents": 1.0, "title": 1.0}
 _JVM_LOCK = threading.Lock()
 
 
@@ -237,14 +245,18 @@ def start_jvm() -> Any:
     return jnius.autoclass
 
 
-def corpus_fingerprint(doc_ids: Sequence[str], texts: Sequence[str]) -> str:
-    """``sha256:<hex>`` of :data:`RECIPE` and the ``(doc_id, text)`` pairs, in order."""
+def corpus_fingerprint(
+    doc_ids: Sequence[str], texts: Sequence[str], titles: Sequence[str] | None = None, recipe: str = RECIPE
+) -> str:
+    """``sha256:<hex>`` of the recipe and the ``(doc_id, text)`` pairs (with titles, when given), in order."""
 
     def parts() -> Iterator[str]:
-        yield RECIPE
-        for doc_id, text in zip(doc_ids, texts, strict=True):
+        yield recipe
+        for i, (doc_id, text) in enumerate(zip(doc_ids, texts, strict=True)):
             yield doc_id
             yield text
+            if titles is not None:
+                yield titles[i]
 
     return sha256_strings(parts())
 
@@ -259,6 +271,8 @@ class PyseriniBM25:
         index_dir: a cache folder for indexes (one subfolder per corpus, reused; see the module
             docstring), or ``None`` for a temporary index removed with the retriever.
         threads: Java threads for indexing and for searching (results do not depend on it).
+        multifield: BEIR "multifield" instead of "flat": titles indexed as a field of their own and
+            searched beside the text, weight 1.0 each (Pyserini 2CR ``bm25-multifield``).
 
     Example:
         >>> retriever = PyseriniBM25(index_dir="runs/lucene")  # doctest: +SKIP
@@ -271,15 +285,28 @@ class PyseriniBM25:
     b: float = 0.4
     index_dir: str | os.PathLike[str] | None = None
     threads: int = field(default_factory=lambda: min(8, os.cpu_count() or 1))
+    multifield: bool = False
     index_path: Path | None = field(default=None, init=False)
     """The folder (``lucene/`` + ``manifest.json``) of the index in use, once ``index()`` has run."""
     _searcher: Any = field(default=None, init=False, repr=False)
     _autoclass: Any = field(default=None, init=False, repr=False)
     _remove_temporary: weakref.finalize | None = field(default=None, init=False, repr=False)
 
-    def index(self, doc_ids: Sequence[str], texts: Sequence[str], show_progress: bool = False) -> None:
-        """Index ``texts`` (one string per document, ``title + " " + text``) under ``doc_ids``, or reuse
-        the cached index of the same corpus.
+    @property
+    def recipe(self) -> str:
+        return RECIPE_MULTIFIELD if self.multifield else RECIPE
+
+    def index(
+        self,
+        doc_ids: Sequence[str],
+        texts: Sequence[str],
+        show_progress: bool = False,
+        titles: Sequence[str] | None = None,
+    ) -> None:
+        """Index ``texts`` under ``doc_ids``, or reuse the cached index of the same corpus.
+
+        Flat: one string per document, ``title + " " + text``. Multifield (``multifield=True``): the
+        texts alone and ``titles`` beside them.
 
         Raises:
             ValueError: lengths differ, the corpus is empty, an id is empty or repeated, or a cached
@@ -292,6 +319,10 @@ class PyseriniBM25:
             raise ValueError(f"{len(doc_ids)} ids but {len(texts)} texts")
         if not doc_ids:
             raise ValueError("cannot index an empty corpus")
+        if self.multifield and (titles is None or len(titles) != len(doc_ids)):
+            raise ValueError("multifield BM25 needs one title per document (titles=...)")
+        if not self.multifield:
+            titles = None
         first: dict[str, int] = {}
         for position, doc_id in enumerate(doc_ids):
             if not isinstance(doc_id, str) or not doc_id:
@@ -301,16 +332,17 @@ class PyseriniBM25:
             first[doc_id] = position
         self._autoclass = start_jvm()
         self.close()
-        fingerprint = corpus_fingerprint(doc_ids, texts)
+        fingerprint = corpus_fingerprint(doc_ids, texts, titles, self.recipe)
         if self.index_dir is None:
             root = Path(tempfile.mkdtemp(prefix="retrodistill-lucene-"))
             self._remove_temporary = weakref.finalize(self, shutil.rmtree, root, ignore_errors=True)
             target = root / "index"
         else:
-            target = Path(self.index_dir) / f"bm25-flat-{fingerprint.split(':')[-1][:16]}"
+            kind = "multifield" if self.multifield else "flat"
+            target = Path(self.index_dir) / f"bm25-{kind}-{fingerprint.split(':')[-1][:16]}"
         if not target.exists():
-            self._build(target, fingerprint, doc_ids, texts, show_progress)
-        self._check_cached(target, fingerprint)
+            self._build(target, fingerprint, doc_ids, texts, show_progress, titles)
+        self._check_cached(target, fingerprint, self.recipe)
         searcher = self._autoclass("io.anserini.search.SimpleSearcher")(str(target / "lucene"))
         searcher.set_bm25(float(self.k1), float(self.b))
         self._searcher, self.index_path = searcher, target
@@ -338,10 +370,21 @@ class PyseriniBM25:
             for offset, query in enumerate(batch):
                 texts.add(str(query))
                 qids.add(str(offset))
-            hits = self._searcher.batch_search(texts, qids, int(k), int(self.threads))
+            if self.multifield:
+                hits = self._searcher.batch_search_fields(texts, qids, int(k), int(self.threads), self._fields())
+            else:
+                hits = self._searcher.batch_search(texts, qids, int(k), int(self.threads))
             for offset in range(len(batch)):
                 results.append([(str(h.docid), float(h.score)) for h in hits.get(str(offset))])
         return results
+
+    def _fields(self) -> Any:
+        """:data:`MULTIFIELD_WEIGHTS` as the ``java.util.Map<String, Float>`` Anserini's searcher takes."""
+        fields = self._autoclass("java.util.HashMap")()
+        java_float = self._autoclass("java.lang.Float")
+        for name, weight in MULTIFIELD_WEIGHTS.items():
+            fields.put(name, java_float(weight))
+        return fields
 
     def close(self) -> None:
         """Release the Lucene searcher; remove the index if it is temporary (an ``index_dir`` one stays)."""
@@ -353,7 +396,13 @@ class PyseriniBM25:
             self._remove_temporary = self.index_path = None
 
     def _build(
-        self, target: Path, fingerprint: str, doc_ids: Sequence[str], texts: Sequence[str], show_progress: bool
+        self,
+        target: Path,
+        fingerprint: str,
+        doc_ids: Sequence[str],
+        texts: Sequence[str],
+        show_progress: bool,
+        titles: Sequence[str] | None = None,
     ) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".building", dir=target.parent))
@@ -365,7 +414,10 @@ class PyseriniBM25:
             for number in range(files):
                 with open(inputs / f"docs{number:02d}.jsonl", "w", encoding="utf-8") as f:
                     for i in range(number * per_file, min(len(doc_ids), (number + 1) * per_file)):
-                        f.write(json.dumps({"id": doc_ids[i], "contents": texts[i]}) + "\n")
+                        record = {"id": doc_ids[i], "contents": texts[i]}
+                        if titles is not None:
+                            record["title"] = titles[i]
+                        f.write(json.dumps(record) + "\n")
             args = [
                 "-collection", "JsonCollection",
                 "-generator", "DefaultLuceneDocumentGenerator",
@@ -374,6 +426,8 @@ class PyseriniBM25:
                 "-threads", str(files),
                 "-storePositions", "-storeDocvectors", "-storeRaw",
             ]  # fmt: skip
+            if titles is not None:
+                args += ["-fields", "title"]
             if not show_progress:
                 args.append("-quiet")
             self._autoclass("io.anserini.index.IndexCollection").main(args)
@@ -395,7 +449,7 @@ class PyseriniBM25:
                 staging,
                 {
                     "stage": "pyserini-bm25-index",
-                    "recipe": RECIPE,
+                    "recipe": self.recipe,
                     "fingerprint": fingerprint,
                     "counts": {"documents": len(doc_ids), "indexed": indexed},
                     "pyserini": metadata.version("pyserini"),
@@ -413,12 +467,12 @@ class PyseriniBM25:
             shutil.rmtree(staging, ignore_errors=True)
 
     @staticmethod
-    def _check_cached(target: Path, fingerprint: str) -> None:
+    def _check_cached(target: Path, fingerprint: str, recipe: str = RECIPE) -> None:
         try:
             manifest = read_manifest(target)
         except (FileNotFoundError, ValueError) as err:
             raise ValueError(f"{target}: not a PyseriniBM25 index ({err}); remove it to rebuild") from None
-        if manifest.get("fingerprint") != fingerprint or manifest.get("recipe") != RECIPE:
+        if manifest.get("fingerprint") != fingerprint or manifest.get("recipe") != recipe:
             raise ValueError(
                 f"{target}/manifest.json: index of another corpus or recipe (fingerprint "
                 f"{manifest.get('fingerprint')}, expected {fingerprint}); remove the folder to rebuild"

@@ -271,3 +271,19 @@ def test_anserini_info_lines_stay_off_the_console(tmp_path: Path) -> None:
     assert run.stdout.strip().startswith("HITS"), run.stdout[-2000:]
     # Neither Anserini's log4j INFO lines nor SLF4J's "SLF4J(I): Connected with provider ..." line.
     assert " INFO " not in run.stdout + run.stderr and "SLF4J(I)" not in run.stderr, run.stderr[-2000:]
+
+
+@needs_pyserini
+def test_multifield_indexes_titles_as_their_own_field(tmp_path: Path) -> None:
+    retriever = PyseriniBM25(index_dir=tmp_path, multifield=True)
+    with pytest.raises(ValueError, match="one title per document"):
+        retriever.index(["d1", "d2"], ["heart artery", "cancer tumour"])
+    retriever.index(["d1", "d2"], ["heart artery", "cancer tumour"], titles=["oncology", "cardiology"])
+    assert retriever.index_path is not None and retriever.index_path.name.startswith("bm25-multifield-")
+    # A title term is found through the title field; flat indexing of the same texts alone would miss it.
+    assert [d for d, _ in retriever.search(["oncology"], 2)[0]] == ["d1"]
+    assert [d for d, _ in retriever.search(["tumour"], 2)[0]] == ["d2"]
+    flat = PyseriniBM25(index_dir=tmp_path)
+    flat.index(["d1", "d2"], ["heart artery", "cancer tumour"])
+    assert flat.search(["oncology"], 2) == [[]]
+    assert flat.index_path is not None and flat.index_path != retriever.index_path
