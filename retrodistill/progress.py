@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -27,6 +28,13 @@ def progress_bar(
     if not enabled:
         yield lambda n: None
         return
+    with new_progress(unit) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def new_progress(unit: str) -> Any:
+    """The toolkit's ``rich.progress.Progress``: label, bar, ``done/total unit``, elapsed, ETA; on stderr, transient."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -38,7 +46,4 @@ def progress_bar(
     )
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit))
-    bar = Progress(*columns, TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True), transient=True)
-    with bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n: bar.advance(task, n)
+    return Progress(*columns, TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True), transient=True)
