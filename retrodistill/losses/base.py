@@ -21,6 +21,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from retrodistill.losses.grad_cache import without_idle_cache_fields
 from retrodistill.losses.normalization import NORMALIZATIONS, check_normalization, normalize_scores
 from retrodistill.registry import Registry, parameters
 
@@ -152,5 +153,6 @@ class DistillationLoss(ABC):
         """A BibTeX entry for the paper that introduced the loss."""
 
     def config(self) -> dict[str, Any]:
-        """The loss's parameters and their values, for the run manifest."""
-        return {parameter.name: getattr(self, parameter.name) for parameter in parameters(type(self))}
+        """The loss's parameters and their values, for the run manifest (``cached`` ones only when on)."""
+        values = {parameter.name: getattr(self, parameter.name) for parameter in parameters(type(self))}
+        return without_idle_cache_fields(self, values)

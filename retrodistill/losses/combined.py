@@ -41,6 +41,13 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from retrodistill.losses.base import LOSSES
+from retrodistill.losses.grad_cache import (
+    CACHE_FIELDS,
+    cached_field,
+    check_cache_options,
+    mini_batch_size_field,
+    without_idle_cache_fields,
+)
 from retrodistill.losses.normalization import NORMALIZATIONS, check_normalization
 from retrodistill.registry import parameters
 
@@ -121,8 +128,9 @@ class BatchLoss(ABC):
         """A BibTeX entry for the paper that introduced the loss."""
 
     def config(self) -> dict[str, Any]:
-        """The loss's parameters and their values, for the run manifest."""
-        return {parameter.name: getattr(self, parameter.name) for parameter in parameters(type(self))}
+        """The loss's parameters and their values, for the run manifest (``cached`` ones only when on)."""
+        values = {parameter.name: getattr(self, parameter.name) for parameter in parameters(type(self))}
+        return without_idle_cache_fields(self, values)
 
 
 def required_inputs(loss: Any) -> tuple[str, ...]:
@@ -205,6 +213,11 @@ class CombinedLoss(BatchLoss):
     a term that does not set its own takes them (``teacher_normalization`` only terms with a teacher
     input). Without ``terms`` the loss is ``margin-mse`` alone.
 
+    ``cached: true`` embeds the whole batch with GradCache in mini-batches of ``mini_batch_size``
+    rows (:mod:`retrodistill.losses.grad_cache`): every term, in-batch ones included, gets the same
+    value and gradients in the memory of one mini-batch. The terms share the batch's embeddings, so
+    they cannot set ``cached`` themselves.
+
     Inputs:
         +------------+--------------------------------------------------------------------+
         | argument   | meaning                                                            |
@@ -228,9 +241,12 @@ class CombinedLoss(BatchLoss):
         default_factory=lambda: [{"name": "margin-mse", "weight": 1.0}],
         metadata={"help": "list of {name, weight, params, label}: the losses to add up, each logged as loss_<label>"},
     )
+    cached: bool = cached_field()
+    mini_batch_size: int = mini_batch_size_field()
     terms_built: tuple[WeightedTerm, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        check_cache_options("CombinedLoss", self.cached, self.mini_batch_size)
         if not isinstance(self.terms, list) or not self.terms:
             raise ValueError("CombinedLoss: terms must be a non-empty list of {name, weight, params, label}")
         built: list[WeightedTerm] = []
@@ -252,6 +268,12 @@ class CombinedLoss(BatchLoss):
             params = term.get("params") or {}
             if not isinstance(params, dict):
                 raise ValueError(f"{where}: params must be a mapping, got {params!r}")
+            cache_options = sorted(set(params) & set(CACHE_FIELDS))
+            if cache_options:
+                raise ValueError(
+                    f"{where} sets {', '.join(cache_options)}: the terms share one batch of embeddings, so set "
+                    "cached and mini_batch_size in the combined loss's own params"
+                )
             params = self._with_default_normalizations(name, params)
             label = term.get("label", name)
             if not isinstance(label, str) or not label:
@@ -299,6 +321,7 @@ class CombinedLoss(BatchLoss):
             ],
             "teacher_normalization": self.teacher_normalization,
             "student_normalization": self.student_normalization,
+            **without_idle_cache_fields(self, {"cached": self.cached, "mini_batch_size": self.mini_batch_size}),
         }
 
     @property

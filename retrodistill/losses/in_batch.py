@@ -10,6 +10,10 @@ documents are all-gathered; ``W = 1`` otherwise). Columns are ordered as in sent
   hard negatives and every other document of the batch as negatives (no teacher).
 * ``in-batch-kl``: TCT-style distillation: ``listwise-kl`` over the ``M`` in-batch documents, which
   needs the teacher's score of every query against every document of its batch.
+
+Both take ``cached: true`` and ``mini_batch_size``: the batch is then embedded with GradCache
+(:mod:`retrodistill.losses.grad_cache`), one mini-batch of activations at a time, for the same loss
+and gradients, so that a batch of hundreds of queries times ``1+N`` documents fits one GPU.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from retrodistill.losses.base import LOSSES
 from retrodistill.losses.combined import BatchLoss
+from retrodistill.losses.grad_cache import cached_field, check_cache_options, mini_batch_size_field
 from retrodistill.losses.listwise_kl import ListwiseKL
 from retrodistill.losses.normalization import normalize_scores
 
@@ -75,10 +80,13 @@ class InfoNCE(BatchLoss):
     scale: float = field(
         default=20.0, metadata={"help": "multiplies the student's scores before the softmax (1 / temperature); > 0"}
     )
+    cached: bool = cached_field()
+    mini_batch_size: int = mini_batch_size_field()
 
     def __post_init__(self) -> None:
         if isinstance(self.scale, bool) or not 0 < self.scale < math.inf:
             raise ValueError(f"InfoNCE: scale must be a positive finite number, got {self.scale}")
+        check_cache_options("InfoNCE", self.cached, self.mini_batch_size)
 
     def __call__(self, scores: Tensor, positive_index: Tensor) -> Tensor:
         """The mean over the ``B`` queries of the cross-entropy against their positives.
@@ -173,6 +181,13 @@ class InBatchKL(ListwiseKL):
 
     name: ClassVar[str] = "in-batch-kl"
     inputs: ClassVar[tuple[str, ...]] = ("student_in_batch", "teacher_in_batch")
+
+    cached: bool = cached_field()
+    mini_batch_size: int = mini_batch_size_field()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_cache_options("InBatchKL", self.cached, self.mini_batch_size)
 
     @property
     def citation(self) -> str:
