@@ -16,7 +16,7 @@ import pytest
 
 from retrodistill.data.collections import Collection, load_beir
 from retrodistill.evaluate.metrics import Run
-from retrodistill.evaluate.runs import RunCache
+from retrodistill.evaluate.run_cache import RunCache
 from retrodistill.temporaries import host_tag
 
 RUN: Run = {"q1": {"d1": 2.5, "d2": 1.0}, "q2": {"d3": 0.5}}
@@ -97,7 +97,7 @@ def test_a_damaged_entry_is_named_recomputed_and_rewritten(
     _get(cache)
     good = (tmp_path / "k" / "run.trec").read_bytes(), (tmp_path / "k" / "key.json").read_bytes()
     damage(tmp_path / "k" / "run.trec")
-    with caplog.at_level(logging.WARNING, logger="retrodistill.evaluate.runs"):
+    with caplog.at_level(logging.WARNING, logger="retrodistill.evaluate.run_cache"):
         assert _get(cache) == (RUN, 1)
     (message,) = [r.getMessage() for r in caplog.records]
     assert message == f"run cache entry {tmp_path / 'k'} is damaged: {reason}; recomputing model on toy"
@@ -110,7 +110,7 @@ def test_a_row_count_that_disagrees_is_damage(tmp_path: Path, caplog: pytest.Log
     _get(cache)
     entry_path = tmp_path / "k" / "key.json"
     entry_path.write_text(json.dumps({**json.loads(entry_path.read_text()), "rows": 4}))
-    with caplog.at_level(logging.WARNING, logger="retrodistill.evaluate.runs"):
+    with caplog.at_level(logging.WARNING, logger="retrodistill.evaluate.run_cache"):
         assert _get(cache) == (RUN, 1)
     assert "run.trec has 3 rows, key.json records 4" in caplog.text
     assert json.loads(entry_path.read_text())["rows"] == 3
@@ -120,7 +120,7 @@ def test_an_entry_without_a_checksum_is_a_quiet_miss(tmp_path: Path, caplog: pyt
     cache = RunCache(tmp_path)
     _get(cache)
     (tmp_path / "k" / "key.json").write_text(json.dumps({"what": "model on toy"}))  # as older versions wrote
-    with caplog.at_level(logging.WARNING, logger="retrodistill.evaluate.runs"):
+    with caplog.at_level(logging.WARNING, logger="retrodistill.evaluate.run_cache"):
         assert _get(cache) == (RUN, 1)
     assert not caplog.records
     assert "sha256" in json.loads((tmp_path / "k" / "key.json").read_text())
@@ -130,7 +130,7 @@ def test_an_entry_that_cannot_be_written_does_not_stop_the_run(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     (tmp_path / "k").write_text("a file where the entry's folder goes")
-    with caplog.at_level(logging.WARNING, logger="retrodistill.evaluate.runs"):
+    with caplog.at_level(logging.WARNING, logger="retrodistill.evaluate.run_cache"):
         assert _get(RunCache(tmp_path)) == (RUN, 1)
     assert f"run cache entry {tmp_path / 'k'} cannot be written" in caplog.text
     assert (tmp_path / "k").read_text() == "a file where the entry's folder goes"
