@@ -21,14 +21,8 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from retrodistill.data.embeddings import (
-    DEFAULT_SHARD_SIZE,
-    EmbeddingCache,
-    encode_texts,
-    encoder_settings,
-    encoding_pool,
-    iter_corpus_embeddings,
-)
+from retrodistill.data.embeddings import DEFAULT_SHARD_SIZE, EmbeddingCache, encoder_settings
+from retrodistill.data.encoding import encode_texts, encoding_pool, iter_corpus_embeddings
 from retrodistill.evaluate.metrics import Run
 from retrodistill.index import faiss_flat  # noqa: F401  (registers the FAISS backends; faiss loads lazily)
 from retrodistill.index.base import INDEXES, DenseIndex
@@ -162,7 +156,7 @@ def encode_and_search(
         query_chunk_size: queries encoded and searched at a time.
         devices: encode the corpus on these devices with a multi-process pool (e.g.
             ``["cuda:0", "cuda:1"]``); ``None`` uses every GPU when the model is on CUDA and
-            several are visible (:func:`~retrodistill.data.embeddings.encoding_pool`).
+            several are visible (:func:`~retrodistill.data.encoding.encoding_pool`).
 
     Returns:
         query id → document id → score (a Python float), best first.

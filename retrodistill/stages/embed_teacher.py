@@ -106,7 +106,8 @@ def _document_vectors(
     With a cache, each shard holding a wanted row is read from it, or encoded and written to it
     first; without one, the wanted rows are encoded ``DEFAULT_SHARD_SIZE`` at a time.
     """
-    from retrodistill.data.embeddings import encode_length_sorted, encoder_runtime, encoding_pool
+    from retrodistill.data.embeddings import encoder_runtime
+    from retrodistill.data.encoding import encode_length_sorted, encoding_pool
     from retrodistill.progress import progress_bar
 
     corpus = collection.corpus

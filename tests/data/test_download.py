@@ -59,9 +59,7 @@ def test_download_with_matching_md5(served: Path, tmp_path: Path, monkeypatch: p
     assert collection.name == "toy" and collection.queries
 
 
-def test_md5_mismatch_leaves_nothing_behind(
-    served: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_md5_mismatch_leaves_nothing_behind(served: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(download.BEIR_MD5, "toy", "0" * 32)
     data_dir = tmp_path / "data"
     with pytest.raises(DatasetDownloadError, match=f"md5 {_md5(served / 'toy.zip')} does not match BEIR's"):
@@ -69,9 +67,7 @@ def test_md5_mismatch_leaves_nothing_behind(
     assert not data_dir.exists()  # it did not exist before, so it is removed again
 
 
-def test_failure_keeps_an_existing_data_dir(
-    served: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_failure_keeps_an_existing_data_dir(served: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(download.BEIR_MD5, "toy", "0" * 32)
     data_dir = tmp_path / "data"
     (data_dir / "other").mkdir(parents=True)
@@ -93,9 +89,7 @@ def test_named_dataset_already_in_data_dir(toy_copy: Path, monkeypatch: pytest.M
     assert resolve_dataset("toy", toy_copy.parent) == toy_copy
 
 
-def test_env_variable_sets_the_data_dir(
-    served: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_env_variable_sets_the_data_dir(served: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     env_dir = tmp_path / "from-env"
     monkeypatch.setenv(download.DATA_ENV, str(env_dir))
     assert resolve_dataset("toy") == env_dir / "toy"  # downloaded there
@@ -122,9 +116,7 @@ def test_download_disabled_is_a_clear_error(served: Path, tmp_path: Path) -> Non
     assert not (tmp_path / "data").exists()
 
 
-def test_http_404_names_the_known_datasets(
-    served: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_http_404_names_the_known_datasets(served: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def not_found(url: str, timeout: float) -> None:
         raise urllib.error.HTTPError(url, 404, "Not Found", None, io.BytesIO())  # type: ignore[arg-type]
 
@@ -148,9 +140,7 @@ def test_network_failure_says_url_and_how_to_point_at_a_copy(
     assert "name resolution" in message and "--data-dir or RETRODISTILL_DATA" in message
 
 
-def test_unhosted_beir_dataset_fails_without_a_request(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_unhosted_beir_dataset_fails_without_a_request(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(urllib.request, "urlopen", _no_network)
     with pytest.raises(DatasetDownloadError, match="BEIR does not distribute 'robust04'"):
         resolve_dataset("robust04", tmp_path / "data")

@@ -12,13 +12,8 @@ import numpy as np
 import pytest
 
 from retrodistill.data.collections import Document
-from retrodistill.data.embeddings import (
-    EmbeddingCache,
-    cache_key,
-    encode_corpus,
-    encoder_settings,
-    iter_corpus_embeddings,
-)
+from retrodistill.data.embeddings import EmbeddingCache, cache_key, encoder_settings
+from retrodistill.data.encoding import encode_corpus, iter_corpus_embeddings
 
 ENCODER = {"kind": "dense", "id": "hash-encoder", "revision": "r1"}
 
@@ -225,7 +220,7 @@ def test_encoder_settings_name_what_changes_vectors(tiny_st_dir: Path) -> None:
 @pytest.mark.slow
 def test_a_multi_process_pool_gives_the_single_process_vectors(tiny_st_dir: Path, tmp_path: Path) -> None:
     """Two CPU worker processes stand in for two GPUs (the pool code path is the same)."""
-    from retrodistill.data.embeddings import encoding_pool
+    from retrodistill.data.encoding import encoding_pool
     from retrodistill.evaluate.retrieval import load_model
 
     model = load_model(tiny_st_dir, device="cpu")
@@ -243,7 +238,7 @@ def test_a_multi_process_pool_gives_the_single_process_vectors(tiny_st_dir: Path
 def test_every_visible_gpu_joins_the_pool(tiny_st_dir: Path) -> None:
     import torch
 
-    from retrodistill.data.embeddings import encoding_pool
+    from retrodistill.data.encoding import encoding_pool
     from retrodistill.evaluate.retrieval import load_model
 
     if torch.cuda.device_count() < 2:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from retrodistill.data import embeddings
-from retrodistill.data.embeddings import encode_length_sorted
+from retrodistill.data import encoding
+from retrodistill.data.encoding import encode_length_sorted
 
 
 class _LengthEncoder:
@@ -20,7 +20,7 @@ class _LengthEncoder:
 
 
 def test_slices_give_the_same_vectors_and_count_every_document(monkeypatch) -> None:
-    monkeypatch.setattr(embeddings, "PROGRESS_BATCHES", 2)
+    monkeypatch.setattr(encoding, "PROGRESS_BATCHES", 2)
     texts = [f"{chr(97 + i % 26)}{'x' * (i * 7 % 13)}" for i in range(23)]
     whole = encode_length_sorted(_LengthEncoder(), texts, batch_size=3)
     counted: list[int] = []
