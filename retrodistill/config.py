@@ -45,6 +45,13 @@ class MineConfig:
     k: int = field(default=100, metadata={"help": "documents retrieved per query"})
     k1: float = field(default=0.9, metadata={"help": "BM25 k1 (Pyserini's BEIR setting)"})
     b: float = field(default=0.4, metadata={"help": "BM25 b (Pyserini's BEIR setting)"})
+    ties: str = field(
+        default="bm25s",
+        metadata={
+            "help": "order of documents with equal BM25 scores: bm25s (bm25s' own order; the candidates of "
+            "earlier versions) or row (corpus order; ~10x faster per query on MS MARCO-sized corpora)"
+        },
+    )
     batch_size: int = 256
 
 

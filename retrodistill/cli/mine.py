@@ -28,6 +28,13 @@ def mine_negatives(
     ] = None,
     out: Annotated[str | None, typer.Option(help="Output directory (default runs/candidates).")] = None,
     k: Annotated[int | None, typer.Option(help="Documents retrieved per query (default 100).")] = None,
+    ties: Annotated[
+        str | None,
+        typer.Option(
+            help="Order of equal BM25 scores: 'bm25s' (default; bm25s' order, as earlier versions) or 'row' "
+            "(corpus order, ~10x faster per query at MS MARCO size; other candidates among ties)."
+        ),
+    ] = None,
     overwrite: OverwriteOption = False,
     config: ConfigOption = None,
     set_: SetOption = None,
@@ -41,7 +48,7 @@ def mine_negatives(
 
     with user_errors():
         data = {"dataset": dataset, "data_dir": data_dir, "split": split}
-        cfg = resolve(MineConfig, config, set_, {"data": data, "out": out, "k": k})
+        cfg = resolve(MineConfig, config, set_, {"data": data, "out": out, "k": k, "ties": ties})
         inputs = {"--dataset": cfg.data.dataset, "--data-dir": cfg.data.data_dir}
         with guarded_output(cfg.out, inputs=inputs, overwrite=overwrite):
             result = stage.run(cfg)

@@ -26,6 +26,7 @@ from retrodistill.config import MineConfig, to_dict
 from retrodistill.data.candidates import Candidate, CandidateSet, read_candidates, write_candidates
 from retrodistill.data.collections import Collection
 from retrodistill.data.download import load_dataset
+from retrodistill.index.bm25 import TIES
 from retrodistill.progress import progress_bar
 
 STAGE = "mine-negatives"
@@ -182,9 +183,9 @@ def run(config: MineConfig, *, show_progress: bool = True) -> CandidateSet:
     collection = load_dataset(config.data.dataset, config.data.split, config.data.data_dir)
     if config.k < 1:
         raise ValueError(f"k must be at least 1, got {config.k}")
-    # MineConfig may gain a ``ties`` field; until then the default keeps today's candidates.
-    ties = getattr(config, "ties", "bm25s")
-    table = mine_table(collection, config.k, config.k1, config.b, ties=ties, show_progress=show_progress)
+    if config.ties not in TIES:  # before the index is built: that takes minutes at MS MARCO size
+        raise ValueError(f"ties must be one of {', '.join(TIES)}, got {config.ties!r}")
+    table = mine_table(collection, config.k, config.k1, config.b, ties=config.ties, show_progress=show_progress)
     write_candidates(
         Path(config.out),
         table,
@@ -193,7 +194,7 @@ def run(config: MineConfig, *, show_progress: bool = True) -> CandidateSet:
             "config": to_dict(config),
             "dataset": collection.name,
             "split": collection.split,
-            "retriever": {"name": "bm25s", "k1": config.k1, "b": config.b, "k": config.k},
+            "retriever": {"name": "bm25s", "k1": config.k1, "b": config.b, "k": config.k, "ties": config.ties},
             "inputs": dict(collection.fingerprints),
             "unknown_judgments": collection.unknown_judgments,
             "wall_time_s": round(time.perf_counter() - start, 3),
