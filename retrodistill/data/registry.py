@@ -34,6 +34,12 @@ Names and where their data lives (``DATA_DIR`` as in :mod:`retrodistill.data.dow
 A group such as CQADupStack is one :class:`SuiteEntry` holding 12 collections; the evaluation suite
 reports it as one row, the unweighted mean over forums (the BEIR convention).
 
+Neighbours: :mod:`retrodistill.data.dataset_table` holds the table itself (:class:`DatasetSpec`,
+:class:`RemoteFile`, the BEIR / TREC DL entries, :data:`KNOWN_CORPORA`), and
+:mod:`retrodistill.data.dataset_rules` the rule checks (:func:`check_entry` with its identical-id and
+graded-qrels warnings, :func:`check_rel_threshold`, :func:`describe_rules`). Their public names are
+importable from here too.
+
 Example::
 
     >>> entry = load_entry("scifact", data_dir="../shared/data/beir", download=False)  # doctest: +SKIP
@@ -47,8 +53,8 @@ import difflib
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from retrodistill.artifacts import sha256_file
@@ -61,11 +67,22 @@ from retrodistill.data.collections import (
     read_qrels,
     restrict_qrels,
 )
+from retrodistill.data.dataset_rules import (
+    IDENTICAL_ID_SHARE,
+    check_entry,
+    check_rel_threshold,
+    describe_rules,
+    identical_id_share,
+)
+from retrodistill.data.dataset_table import (
+    BEIR_CITATION,
+    CQADUPSTACK_FORUMS,
+    KNOWN_CORPORA,
+    DatasetSpec,
+    RemoteFile,
+    build_datasets,
+)
 from retrodistill.data.download import (
-    BEIR_MD5,
-    BEIR_NOT_HOSTED,
-    BEIR_REBUILD,
-    BEIR_URL,
     DatasetDownloadError,
     default_data_dir,
     download_file,
@@ -76,69 +93,9 @@ from retrodistill.data.records import iter_lines
 
 logger = logging.getLogger(__name__)
 
-BEIR_CITATION = "Thakur et al., BEIR: A Heterogeneous Benchmark for Zero-shot Evaluation of IR Models, NeurIPS 2021"
-#: CQADupStack's forums, one sub-folder each in BEIR's cqadupstack.zip.
-CQADUPSTACK_FORUMS = tuple(
-    "android english gaming gis mathematica physics programmers stats tex unix webmasters wordpress".split()
-)
-_MSMARCO_URL = "https://msmarco.z22.web.core.windows.net/msmarcoranking"
-
 
 class UnknownDatasetError(ValueError):
     """A name that is neither a registered dataset nor a folder; the message suggests close matches."""
-
-
-@dataclass(frozen=True)
-class RemoteFile:
-    """One file a dataset is built from, and where it is published.
-
-    ``md5`` is the checksum its publisher (or, for TREC DL, ir_datasets' ``downloads.json``) lists,
-    None where none is published. ``file`` is the local file name; ``aliases`` are other names a
-    local copy may have (e.g. Anserini's ``qrels.dl19-passage.txt``).
-    """
-
-    role: str  # "archive" (a BEIR zip), "qrels" or "topics"
-    url: str
-    md5: str | None
-    file: str
-    aliases: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """A registered evaluation dataset (see the module docstring for the two rules).
-
-    ``folder`` is the ``DATA_DIR`` sub-folder holding its BEIR-layout data (for TREC DL: the corpus).
-    ``split_rel_thresholds`` overrides ``rel_threshold`` for single splits. ``hosted`` is False for
-    data that may not be redistributed: it loads from a local folder only.
-    """
-
-    name: str
-    kind: str  # "beir" (a BEIR-layout folder, or a group of them) or "trec-dl"
-    folder: str
-    splits: tuple[str, ...]
-    default_split: str
-    downloads: tuple[RemoteFile, ...] = ()
-    ignore_identical_ids: bool = False
-    rel_threshold: int = 1
-    split_rel_thresholds: tuple[tuple[str, int], ...] = ()
-    members: tuple[str, ...] = ()
-    hosted: bool = True
-    note: str = ""
-    citation: str = ""
-    source: str = ""
-
-    @property
-    def urls(self) -> tuple[str, ...]:
-        return tuple(f.url for f in self.downloads)
-
-    @property
-    def md5s(self) -> dict[str, str | None]:
-        """Checksum by URL (None where none is published)."""
-        return {f.url: f.md5 for f in self.downloads}
-
-    def threshold_for(self, split: str) -> int:
-        return dict(self.split_rel_thresholds).get(split, self.rel_threshold)
 
 
 @dataclass(frozen=True)
@@ -159,156 +116,8 @@ class SuiteEntry:
     warnings: tuple[str, ...] = ()
 
 
-_MSMARCO_TERMS = "MS MARCO terms: non-commercial research"
-_SAME_ID_NOTE = "queries are corpus documents: a retrieved document with the query's id is dropped"
-
-#: The BEIR datasets: name -> (splits, homepage, original paper, note). Homepages and splits are
-#: BEIR's README table (beir-cellar/beir); BEIR itself is cited for every entry.
-_BEIR_TABLE: dict[str, tuple[str, str, str, str]] = {
-    "msmarco": (
-        "train dev test",
-        "https://microsoft.github.io/msmarco/",
-        "Bajaj et al., MS MARCO, arXiv:1611.09268",
-        f"dev = passage dev small (6,980 queries); test = TREC DL 2019 (43 queries, binary at >= 2). {_MSMARCO_TERMS}",
-    ),
-    "trec-covid": ("test", "https://ir.nist.gov/covidSubmit/index.html", "Voorhees et al., SIGIR Forum 2020", ""),
-    "nfcorpus": (
-        "train dev test",
-        "https://www.cl.uni-heidelberg.de/statnlpgroup/nfcorpus/",
-        "Boteva et al., ECIR 2016",
-        "",
-    ),
-    "bioasq": ("train test", "http://bioasq.org", "Tsatsaronis et al., BMC Bioinformatics 2015", ""),
-    "nq": ("test", "https://ai.google.com/research/NaturalQuestions", "Kwiatkowski et al., TACL 2019", ""),
-    "hotpotqa": ("train dev test", "https://hotpotqa.github.io", "Yang et al., EMNLP 2018", ""),
-    "fiqa": ("train dev test", "https://sites.google.com/view/fiqa/", "Maia et al., WWW 2018 Companion", ""),
-    "signal1m": (
-        "test",
-        "https://research.signal-ai.com/datasets/signal1m-tweetir.html",
-        "Suarez et al., ECIR 2018",
-        "",
-    ),
-    "trec-news": ("test", "https://trec.nist.gov/data/news2019.html", "Soboroff et al., TREC 2019 News Track", ""),
-    "robust04": ("test", "https://trec.nist.gov/data/robust/04.guidelines.html", "Voorhees, TREC 2004 Robust", ""),
-    "arguana": ("test", "http://argumentation.bplaced.net/arguana/data", "Wachsmuth et al., ACL 2018", _SAME_ID_NOTE),
-    "webis-touche2020": (
-        "test",
-        "https://webis.de/events/touche-20/shared-task-1.html",
-        "Bondarenko et al., CLEF 2020",
-        "BEIR's current zip: Touché v2 judgments",
-    ),
-    "cqadupstack": (
-        "test",
-        "http://nlp.cis.unimelb.edu.au/resources/cqadupstack/",
-        "Hoogeveen et al., ADCS 2015",
-        "12 forums, reported as one row: the unweighted mean over forums (BEIR)",
-    ),
-    "quora": (
-        "dev test",
-        "https://www.quora.com/q/quoradata/First-Quora-Dataset-Release-Question-Pairs",
-        "Iyer et al., First Quora Dataset Release, 2017",
-        _SAME_ID_NOTE,
-    ),
-    "dbpedia-entity": ("dev test", "https://github.com/iai-group/DBpedia-Entity/", "Hasibi et al., SIGIR 2017", ""),
-    "scidocs": ("test", "https://allenai.org/data/scidocs", "Cohan et al., ACL 2020", ""),
-    "fever": ("train dev test", "http://fever.ai", "Thorne et al., NAACL 2018", ""),
-    "climate-fever": ("test", "http://climatefever.ai", "Diggelmann et al., arXiv:2012.00614", ""),
-    "scifact": ("train test", "https://github.com/allenai/scifact", "Wadden et al., EMNLP 2020", ""),
-}
-_IDENTICAL_IDS_DROPPED = ("arguana", "quora")
-
-#: Registered datasets recognised when given as a folder, by the sha256 of their ``corpus.jsonl``
-#: (``Collection.fingerprints["corpus"]``), so a folder gets its dataset's rules whatever it is called.
-#: Only checksums verified against the official BEIR zip belong here; add ArguAna's and Quora's
-#: (``sha256sum corpus.jsonl`` of the unzipped official files) when they can be checked. Until then a
-#: folder of theirs is caught by :func:`check_entry`'s identical-id warning instead.
-KNOWN_CORPORA: dict[str, str] = {
-    # BEIR scifact.zip's corpus.jsonl (../shared/data/beir/scifact/PROVENANCE.md)
-    "sha256:dec31c8182f3d744c7d2c09423756fd1d17cbef75808db13ba01cc0aab4d1ac6": "scifact",
-}
-#: The share of judged query ids that are also corpus ids above which the identical-id rule is in question.
-IDENTICAL_ID_SHARE = 0.5
-_BEIR_ZIP = {
-    name: RemoteFile("archive", BEIR_URL.format(name=name), md5, f"{name}.zip") for name, md5 in BEIR_MD5.items()
-}
-
-
-def _beir(name: str) -> DatasetSpec:
-    splits, source, citation, note = _BEIR_TABLE[name]
-    hosted = name not in BEIR_NOT_HOSTED
-    return DatasetSpec(
-        name=name,
-        kind="beir",
-        folder=name,
-        splits=tuple(splits.split()),
-        default_split="dev" if name == "msmarco" else "test",  # BEIR reports MS MARCO on dev
-        downloads=(_BEIR_ZIP[name],) if hosted else (),
-        ignore_identical_ids=name in _IDENTICAL_IDS_DROPPED,
-        split_rel_thresholds=(("test", 2),) if name == "msmarco" else (),
-        members=CQADUPSTACK_FORUMS if name == "cqadupstack" else (),
-        hosted=hosted,
-        note=note if hosted else f"not redistributable; to obtain it: {BEIR_REBUILD[name]}",
-        citation=f"{citation}; {BEIR_CITATION}",
-        source=source,
-    )
-
-
-def _trec_dl(year: int) -> DatasetSpec:
-    """TREC DL passage; md5s as listed in ir_datasets' downloads.json (msmarco-passage/trec-dl-YEAR)."""
-    yy = str(year)[2:]
-    qrels_md5 = {2019: "2f4be390198da108f6845c822e5ada14", 2020: "0355ccee7509ac0463e8278186cdd8d1"}[year]
-    topics_md5 = {2019: "eda71eccbe4d251af83150abe065368c", 2020: "00a406fb0d14ed3752d70d1e4eb98600"}[year]
-    topics = f"msmarco-test{year}-queries.tsv"
-    files = (
-        _BEIR_ZIP["msmarco"],
-        RemoteFile(
-            "qrels",
-            f"https://trec.nist.gov/data/deep/{year}qrels-pass.txt",
-            qrels_md5,
-            f"{year}qrels-pass.txt",
-            (f"qrels.dl{yy}-passage.txt",),
-        ),
-        RemoteFile(
-            "topics",
-            f"{_MSMARCO_URL}/{topics}.gz",
-            topics_md5,
-            f"{topics}.gz",
-            (topics, f"topics.dl{yy}-passage.txt", f"topics.dl{yy}.txt"),
-        ),
-    )
-    overview = {2019: "arXiv:2003.07820", 2020: "arXiv:2102.07662"}[year]
-    return DatasetSpec(
-        name=f"trec-dl-{year}",
-        kind="trec-dl",
-        folder="msmarco",
-        splits=("test",),
-        default_split="test",
-        downloads=files,
-        rel_threshold=2,
-        note=f"passage task: MS MARCO corpus, NIST graded qrels (0-3), judged queries only. {_MSMARCO_TERMS}",
-        citation=f"Craswell et al., Overview of the TREC {year} Deep Learning Track, {overview}",
-        source=f"https://trec.nist.gov/data/deep{year}.html",
-    )
-
-
-def _build() -> dict[str, DatasetSpec]:
-    dev_small = DatasetSpec(
-        name="msmarco-dev-small",
-        kind="beir",
-        folder="msmarco",
-        splits=("dev",),
-        default_split="dev",
-        downloads=(_BEIR_ZIP["msmarco"],),
-        note=f"MS MARCO passage dev small (6,980 queries): the BEIR msmarco folder's dev split. {_MSMARCO_TERMS}",
-        citation="Bajaj et al., MS MARCO, arXiv:1611.09268",
-        source="https://microsoft.github.io/msmarco/",
-    )
-    specs = [*(_beir(name) for name in _BEIR_TABLE), dev_small, _trec_dl(2019), _trec_dl(2020)]
-    return {spec.name: spec for spec in specs}
-
-
 #: Every registered dataset by name: the 18 BEIR datasets, msmarco, msmarco-dev-small and TREC DL.
-DATASETS: dict[str, DatasetSpec] = _build()
+DATASETS: dict[str, DatasetSpec] = build_datasets()
 
 
 def spec_for(name: str) -> DatasetSpec:
@@ -449,68 +258,6 @@ def recognise(collection: Collection) -> DatasetSpec | None:
     """The registered dataset whose corpus ``collection`` holds (by :data:`KNOWN_CORPORA`), if any."""
     name = KNOWN_CORPORA.get(collection.fingerprints.get("corpus", ""))
     return None if name is None else DATASETS[name]
-
-
-def identical_id_share(collection: Collection) -> tuple[int, int]:
-    """``(judged queries whose id is a corpus id, judged queries)`` of the evaluation view."""
-    queries = list(collection.for_evaluation().queries)
-    shared = int((collection.corpus.rows(queries, missing=-1) >= 0).sum()) if queries else 0
-    return shared, len(queries)
-
-
-def check_entry(
-    entry: SuiteEntry, *, ids_source: str = "default", threshold_source: str = "default", info: Sequence[str] = ()
-) -> SuiteEntry:
-    """``entry`` with its ``info`` (the rules and where they come from) and ``warnings`` filled in.
-
-    Warned about: an identical-id rule left to its default (keep) on a collection where at least
-    :data:`IDENTICAL_ID_SHARE` of the judged query ids are corpus ids (each such query would
-    retrieve itself, as in ArguAna and Quora); grades above 1 scored by binary measures at a
-    threshold nobody chose.
-
-    Args:
-        ids_source, threshold_source: where each rule comes from: ``"given"`` (by the user), a
-            registered dataset's rule, or ``"default"`` (nobody chose it: the checks apply).
-        info: lines to put before the one that states the rules.
-    """
-    warnings: list[str] = []
-    for collection in entry.collections:
-        if ids_source == "default" and not entry.ignore_identical_ids and len(collection.corpus):
-            shared, total = identical_id_share(collection)
-            if total and shared / total >= IDENTICAL_ID_SHARE:
-                warnings.append(
-                    f"{collection.name}: {shared:,} of {total:,} judged queries ({shared / total:.0%}) have the id "
-                    "of a corpus document; where they are the same text (as in ArguAna and Quora) each retrieves "
-                    "itself at rank 1 and every figure falls. Pass --ignore-identical-ids to drop such hits "
-                    "(BEIR's rule), or --keep-identical-ids to keep them and silence this warning"
-                )
-        if threshold_source == "default":
-            top = max((g for docs in collection.for_evaluation().qrels.values() for g in docs.values()), default=0)
-            if top >= 2:
-                warnings.append(
-                    f"{collection.name}: graded qrels (grades up to {top}), but binary measures (R, RR, P, AP) "
-                    f"count every grade ≥ {entry.rel_threshold} as relevant; pass --rel-threshold 2 for TREC DL's "
-                    f"convention, or --rel-threshold {entry.rel_threshold} to keep it and silence this warning"
-                )
-    ids = "dropped" if entry.ignore_identical_ids else "kept"
-    rules = (
-        f"{entry.name}: identical query/document ids {ids} ({ids_source}); relevance ≥ {entry.rel_threshold} "
-        f"for binary measures ({threshold_source})"
-    )
-    return replace(entry, info=(*entry.info, *info, rules), warnings=(*entry.warnings, *warnings))
-
-
-def check_rel_threshold(rel_threshold: int | None) -> None:
-    """Refuse a least relevant grade below 1 (None means the dataset's own).
-
-    Grade 0 means "judged not relevant" in BEIR and TREC qrels alike, so a threshold of 0 or less
-    would count those documents as hits and inflate every binary measure.
-    """
-    if rel_threshold is not None and rel_threshold < 1:
-        raise ValueError(
-            f"--rel-threshold {rel_threshold}: must be at least 1; grade 0 means judged not relevant, "
-            "so a lower threshold would count non-relevant documents as relevant"
-        )
 
 
 def _check_split(spec: DatasetSpec, split: str | None) -> str:
@@ -694,25 +441,6 @@ def _trec_dl_collection(name: str, corpus_path: Path, topics_path: Path, qrels_p
     return Collection(name, corpus, split="test", fingerprints=fingerprints, **views)
 
 
-def describe_rules(entries: Sequence[SuiteEntry]) -> str:
-    """One line stating both rules for every entry, for a table header.
-
-    E.g. ``"identical query/doc ids dropped: arguana; kept: scifact, trec-dl-2019; binary measures
-    count grades ≥ 1: arguana, scifact; ≥ 2: trec-dl-2019"``.
-    """
-    dropped = [e.name for e in entries if e.ignore_identical_ids]
-    kept = [e.name for e in entries if not e.ignore_identical_ids]
-    ids = [f"dropped: {', '.join(dropped)}"] if dropped else []
-    ids += [f"kept: {', '.join(kept)}"] if kept else []
-    thresholds = [
-        f"≥ {t}: {', '.join(e.name for e in entries if e.rel_threshold == t)}"
-        for t in sorted({e.rel_threshold for e in entries})
-    ]
-    if not entries:
-        return ""
-    return f"identical query/doc ids {'; '.join(ids)}; binary measures count grades {'; '.join(thresholds)}"
-
-
 def registry_table() -> list[dict[str, str | int | bool]]:
     """One row per registered dataset, for the ``retrodistill datasets`` listing."""
     return [
@@ -731,7 +459,11 @@ def registry_table() -> list[dict[str, str | int | bool]]:
 
 
 __all__ = [
+    "BEIR_CITATION",
+    "CQADUPSTACK_FORUMS",
     "DATASETS",
+    "IDENTICAL_ID_SHARE",
+    "KNOWN_CORPORA",
     "DatasetSpec",
     "RemoteFile",
     "SuiteEntry",
@@ -739,6 +471,7 @@ __all__ = [
     "check_entry",
     "check_rel_threshold",
     "describe_rules",
+    "identical_id_share",
     "load_entry",
     "load_trec_dl",
     "qrels_entry",
