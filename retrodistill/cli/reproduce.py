@@ -10,7 +10,8 @@ import typer
 from retrodistill.cli.common import DataDirOption, console, out_console, user_errors
 
 if TYPE_CHECKING:
-    from retrodistill.reproduce import Entry, Outcome
+    from retrodistill.reproduce import Outcome
+    from retrodistill.reproduce_matrix import Entry
 
 _STYLE = {"OK": "green", "FAIL": "bold red", "REPORTED": "cyan", "SKIPPED": "yellow"}
 
@@ -45,7 +46,8 @@ def reproduce(
 
     Example: retrodistill reproduce benchmarks/beir.yaml --filter scifact --dry-run
     """
-    from retrodistill.reproduce import counts, load_matrix, plan, run_matrix, select
+    from retrodistill.reproduce import counts, plan, run_matrix
+    from retrodistill.reproduce_matrix import load_matrix, select
 
     with user_errors():
         entries = select(load_matrix(matrix), filter_)
