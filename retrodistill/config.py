@@ -189,6 +189,16 @@ class TrainConfig:
         default=0,
         metadata={"help": "processes that look up texts and tokenise batches while the model trains (0: the main one)"},
     )
+    save_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "save a checkpoint every this many steps (and at the end) in the staging folder beside out, "
+            "so a re-run of the same command resumes from it; null: no checkpoints"
+        },
+    )
+    save_total_limit: int | None = field(
+        default=2, metadata={"help": "keep only the newest this many complete checkpoints (null: all)"}
+    )
 
 
 @dataclass

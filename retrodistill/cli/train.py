@@ -34,6 +34,22 @@ def train_student(
     batch_size: Annotated[int | None, typer.Option(help="Examples per step.")] = None,
     negatives: Annotated[int | None, typer.Option(help="Negatives per example (N of 1+N).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for sampling and training.")] = None,
+    save_steps: Annotated[
+        int | None,
+        typer.Option(
+            help="Save a checkpoint every N steps (and at the end) in .OUT.training beside --out; "
+            "running the same command again resumes from the newest complete one."
+        ),
+    ] = None,
+    resume_from: Annotated[
+        str | None,
+        typer.Option(
+            "--resume-from",
+            metavar="DIR",
+            help="Resume from this checkpoint (a checkpoint-N folder, or a folder of them: the newest) "
+            "of a run with the same settings.",
+        ),
+    ] = None,
     trust_remote_code: Annotated[
         bool,
         typer.Option(
@@ -61,6 +77,8 @@ def train_student(
 
     Example: retrodistill train-student -c configs/margin_mse.yaml
     --store runs/scifact/minilm-scores --out runs/scifact/student
+
+    Long runs: add --save-steps 1000; after a crash, the same command resumes from the newest checkpoint.
 
     Publish it: HF_TOKEN=... retrodistill train-student ... --push-to-hub you/scifact-student --private
     """
@@ -93,9 +111,10 @@ def train_student(
                 "batch_size": batch_size,
                 "negatives": negatives,
                 "seed": seed,
+                "save_steps": save_steps,
             },
         )
-        path = train_run.run(cfg, overwrite=overwrite, push_to_hub=target)
+        path = train_run.run(cfg, overwrite=overwrite, push_to_hub=target, resume_from=resume_from)
     console.print(f"[green]wrote[/] student {path}  (load it with SentenceTransformer({str(path)!r}))")
     if target is not None:
         console.print(f"[green]pushed[/] it to https://huggingface.co/{target.repo_id}")

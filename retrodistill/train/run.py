@@ -41,7 +41,10 @@ run whose ``student.model`` is the first run's output)::
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -55,11 +58,11 @@ from retrodistill.artifacts import (
     ArtifactMismatchError,
     check_inputs,
     check_output,
+    clean_stale_staging,
     model_revision,
     publish_dir,
     read_manifest,
     recorded_input,
-    staging_dir,
     write_manifest,
     write_text_atomic,
 )
@@ -73,6 +76,8 @@ from retrodistill.train.examples import Examples, build_examples, corpus_columns
 from retrodistill.train.hub import HubTarget, push_student
 from retrodistill.train.model_card import CARD, model_card
 from retrodistill.train.teacher_table import TeacherTable, build_teacher_table
+
+logger = logging.getLogger(__name__)
 
 STAGE = "train-student"
 STAGES = ("queries", "corpus")
@@ -374,6 +379,7 @@ def run(
     show_progress: bool = True,
     overwrite: bool = False,
     push_to_hub: HubTarget | None = None,
+    resume_from: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Train and publish the student at ``config.out``; then push it to ``push_to_hub`` if given.
 
@@ -381,7 +387,55 @@ def run(
     once the new student is complete); ``config.out`` may never be or contain an input. The push
     (:func:`retrodistill.train.hub.push_student`, main process only) starts after the student folder
     is complete and published.
+
+    Training happens in ``.NAME.training`` beside ``config.out`` (:mod:`retrodistill.train.checkpoints`).
+    With ``save_steps`` it holds a checkpoint every ``save_steps`` steps and survives a crash: the
+    same command run again resumes from the newest complete one (or from ``resume_from``, a
+    checkpoint or a folder of them) and ends with the student the uninterrupted run would have
+    made. The folder is removed once the student is published, or when a run fails before its
+    first checkpoint.
+
+    Raises:
+        ResumeError: the staging folder holds checkpoints of a run with other settings (without
+            ``overwrite``), or ``resume_from`` holds no complete checkpoint of this run.
     """
+    from retrodistill.artifacts import output_lock
+
+    check_output(config.out, inputs=training_inputs(config), overwrite=overwrite)
+    _check_checkpointing(config)
+    out = Path(config.out)
+    rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    # One writer per output: a second run on it refuses while this one lives (ranks share theirs).
+    lock = output_lock(out, STAGE) if world_size == 1 else contextlib.nullcontext()
+    with lock:
+        return _train(
+            config,
+            out,
+            main_process=rank == 0,
+            show_progress=show_progress,
+            overwrite=overwrite,
+            push_to_hub=push_to_hub,
+            resume_from=resume_from,
+        )
+
+
+def _check_checkpointing(config: TrainConfig) -> None:
+    for key in ("save_steps", "save_total_limit"):
+        value = getattr(config, key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{key} must be a whole number of at least 1 (or null), got {value!r}")
+
+
+def _train(
+    config: TrainConfig,
+    out: Path,
+    *,
+    main_process: bool,
+    show_progress: bool,
+    overwrite: bool,
+    push_to_hub: HubTarget | None,
+    resume_from: str | os.PathLike[str] | None,
+) -> Path:
     import torch
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.base.sampler import BatchSamplers
@@ -389,10 +443,10 @@ def run(
     from retrodistill.data.download import load_dataset
     from retrodistill.losses import LOSSES, required_inputs
     from retrodistill.students import STUDENTS
+    from retrodistill.train import checkpoints
     from retrodistill.train.st_loss import StudentDistillationLoss
 
     start = time.perf_counter()
-    check_output(config.out, inputs=training_inputs(config), overwrite=overwrite)
     if config.epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {config.epochs}")
     if config.stage not in STAGES:
@@ -403,6 +457,16 @@ def run(
     collection = load_dataset(config.data.dataset, config.data.split, config.data.data_dir)
     prepare = _corpus_data if config.stage == "corpus" else _query_data
     data = prepare(config, collection, config.loss.name, needs, show_progress)
+
+    # Stage beside the destination so the final rename is atomic (same filesystem).
+    work = checkpoints.training_dir(out)
+    clean_stale_staging(out)  # process-named staging folders of earlier versions' killed runs
+    identity = checkpoints.run_identity(to_dict(config), data.inputs)
+    if main_process:
+        resume = checkpoints.prepare_resume(work, identity, resume_from=resume_from, overwrite=overwrite)
+    else:  # rank 0 tidies the shared folder; the newest complete checkpoint is the same for every rank
+        found = checkpoints.complete_checkpoints(work / "checkpoints")
+        resume = checkpoints.find_checkpoint(resume_from) if resume_from is not None else (found[-1] if found else None)
 
     student_spec = STUDENTS.build(
         "bi-encoder",
@@ -424,10 +488,13 @@ def run(
         model, loss, similarity=config.student.similarity, scale=config.student.scale, teacher=data.table
     )
     dataset = data.dataset(collection)
+    resumed_at = None if resume is None else checkpoints.checkpoint_step(resume)  # rotation may delete it
+    if resume is not None:
+        checkpoints.load_projection(resume, train_loss.projection)
+        logger.warning("resuming %s from %s", out, resume)
 
-    out = Path(config.out)
-    # Stage beside the destination so the final rename is atomic (same filesystem).
-    work = staging_dir(out)
+    work.mkdir(parents=True, exist_ok=True)
+    published = False
     try:
         args = SentenceTransformerTrainingArguments(
             output_dir=str(work / "checkpoints"),
@@ -441,7 +508,10 @@ def run(
             data_seed=config.seed,
             bf16=config.bf16,
             logging_steps=config.logging_steps,
-            save_strategy="no",
+            save_strategy="steps" if config.save_steps else "no",
+            save_steps=config.save_steps or 500,
+            # The trainer would delete the previous checkpoint before the new one is marked complete.
+            save_total_limit=None,
             dataloader_pin_memory=torch.cuda.is_available(),
             # Tokenising 1 + N texts per example is the data path's cost (~5k texts/s per core): workers
             # keep a GPU fed; each gets the dataset, whose corpus pickles as its cache folder only.
@@ -451,11 +521,15 @@ def run(
             # In-batch negatives must not repeat a query's own positive.
             batch_sampler=BatchSamplers.NO_DUPLICATES if needs & _IN_BATCH_INPUTS else BatchSamplers.BATCH_SAMPLER,
         )
-        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=train_loss)
-        result = trainer.train()
+        marker = checkpoints.CheckpointCallback(identity, train_loss.projection, config.save_total_limit)
+        trainer = SentenceTransformerTrainer(
+            model=model, args=args, train_dataset=dataset, loss=train_loss, callbacks=[marker]
+        )
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
 
         if trainer.is_world_process_zero():
             staged = work / "model"
+            shutil.rmtree(staged, ignore_errors=True)
             model.max_seq_length = saved_max_seq_length
             model.save(str(staged))
             if train_loss.projection is not None:
@@ -465,6 +539,16 @@ def run(
             cfg = to_dict(config)
             (staged / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
             (staged / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=2) + "\n")
+            counts = {
+                **data.counts,
+                "training_stage": config.stage,
+                "steps": trainer.state.global_step,
+                # The dataset holds every epoch (fresh negatives each) and the trainer makes one
+                # pass, so the share of it trained is the share of the epochs run.
+                "epochs": round(float(trainer.state.epoch or 0.0) * config.epochs, 4),
+            }
+            if resumed_at is not None:
+                counts["resumed_at_step"] = resumed_at
             write_manifest(
                 staged,
                 {
@@ -481,14 +565,7 @@ def run(
                     },
                     "teacher": data.teacher,
                     "inputs": data.inputs,
-                    "counts": {
-                        **data.counts,
-                        "training_stage": config.stage,
-                        "steps": trainer.state.global_step,
-                        # The dataset holds every epoch (fresh negatives each) and the trainer makes one
-                        # pass, so the share of it trained is the share of the epochs run.
-                        "epochs": round(float(trainer.state.epoch or 0.0) * config.epochs, 4),
-                    },
+                    "counts": counts,
                     "train_loss": result.training_loss,
                     "wall_time_s": round(time.perf_counter() - start, 3),
                 },
@@ -496,9 +573,15 @@ def run(
             # Replaces the stock card model.save wrote: every figure on it is one the manifest records.
             write_text_atomic(staged / CARD, model_card(read_manifest(staged), citation=loss.citation, folder=str(out)))
             publish_dir(staged, out)
+            published = True
+            # Only now: until the student is published, the checkpoints are what a re-run resumes from.
+            shutil.rmtree(work, ignore_errors=True)
             if push_to_hub is not None:
                 push_student(out, push_to_hub)
     finally:
-        # A failed or interrupted run leaves neither a half-written student nor its staging folder.
-        shutil.rmtree(work, ignore_errors=True)
+        if main_process and not published and work.is_dir():
+            if checkpoints.complete_checkpoints(work / "checkpoints"):
+                logger.warning("the checkpoints in %s are kept: run the same command again to resume", work)
+            else:  # nothing to resume from: leave no staging folder behind
+                shutil.rmtree(work, ignore_errors=True)
     return out
