@@ -89,7 +89,7 @@ def suite_dataset(suite: Any) -> str:
 
 
 def run(config: QuickstartConfig, *, log: Any = print) -> QuickstartResult:
-    from retrodistill.artifacts import check_output
+    from retrodistill.outputs import check_output
     from retrodistill.stages import mine_negatives, score_teacher
     from retrodistill.students import BiEncoderStudent
     from retrodistill.teachers.bi_encoder import BiEncoderTeacher, CachedTeacherEncoder

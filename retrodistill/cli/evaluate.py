@@ -7,7 +7,6 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from retrodistill.artifacts import guarded_output
 from retrodistill.cli.common import (
     ConfigOption,
     DataDirOption,
@@ -18,6 +17,7 @@ from retrodistill.cli.common import (
     resolve,
     user_errors,
 )
+from retrodistill.outputs import guarded_output
 
 
 def _split_list(values: list[str] | None) -> list[str]:

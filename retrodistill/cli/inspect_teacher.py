@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
-from retrodistill.artifacts import check_output
 from retrodistill.cli.common import DataDirOption, console, out_console, user_errors
+from retrodistill.outputs import check_output
 
 
 def inspect_teacher(

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from retrodistill.artifacts import check_output
 from retrodistill.cli.common import console, out_console, user_errors
+from retrodistill.outputs import check_output
 
 
 def report(

@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 
-from retrodistill.artifacts import check_output, guarded_output, output_lock
 from retrodistill.cli.common import (
     ConfigOption,
     DataDirOption,
@@ -16,6 +15,7 @@ from retrodistill.cli.common import (
     resolve,
     user_errors,
 )
+from retrodistill.outputs import check_output, guarded_output, output_lock
 
 
 def score_teacher(
@@ -89,8 +89,9 @@ def score_teacher(
             store = stage.run(cfg, prepare=prepare)
         else:
             # One writer per store: a second run on it refuses while the first lives (a stale lock is taken over).
-            with output_lock(cfg.out, "score-teacher"), guarded_output(
-                cfg.out, inputs=inputs, resumable={STORE_STAGE}, overwrite=overwrite
+            with (
+                output_lock(cfg.out, "score-teacher"),
+                guarded_output(cfg.out, inputs=inputs, resumable={STORE_STAGE}, overwrite=overwrite),
             ):
                 store = stage.run(cfg, prepare=prepare)
         rank = me.rank

@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 
-from retrodistill.artifacts import guarded_output
 from retrodistill.cli.common import (
     ConfigOption,
     DataDirOption,
@@ -16,6 +15,7 @@ from retrodistill.cli.common import (
     resolve,
     user_errors,
 )
+from retrodistill.outputs import guarded_output
 
 
 def score_pairwise(

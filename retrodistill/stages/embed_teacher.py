@@ -271,7 +271,7 @@ def run(config: EmbedTeacherConfig, *, show_progress: bool = True) -> TeacherEmb
     """Embed the teacher's queries and documents (see the module docstring) into ``config.out``.
 
     Candidates made for another corpus or other queries are refused. The caller guards
-    ``config.out`` (``retrodistill.artifacts.guarded_output``).
+    ``config.out`` (``retrodistill.outputs.guarded_output``).
     """
     from retrodistill.artifacts import check_inputs
     from retrodistill.data.candidates import read_candidates

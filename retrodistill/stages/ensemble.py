@@ -55,11 +55,12 @@ from typing import Any
 
 import numpy as np
 
-from retrodistill.artifacts import now_iso, publish_dir, sha256_file, staging_dir, write_manifest
+from retrodistill.artifacts import now_iso, publish_dir, sha256_file, write_manifest
 from retrodistill.config import to_dict
 from retrodistill.data.part_store import pairs_fingerprint, rows_fingerprint
 from retrodistill.data.store import TeacherStore, part_name, store_schema
 from retrodistill.losses.normalization import NORMALIZATIONS, normalize_per_query
+from retrodistill.outputs import staging_dir
 from retrodistill.stages.ensemble_calibration import (
     TEMPERATURE_BOUNDS,
     Judgments,

@@ -71,7 +71,7 @@ from typing import Any
 
 import numpy as np
 
-from retrodistill.artifacts import publish_dir, sha256_file, staging_dir
+from retrodistill.artifacts import publish_dir, sha256_file
 from retrodistill.data.candidates import CandidateSet, CandidatesWriter, read_candidates
 from retrodistill.data.collections import Collection, DataFormatError, read_qrels
 from retrodistill.data.import_merge import EXAMPLES, Merger, Pairs, on_line, return_freed_memory
@@ -83,6 +83,7 @@ from retrodistill.data.import_readers import (
 )
 from retrodistill.data.part_store import PartWriter, StringsHasher
 from retrodistill.data.store import TeacherStore, store_schema
+from retrodistill.outputs import staging_dir
 
 __all__ = [
     "CONFLICT_POLICIES",
