@@ -224,6 +224,11 @@ class CheckpointCallback(TrainerCallback):  # type: ignore[misc]
         self.projection = projection
         self.save_total_limit = save_total_limit
 
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        # A log entry at every checkpoint's step, so a resumed run can sum the loss of the steps before it.
+        if args.save_strategy == "steps" and state.global_step % args.save_steps == 0:
+            control.should_log = True
+
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         _barrier()  # every rank has written its RNG state
@@ -238,6 +243,28 @@ class CheckpointCallback(TrainerCallback):  # type: ignore[misc]
                 for old in complete_checkpoints(folder.parent)[: -self.save_total_limit]:
                     shutil.rmtree(old, ignore_errors=True)
         _barrier()
+
+
+def whole_run_loss(log_history: list[dict[str, Any]], resumed_at: int, loss_since: float, steps: int) -> float | None:
+    """The mean training loss of a resumed run's every step, as an uninterrupted run reports it.
+
+    The trainer's own figure covers the steps this process ran (``loss_since``, the mean over
+    ``resumed_at + 1 … steps``); the steps before come from the restored log, which holds an entry at
+    every checkpoint's step (:meth:`CheckpointCallback.on_step_end`): each ``loss`` is the mean over
+    the steps since the previous entry.
+
+    Returns:
+        ``None`` when the log does not cover the steps up to ``resumed_at`` (a checkpoint of another tool).
+    """
+    total, last = 0.0, 0
+    for entry in log_history:
+        step = entry.get("step", 0)
+        if "loss" in entry and step <= resumed_at:
+            total += entry["loss"] * (step - last)
+            last = step
+    if last != resumed_at or steps <= 0:
+        return None
+    return (total + loss_since * (steps - resumed_at)) / steps
 
 
 def load_projection(checkpoint: Path, projection: Any) -> None:

@@ -547,8 +547,13 @@ def _train(
                 # pass, so the share of it trained is the share of the epochs run.
                 "epochs": round(float(trainer.state.epoch or 0.0) * config.epochs, 4),
             }
+            mean_loss: float | None = result.training_loss
             if resumed_at is not None:
                 counts["resumed_at_step"] = resumed_at
+                steps = trainer.state.global_step
+                mean_loss = checkpoints.whole_run_loss(
+                    trainer.state.log_history, resumed_at, result.training_loss, steps
+                )
             write_manifest(
                 staged,
                 {
@@ -566,7 +571,7 @@ def _train(
                     "teacher": data.teacher,
                     "inputs": data.inputs,
                     "counts": counts,
-                    "train_loss": result.training_loss,
+                    "train_loss": mean_loss,
                     "wall_time_s": round(time.perf_counter() - start, 3),
                 },
             )
