@@ -8,12 +8,14 @@ with a checkpoint every 2 (dropout is on in the tiny BERT, so the RNG states mat
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -21,8 +23,11 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from retrodistill.cli.app import app
+from retrodistill.config import DataConfig, LossConfig, StudentConfig, TeacherEmbeddingsConfig, TrainConfig
+from retrodistill.data.candidates import CandidateSet
 from retrodistill.data.store import TeacherStore
-from retrodistill.train.checkpoints import MARKER, training_dir
+from retrodistill.train.checkpoints import MARKER, PROJECTION, CheckpointCallback, training_dir
+from retrodistill.train.run import run
 
 runner = CliRunner()
 
@@ -34,7 +39,9 @@ from retrodistill.train.checkpoints import CheckpointCallback
 
 mode, step = sys.argv[1], int(sys.argv[2])
 if mode == "after-step":
+    stepped = CheckpointCallback.on_step_end
     def on_step_end(self, args, state, control, **kwargs):
+        stepped(self, args, state, control, **kwargs)
         if state.global_step == step:
             os.kill(os.getpid(), signal.SIGKILL)
     CheckpointCallback.on_step_end = on_step_end
@@ -73,17 +80,29 @@ def _invoke(args: list[str]) -> None:
     assert result.exit_code == 0, result.output
 
 
+def _fail_at_step(patch: pytest.MonkeyPatch, step: int) -> None:
+    """Make a run raise once ``step`` is trained (after the callback's own work at that step)."""
+    stepped = CheckpointCallback.on_step_end
+
+    def on_step_end(self: CheckpointCallback, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        stepped(self, args, state, control, **kwargs)
+        if state.global_step == step:
+            raise RuntimeError("a failure mid-run")
+
+    patch.setattr(CheckpointCallback, "on_step_end", on_step_end)
+
+
 def _weights(student: Path) -> dict[str, torch.Tensor]:
     return load_file(str(student / "model.safetensors"))
 
 
-def _assert_same_student(student: Path, reference: Path) -> None:
+def _assert_same_student(student: Path, reference: Path, steps: int = 6) -> None:
     got, want = _weights(student), _weights(reference)
     assert got.keys() == want.keys()
     for name in want:
         torch.testing.assert_close(got[name], want[name], rtol=0, atol=1e-6, msg=name)
     manifests = [json.loads((s / "manifest.json").read_text()) for s in (student, reference)]
-    assert [m["counts"]["steps"] for m in manifests] == [6, 6]
+    assert [m["counts"]["steps"] for m in manifests] == [steps, steps]
     # The mean loss of all 6 steps, though the resumed process trained only the last ones.
     assert manifests[0]["train_loss"] == pytest.approx(manifests[1]["train_loss"], rel=1e-6)
 
@@ -163,16 +182,10 @@ def test_resume_from_names_the_checkpoint(
 def test_a_failed_run_keeps_its_checkpoints_and_other_settings_are_refused(
     toy_dir: Path, tiny_st_dir: Path, cross_store: TeacherStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from retrodistill.train.checkpoints import CheckpointCallback
-
-    def fail_at_step_3(self: object, args: object, state: object, control: object, **kwargs: object) -> None:
-        if state.global_step == 3:  # type: ignore[attr-defined]
-            raise RuntimeError("a failure mid-run")
-
     out = tmp_path / "student"
     args = _args(toy_dir, tiny_st_dir, cross_store, out)
     with monkeypatch.context() as patch:
-        patch.setattr(CheckpointCallback, "on_step_end", fail_at_step_3, raising=False)
+        _fail_at_step(patch, 3)
         result = runner.invoke(app, args)
     assert result.exit_code != 0 and isinstance(result.exception, RuntimeError)
     work = training_dir(out)
@@ -188,3 +201,35 @@ def test_a_failed_run_keeps_its_checkpoints_and_other_settings_are_refused(
     manifest = json.loads((out / "manifest.json").read_text())
     assert "resumed_at_step" not in manifest["counts"] and manifest["counts"]["steps"] == 6
     assert not work.exists()
+
+
+def test_the_learned_projection_is_resumed_too(
+    toy_dir: Path, tiny_st_dir: Path, cross_candidates: CandidateSet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An embedding loss's student -> teacher map lives in the loss, not the model: it is checkpointed beside it."""
+    config = TrainConfig(
+        data=DataConfig(dataset=str(toy_dir), split="train"),
+        store=None,
+        candidates=str(cross_candidates.path),
+        student=StudentConfig(model=str(tiny_st_dir), max_seq_length=64),
+        loss=LossConfig("embedding", {"projection": "linear"}),
+        teacher_embeddings=TeacherEmbeddingsConfig(path=str(tmp_path / "teacher-embeddings"), model=str(tiny_st_dir)),
+        negatives=2,
+        batch_size=4,
+        max_steps=4,
+        save_steps=2,
+        learning_rate=1e-3,
+        logging_steps=1,
+    )
+    reference = run(dataclasses.replace(config, out=str(tmp_path / "reference")), show_progress=False)
+    resumed = dataclasses.replace(config, out=str(tmp_path / "student"))
+    with monkeypatch.context() as patch, pytest.raises(RuntimeError, match="mid-run"):
+        _fail_at_step(patch, 3)
+        run(resumed, show_progress=False)
+    assert (training_dir(resumed.out) / "checkpoints" / "checkpoint-2" / PROJECTION).is_file()
+
+    out = run(resumed, show_progress=False)
+    _assert_same_student(out, reference, steps=4)
+    got, want = (load_file(str(p / "teacher_projection.safetensors")) for p in (out, reference))
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=0, atol=1e-6, msg=name)
