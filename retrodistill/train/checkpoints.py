@@ -225,8 +225,11 @@ class CheckpointCallback(TrainerCallback):  # type: ignore[misc]
         self.save_total_limit = save_total_limit
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        # A log entry at every checkpoint's step, so a resumed run can sum the loss of the steps before it.
-        if args.save_strategy == "steps" and state.global_step % args.save_steps == 0:
+        # A log entry at every checkpoint's step (the trainer saves at the last step too), so a resumed
+        # run can sum the loss of the steps before it.
+        if args.save_strategy == "steps" and (
+            state.global_step % args.save_steps == 0 or state.global_step >= state.max_steps
+        ):
             control.should_log = True
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:

@@ -32,7 +32,8 @@ from retrodistill.train.run import run
 runner = CliRunner()
 
 # Runs the CLI and SIGKILLs itself: "after-step K" once step K is trained (checkpoints up to K
-# complete), "while-saving K" once the trainer wrote checkpoint-K but before it is marked complete.
+# complete), "while-saving K" once the trainer wrote checkpoint-K but before it is marked complete,
+# "after-saving K" once checkpoint-K is complete.
 _KILLED_CHILD = """
 import os, signal, sys
 from retrodistill.train.checkpoints import CheckpointCallback
@@ -48,9 +49,11 @@ if mode == "after-step":
 else:
     marked = CheckpointCallback.on_save
     def on_save(self, args, state, control, **kwargs):
-        if state.global_step == step:
+        if state.global_step == step and mode == "while-saving":
             os.kill(os.getpid(), signal.SIGKILL)
-        return marked(self, args, state, control, **kwargs)
+        marked(self, args, state, control, **kwargs)
+        if state.global_step == step:  # "after-saving"
+            os.kill(os.getpid(), signal.SIGKILL)
     CheckpointCallback.on_save = on_save
 from retrodistill.cli.app import main
 sys.argv = ["retrodistill", *sys.argv[3:]]
@@ -120,21 +123,36 @@ def uninterrupted(
     return out
 
 
+@pytest.mark.parametrize(
+    ("mode", "step", "kept", "resumed_at"),
+    [
+        ("after-step", 3, ["checkpoint-2"], 2),  # one step past checkpoint-2: that step is trained again
+        ("after-saving", 6, ["checkpoint-4", "checkpoint-6"], 6),  # trained, not yet published
+    ],
+)
 def test_a_killed_run_resumes_to_the_uninterrupted_student(
-    toy_dir: Path, tiny_st_dir: Path, cross_store: TeacherStore, tmp_path: Path, uninterrupted: Path
+    toy_dir: Path,
+    tiny_st_dir: Path,
+    cross_store: TeacherStore,
+    tmp_path: Path,
+    uninterrupted: Path,
+    mode: str,
+    step: int,
+    kept: list[str],
+    resumed_at: int,
 ) -> None:
     out = tmp_path / "student"
     args = _args(toy_dir, tiny_st_dir, cross_store, out)
-    _killed("after-step", 3, args)  # one step past checkpoint-2: that step is trained again
+    _killed(mode, step, args)
 
     work = training_dir(out)
     assert not out.exists()
-    assert sorted(p.name for p in (work / "checkpoints").iterdir()) == ["checkpoint-2"]
-    assert json.loads((work / "checkpoints" / "checkpoint-2" / MARKER).read_text())["step"] == 2
+    assert sorted(p.name for p in (work / "checkpoints").iterdir()) == kept
+    assert json.loads((work / "checkpoints" / kept[-1] / MARKER).read_text())["step"] == resumed_at
 
     _invoke(args)  # the same command again
     _assert_same_student(out, uninterrupted)
-    assert json.loads((out / "manifest.json").read_text())["counts"]["resumed_at_step"] == 2
+    assert json.loads((out / "manifest.json").read_text())["counts"]["resumed_at_step"] == resumed_at
     assert not work.exists()
 
 
