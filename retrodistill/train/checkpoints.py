@@ -154,14 +154,20 @@ def find_checkpoint(path: str | os.PathLike[str]) -> Path:
 
 
 def prepare_resume(
-    work: Path, identity: Mapping[str, Any], *, resume_from: str | os.PathLike[str] | None, overwrite: bool
+    work: Path,
+    identity: Mapping[str, Any],
+    *,
+    resume_from: str | os.PathLike[str] | None,
+    overwrite: bool,
+    tidy: bool = True,
 ) -> Path | None:
     """Tidy the staging folder ``work`` and return the checkpoint to resume from (``None``: start afresh).
 
     Incomplete checkpoints and a half-written ``model/`` are deleted. Complete checkpoints of a run
     with other settings are refused, or deleted with ``overwrite``. ``resume_from`` names the
     checkpoint explicitly (any folder, :func:`find_checkpoint`); otherwise the newest complete one in
-    ``work`` is taken.
+    ``work`` is taken. With ``tidy=False`` (every rank but the first) nothing is deleted, and the
+    answer is the same.
 
     Raises:
         ResumeError: naming the differences, and what to do.
@@ -170,9 +176,10 @@ def prepare_resume(
     explicit = find_checkpoint(resume_from) if resume_from is not None else None
     if explicit is not None:
         check_resumable(explicit, identity)
-    for path in remove_incomplete(checkpoints):
-        logger.warning("%s was not completely written (the run stopped while saving it): deleted", path)
-    shutil.rmtree(work / "model", ignore_errors=True)
+    if tidy:
+        for path in remove_incomplete(checkpoints):
+            logger.warning("%s was not completely written (the run stopped while saving it): deleted", path)
+        shutil.rmtree(work / "model", ignore_errors=True)
     found = complete_checkpoints(checkpoints)
     if found:
         differences = _differences(read_marker(found[-1]).get("run") or {}, identity)
@@ -183,15 +190,16 @@ def prepare_resume(
                 + "\nRun that command again to resume it, or pass --overwrite to discard its checkpoints."
             )
         if differences:
-            logger.warning("--overwrite: deleting the checkpoints of another run in %s", work)
-            shutil.rmtree(checkpoints)
+            if tidy:
+                logger.warning("--overwrite: deleting the checkpoints of another run in %s", work)
+                shutil.rmtree(checkpoints, ignore_errors=True)
             found = []
     if explicit is not None:
         # Checkpoints after the one asked for belong to a future this run replaces.
         step = checkpoint_step(explicit) or 0
-        for path in found:
+        for path in found if tidy else []:
             if (checkpoint_step(path) or 0) > step and path.resolve() != explicit.resolve():
-                shutil.rmtree(path)
+                shutil.rmtree(path, ignore_errors=True)
         return explicit
     return found[-1] if found else None
 

@@ -37,6 +37,9 @@ run whose ``student.model`` is the first run's output)::
       README.md                             the model card, written from the manifest (train/model_card.py)
       teacher_projection.safetensors        the learned student -> teacher map, when an embedding loss used one;
                                             not part of the model, kept for inspection and reuse
+
+The student is trained in ``.OUT.training/`` beside ``OUT`` and renamed onto it once complete; with
+``save_steps`` that folder holds the checkpoints a re-run resumes from (:mod:`.checkpoints`).
 """
 
 from __future__ import annotations
@@ -462,11 +465,8 @@ def _train(
     work = checkpoints.training_dir(out)
     clean_stale_staging(out)  # process-named staging folders of earlier versions' killed runs
     identity = checkpoints.run_identity(to_dict(config), data.inputs)
-    if main_process:
-        resume = checkpoints.prepare_resume(work, identity, resume_from=resume_from, overwrite=overwrite)
-    else:  # rank 0 tidies the shared folder; the newest complete checkpoint is the same for every rank
-        found = checkpoints.complete_checkpoints(work / "checkpoints")
-        resume = checkpoints.find_checkpoint(resume_from) if resume_from is not None else (found[-1] if found else None)
+    # Every rank finds the same checkpoint; only the first deletes what is not resumed.
+    resume = checkpoints.prepare_resume(work, identity, resume_from=resume_from, overwrite=overwrite, tidy=main_process)
 
     student_spec = STUDENTS.build(
         "bi-encoder",

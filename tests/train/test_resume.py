@@ -221,17 +221,25 @@ def test_a_failed_run_keeps_its_checkpoints_and_other_settings_are_refused(
     assert not work.exists()
 
 
-def test_the_learned_projection_is_resumed_too(
-    toy_dir: Path, tiny_st_dir: Path, cross_candidates: CandidateSet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("loss", ["embedding", "infonce"])
+def test_other_objectives_resume_exactly(
+    toy_dir: Path,
+    tiny_st_dir: Path,
+    cross_candidates: CandidateSet,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    loss: str,
 ) -> None:
-    """An embedding loss's student -> teacher map lives in the loss, not the model: it is checkpointed beside it."""
+    """An embedding loss's student -> teacher map lives in the loss, not the model: it is checkpointed
+    beside it. InfoNCE batches with the no-duplicates sampler, which the resumed run must replay too."""
+    embeddings = TeacherEmbeddingsConfig(path=str(tmp_path / "teacher-embeddings"), model=str(tiny_st_dir))
     config = TrainConfig(
         data=DataConfig(dataset=str(toy_dir), split="train"),
         store=None,
         candidates=str(cross_candidates.path),
         student=StudentConfig(model=str(tiny_st_dir), max_seq_length=64),
-        loss=LossConfig("embedding", {"projection": "linear"}),
-        teacher_embeddings=TeacherEmbeddingsConfig(path=str(tmp_path / "teacher-embeddings"), model=str(tiny_st_dir)),
+        loss=LossConfig(loss, {"projection": "linear"} if loss == "embedding" else {}),
+        teacher_embeddings=embeddings if loss == "embedding" else TeacherEmbeddingsConfig(),
         negatives=2,
         batch_size=4,
         max_steps=4,
@@ -244,10 +252,12 @@ def test_the_learned_projection_is_resumed_too(
     with monkeypatch.context() as patch, pytest.raises(RuntimeError, match="mid-run"):
         _fail_at_step(patch, 3)
         run(resumed, show_progress=False)
-    assert (training_dir(resumed.out) / "checkpoints" / "checkpoint-2" / PROJECTION).is_file()
+    checkpoint = training_dir(resumed.out) / "checkpoints" / "checkpoint-2"
+    assert (checkpoint / PROJECTION).is_file() == (loss == "embedding")
 
     out = run(resumed, show_progress=False)
     _assert_same_student(out, reference, steps=4)
-    got, want = (load_file(str(p / "teacher_projection.safetensors")) for p in (out, reference))
-    for name in want:
-        torch.testing.assert_close(got[name], want[name], rtol=0, atol=1e-6, msg=name)
+    if loss == "embedding":
+        got, want = (load_file(str(p / "teacher_projection.safetensors")) for p in (out, reference))
+        for name in want:
+            torch.testing.assert_close(got[name], want[name], rtol=0, atol=1e-6, msg=name)
