@@ -138,7 +138,7 @@ class _Replay:
         from sentence_transformers.base.losses.gradcache import RandContext
 
         device = _device(self.features[0])
-        self.autocast = (device.type, torch.is_autocast_enabled(device.type), torch.get_autocast_dtype(device.type))
+        self.autocast = (device.type, *_autocast_state(device.type))
         columns = []
         with torch.no_grad():
             for column, bounds in zip(self.features, self.bounds, strict=True):
@@ -196,6 +196,19 @@ def _grad_cache_function() -> Any:
             return None, None
 
     return GradCacheEmbeddings
+
+
+def _autocast_state(device_type: str) -> tuple[bool, Any]:
+    """Whether autocast is on for ``device_type`` and its dtype (torch < 2.4 has per-device functions)."""
+    import torch
+
+    if hasattr(torch, "get_autocast_dtype"):
+        return torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type)
+    if device_type == "cuda":
+        return torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype()
+    if device_type == "cpu":
+        return torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
+    return False, torch.float32
 
 
 def _rows(column: dict[str, Any]) -> int:

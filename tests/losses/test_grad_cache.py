@@ -210,3 +210,26 @@ def test_bad_options_are_refused(build: Any, message: str) -> None:
 def test_a_mini_batch_size_below_one_is_refused_by_the_embedder(student: SentenceTransformer) -> None:
     with pytest.raises(ValueError, match="mini_batch_size must be a positive integer"):
         cached_embed_columns(student, features(student), 0)
+
+
+def test_the_replay_runs_under_the_autocast_of_the_first_pass(student: SentenceTransformer) -> None:
+    # The trainer runs the loss under autocast and its backward outside; the replay must re-embed
+    # in bf16 as the first pass did. Equal to bf16 rounding only: the uncached pass sums the four
+    # columns' gradients of autocast's one bf16 copy of each weight in bf16, the replay in fp32.
+    # A replay in fp32 would be off by ~5% of the largest gradient; rounding stays under 1%.
+    student.eval()
+
+    def under_autocast(embed: Embed) -> Embed:
+        def run(model: SentenceTransformer, columns: list[dict[str, Any]]) -> list[torch.Tensor]:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return [e.float() for e in embed(model, columns)]
+
+        return run
+
+    loss = InfoNCE(scale=20.0)
+    cached_loss, cached_grads = loss_and_gradients(student, under_autocast(cached(len(QUERIES))), loss)
+    loss_value, grads = loss_and_gradients(student, under_autocast(uncached), loss)
+    torch.testing.assert_close(cached_loss, loss_value, rtol=1e-5, atol=1e-6)
+    assert cached_grads.keys() == grads.keys()
+    for name, grad in grads.items():
+        assert (cached_grads[name] - grad).abs().max() <= 0.01 * grad.abs().max(), name
