@@ -112,5 +112,3 @@ def build_teacher_table(
         table.query_embeddings = embeddings.vectors("queries", table.query_ids)
         table.doc_embeddings = embeddings.vectors("documents", table.doc_ids)
     return table
-
-
