@@ -60,8 +60,6 @@ from retrodistill.artifacts import (
     MANIFEST,
     ArtifactMismatchError,
     check_inputs,
-    check_output,
-    clean_stale_staging,
     model_revision,
     publish_dir,
     read_manifest,
@@ -75,6 +73,7 @@ from retrodistill.data.collections import Collection
 from retrodistill.data.pair_store import PairStore
 from retrodistill.data.store import TeacherStore
 from retrodistill.data.teacher_embeddings import TeacherEmbeddings
+from retrodistill.outputs import check_output, clean_stale_staging, output_lock
 from retrodistill.train.examples import Examples, build_examples, corpus_columns, sample_corpus
 from retrodistill.train.hub import HubTarget, push_student
 from retrodistill.train.model_card import CARD, model_card
@@ -402,8 +401,6 @@ def run(
         ResumeError: the staging folder holds checkpoints of a run with other settings (without
             ``overwrite``), or ``resume_from`` holds no complete checkpoint of this run.
     """
-    from retrodistill.artifacts import output_lock
-
     check_output(config.out, inputs=training_inputs(config), overwrite=overwrite)
     _check_checkpointing(config)
     out = Path(config.out)
