@@ -329,13 +329,29 @@ def _corpus_data(
     )
 
 
+def _trainer_class() -> Any:
+    """sentence-transformers' trainer without its model-card callback.
+
+    The student's card is ours (:mod:`retrodistill.train.model_card`); the callback would only compute
+    "widget examples" from the training data when the trainer is built (time, and a tqdm bar of its own).
+    ``add_model_card_callback`` is the hook sentence-transformers documents for this.
+    """
+    from sentence_transformers import SentenceTransformerTrainer
+
+    class Trainer(SentenceTransformerTrainer):  # type: ignore[misc]
+        def add_model_card_callback(self, default_args_dict: dict[str, Any]) -> None:
+            return None
+
+    return Trainer
+
+
 def warmup_arguments(ratio: float) -> dict[str, Any]:
     """The trainer arguments that warm the learning rate up over ``ratio`` of the training steps.
 
     transformers v5 dropped ``warmup_ratio`` and reads ``warmup_steps`` as a ratio below 1 and as a
     step count from 1 on, so a ratio of 1 or more would silently become a step count: refused here.
-    Where ``warmup_ratio`` still exists it is used; otherwise the meaning of ``warmup_steps`` is
-    checked on this transformers version rather than assumed.
+    The meaning of a fractional ``warmup_steps`` is checked on this transformers version rather than
+    assumed; where it is not a ratio, the older ``warmup_ratio`` is used.
 
     Raises:
         ValueError: ``ratio`` is not in [0, 1), naming the key.
@@ -350,16 +366,17 @@ def warmup_arguments(ratio: float) -> dict[str, Any]:
             f"warmup_ratio must be a fraction of the training steps in [0, 1), got {ratio!r} "
             "(for a warm-up of k steps out of n, set warmup_ratio to k / n)"
         )
-    fields = getattr(SentenceTransformerTrainingArguments, "__dataclass_fields__", {})
-    if "warmup_ratio" in fields:
-        return {"warmup_ratio": float(ratio)}
+    # A fractional warmup_steps first: sentence-transformers still accepts warmup_ratio but logs a
+    # deprecation warning for it on every run. Both give ceil(ratio * steps) warm-up steps.
     probe = SentenceTransformerTrainingArguments(output_dir="unused", warmup_steps=float(ratio), report_to="none")
-    if probe.get_warmup_steps(1000) != math.ceil(1000 * ratio):
-        raise RuntimeError(
-            "this transformers version does not read a fractional warmup_steps as a ratio of the steps; "
-            "retrodistill cannot pass warmup_ratio to it"
-        )
-    return {"warmup_steps": float(ratio)}
+    if probe.get_warmup_steps(1000) == math.ceil(1000 * ratio):
+        return {"warmup_steps": float(ratio)}
+    if "warmup_ratio" in getattr(SentenceTransformerTrainingArguments, "__dataclass_fields__", {}):
+        return {"warmup_ratio": float(ratio)}
+    raise RuntimeError(
+        "this transformers version reads a fractional warmup_steps as a step count and has no warmup_ratio; "
+        "retrodistill cannot pass warmup_ratio to it"
+    )
 
 
 def training_inputs(config: TrainConfig) -> dict[str, str | None]:
@@ -437,7 +454,7 @@ def _train(
     resume_from: str | os.PathLike[str] | None,
 ) -> Path:
     import torch
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers import SentenceTransformerTrainingArguments
     from sentence_transformers.base.sampler import BatchSamplers
 
     from retrodistill.data.download import load_dataset
@@ -514,14 +531,16 @@ def _train(
             # keep a GPU fed; each gets the dataset, whose corpus pickles as its cache folder only.
             dataloader_num_workers=config.dataloader_num_workers,
             report_to="none",
-            disable_tqdm=not show_progress,
+            disable_tqdm=True,  # our bar: use_rich_progress below
             # In-batch negatives must not repeat a query's own positive.
             batch_sampler=BatchSamplers.NO_DUPLICATES if needs & _IN_BATCH_INPUTS else BatchSamplers.BATCH_SAMPLER,
         )
         marker = checkpoints.CheckpointCallback(identity, train_loss.projection, config.save_total_limit)
-        trainer = SentenceTransformerTrainer(
-            model=model, args=args, train_dataset=dataset, loss=train_loss, callbacks=[marker]
-        )
+        trainer = _trainer_class()(model=model, args=args, train_dataset=dataset, loss=train_loss, callbacks=[marker])
+        # One rich bar with the current loss instead of tqdm and printed log dicts.
+        from retrodistill.train.progress import use_rich_progress
+
+        use_rich_progress(trainer, show_progress)
         result = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
 
         if trainer.is_world_process_zero():
