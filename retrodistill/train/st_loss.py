@@ -51,6 +51,7 @@ from retrodistill.losses.combined import (
     loss_terms,
     required_inputs,
 )
+from retrodistill.losses.grad_cache import cache_mini_batch_size, cached_embed_columns
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -279,7 +280,11 @@ class StudentDistillationLoss(nn.Module):
 
         columns = len(features) - 1
         layout = self._label_layout(labels, columns)
-        embeddings = embed_columns(self.model, features)  # 1 + (1+N) tensors of (B, D)
+        mini_batch_size = cache_mini_batch_size(self.loss)  # None unless the loss says cached: true
+        if mini_batch_size is None:
+            embeddings = embed_columns(self.model, features)  # 1 + (1+N) tensors of (B, D)
+        else:  # GradCache: same loss and gradients, one mini-batch of activations at a time
+            embeddings = cached_embed_columns(self.model, features, mini_batch_size)
         query, documents = embeddings[0], torch.stack(embeddings[1:], dim=1)  # (B, D), (B, 1+N, D)
         return self._evaluate(self._inputs(query, documents, labels, layout))
 
