@@ -125,6 +125,11 @@ def _patch_linear_layers(model: Any, dtype: Any) -> None:
             return module.intermediate_act_fn(dense(hidden))
         return linear(hidden, dense.weight, dense.bias, "gelu", [], module._onednn_gelu)
 
+    # A bound method pickles as getattr(module, its __name__): named "forward", a pickled model (a
+    # multi-process encoding pool's workers get one) unpickles with its class's own forward, which
+    # computes the same thing, instead of failing on a missing attribute.
+    fused_forward.__name__ = "forward"
+
     for module in model.modules():
         if type(module) is torch.nn.Linear:
             # An instance attribute shadows nn.Linear.forward for this model only.

@@ -152,3 +152,16 @@ def test_a_kernel_that_fails_any_way_is_not_used(monkeypatch: pytest.MonkeyPatch
     assert not any("forward" in vars(m) for m in model.modules())
     with pytest.raises(ValueError, match="unavailable"):
         use_onednn_linear(_mlp(), "onednn")
+
+
+def test_a_patched_model_pickles_and_computes_the_same_after() -> None:
+    """Multi-process encoding pools pickle the model into their workers."""
+    import pickle
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(_FeedForward(torch.nn.GELU()), torch.nn.Linear(256, 8))
+    use_onednn_linear(model, "auto")
+    copy = pickle.loads(pickle.dumps(model))
+    x = torch.randn(2, 5, 64)
+    with torch.inference_mode():
+        assert torch.allclose(copy(x), model(x), rtol=1e-5, atol=1e-6)
