@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from retrodistill.config import DataConfig, StudentConfig, TrainConfig
 from retrodistill.data.candidates import Candidate, CandidateSet, read_candidates, write_candidates
 from retrodistill.data.collections import load_beir
 from retrodistill.data.store import TeacherStore
@@ -44,3 +45,19 @@ def cross_store(
         part_size=1000,
     )
     return run(config, show_progress=False, teacher=BiEncoderTeacher(**params))
+
+
+@pytest.fixture()
+def base(toy_dir: Path, tiny_st_dir: Path, cross_store: TeacherStore, tmp_path: Path) -> TrainConfig:
+    """A short train-student config on the toy set, the tiny student and ``cross_store``."""
+    return TrainConfig(
+        data=DataConfig(dataset=str(toy_dir), split="train"),
+        store=str(cross_store.path),
+        out=str(tmp_path / "student"),
+        student=StudentConfig(model=str(tiny_st_dir), max_seq_length=64, similarity="cosine"),
+        negatives=2,
+        batch_size=4,
+        max_steps=2,
+        logging_steps=1,
+        learning_rate=1e-3,
+    )

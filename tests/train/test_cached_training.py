@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 
-from retrodistill.config import DataConfig, StudentConfig, TrainConfig
+from retrodistill.config import TrainConfig
 from retrodistill.data.candidates import CandidateSet
 from retrodistill.train import st_loss
 from retrodistill.train.run import run
 
 
 def test_infonce_cached_trains_through_the_cached_embedding(
-    toy_dir: Path, tiny_st_dir: Path, cross_candidates: CandidateSet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    base: TrainConfig, cross_candidates: CandidateSet, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[int] = []
     real = st_loss.cached_embed_columns
@@ -26,17 +26,7 @@ def test_infonce_cached_trains_through_the_cached_embedding(
         return real(model, features, mini_batch_size)
 
     monkeypatch.setattr(st_loss, "cached_embed_columns", counting)
-    config = TrainConfig(
-        data=DataConfig(dataset=str(toy_dir), split="train"),
-        store=None,
-        candidates=str(cross_candidates.path),
-        out=str(tmp_path / "student"),
-        student=StudentConfig(model=str(tiny_st_dir), max_seq_length=64, similarity="cosine"),
-        negatives=2,
-        batch_size=4,
-        max_steps=2,
-        logging_steps=1,
-    )
+    config = dataclasses.replace(base, store=None, candidates=str(cross_candidates.path))
     config = dataclasses.replace(
         config, loss=dataclasses.replace(config.loss, name="infonce", params={"cached": True, "mini_batch_size": 2})
     )

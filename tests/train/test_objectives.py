@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from retrodistill.artifacts import ArtifactMismatchError
-from retrodistill.config import DataConfig, StudentConfig, TeacherEmbeddingsConfig, TrainConfig, load_config
+from retrodistill.config import DataConfig, TeacherEmbeddingsConfig, TrainConfig, load_config
 from retrodistill.data.candidates import CandidateSet
 from retrodistill.data.collections import load_beir
 from retrodistill.data.pair_store import PairStore, ranking_by_scores, select_comparisons
@@ -26,21 +26,6 @@ from retrodistill.train.run import run
 from retrodistill.train.st_loss import StudentDistillationLoss
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-
-
-@pytest.fixture()
-def base(toy_dir: Path, tiny_st_dir: Path, cross_store: TeacherStore, tmp_path: Path) -> TrainConfig:
-    return TrainConfig(
-        data=DataConfig(dataset=str(toy_dir), split="train"),
-        store=str(cross_store.path),
-        out=str(tmp_path / "student"),
-        student=StudentConfig(model=str(tiny_st_dir), max_seq_length=64, similarity="cosine"),
-        negatives=2,
-        batch_size=4,
-        max_steps=2,
-        logging_steps=1,
-        learning_rate=1e-3,
-    )
 
 
 class SeededEncoder:
