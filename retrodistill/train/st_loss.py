@@ -148,6 +148,17 @@ def average_over_ranks(grad: Tensor) -> Tensor:
     return summed / world
 
 
+def full_precision(tensor: Tensor) -> Any:
+    """Autocast off for what follows on ``tensor``'s device: scores, temperatures and the loss in fp32.
+
+    Under mixed precision (CPU bf16 autocast, GPU fp16/bf16) the student's score matrices would be
+    computed in 16 bits: bf16 keeps 8 significant bits, which rounds away the small score differences
+    Margin-MSE and the KL losses learn from (bf16 training on CPU stalled). The encoder keeps its mixed
+    precision; its embeddings are cast to fp32 before they are scored.
+    """
+    return torch.autocast(device_type=tensor.device.type, enabled=False)
+
+
 class StudentDistillationLoss(nn.Module):
     """Scores a bi-encoder student on ``(query, doc_0, …, doc_N)`` rows and applies a distillation loss.
 
@@ -286,7 +297,8 @@ class StudentDistillationLoss(nn.Module):
         else:  # GradCache: same loss and gradients, one mini-batch of activations at a time
             embeddings = cached_embed_columns(self.model, features, mini_batch_size)
         query, documents = embeddings[0], torch.stack(embeddings[1:], dim=1)  # (B, D), (B, 1+N, D)
-        return self._evaluate(self._inputs(query, documents, labels, layout))
+        with full_precision(query):
+            return self._evaluate(self._inputs(query.float(), documents.float(), labels, layout))
 
     def _label_layout(self, labels: Tensor | None, columns: int) -> str:
         name = self.loss.name
@@ -372,7 +384,9 @@ class StudentDistillationLoss(nn.Module):
         assert self.teacher is not None and self.teacher.doc_embeddings is not None  # checked in __init__
         rows = labels[:, 0].cpu().numpy()
         teacher = torch.from_numpy(self.teacher.doc_embeddings[rows]).to(embeddings.device)
-        return self._evaluate(LossInputs(student_embeddings=self._project(embeddings), teacher_embeddings=teacher))
+        with full_precision(embeddings):
+            student = self._project(embeddings.float())
+            return self._evaluate(LossInputs(student_embeddings=student, teacher_embeddings=teacher))
 
     def _project(self, embeddings: Tensor) -> Tensor:
         return embeddings if self.projection is None else self.projection(embeddings)

@@ -322,3 +322,21 @@ def test_label_layouts_are_checked(student: SentenceTransformer) -> None:
         in_batch_kl(features(student), id_labels(table())[:, :3])
     with pytest.raises(ValueError, match="row ids into a TeacherTable"):
         StudentDistillationLoss(student, MarginMSE())(features(student), id_labels(table()))
+
+
+@pytest.mark.parametrize("loss", [MarginMSE(), ListwiseKL(temperature_teacher=2.0)])
+def test_under_bf16_autocast_the_scores_and_the_loss_stay_fp32(
+    student: SentenceTransformer, loss: DistillationLoss
+) -> None:
+    """bf16 keeps 8 significant bits: scored in it, Margin-MSE's small differences were rounded away."""
+    from sentence_transformers.base.losses.merged_forward import embed_columns
+
+    student.eval()
+    adapter = StudentDistillationLoss(student, loss, similarity="dot", scale=1.0)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        actual = adapter(features(student), TEACHER)
+        embeddings = embed_columns(student, features(student))  # the encoder's own mixed precision
+    query = embeddings[0].float()
+    scores = torch.stack([(query * column.float()).sum(-1) for column in embeddings[1:]], dim=1)
+    assert actual.dtype == torch.float32
+    torch.testing.assert_close(actual, loss(scores, TEACHER), rtol=1e-5, atol=1e-6)
