@@ -1,6 +1,6 @@
 """How one model's run on one collection is made: retrieval, reranking, and the run cache.
 
-:func:`make_run` is what :func:`retrodistill.evaluate.suite.evaluate_suite` calls for every
+:func:`post_filtered_run` is what :func:`retrodistill.evaluate.suite.evaluate_suite` calls for every
 (model, collection): it reads the run from the run cache, or retrieves it with a
 :class:`Retrievers` (lexical, or dense through :func:`~retrodistill.evaluate.retrieval.encode_and_search`
 and the corpus-embedding cache), reranks it when the model spec asks, and caches the result.
@@ -295,23 +295,6 @@ def spec_identity(spec: ModelSpec, identities: Mapping[str, dict[str, Any]]) -> 
     return {"first_stage": identities[spec.name], "rerank": identities[spec.rerank], "depth": spec.rerank_depth}
 
 
-def make_run(
-    spec: ModelSpec,
-    collection: Collection,
-    ignore_identical_ids: bool,
-    k: int,
-    retrievers: Retrievers,
-    cache: RunCache,
-    identities: Mapping[str, dict[str, Any]],
-) -> Run:
-    """The model's run on one collection, as scored: the cached run (or a new one, cached) post-filtered.
-
-    See the module docstring: the first stage is cached at depth ``k + 1`` before the identical-id
-    rule; the rule and the cut to ``k`` (:func:`post_filter`) and the reranking are applied here.
-    """
-    return post_filtered_run(spec, collection, ignore_identical_ids, k, retrievers, cache, identities)[0]
-
-
 def post_filtered_run(
     spec: ModelSpec,
     collection: Collection,
@@ -321,7 +304,12 @@ def post_filtered_run(
     cache: RunCache,
     identities: Mapping[str, dict[str, Any]],
 ) -> tuple[Run, int]:
-    """:func:`make_run`, and how many queries retrieved their own id at rank 1 before the rule."""
+    """The model's run on one collection, as scored, and how many queries retrieved their own id at rank 1.
+
+    The cached run (or a new one, cached) post-filtered: the first stage is cached at depth ``k + 1``
+    before the identical-id rule; the rule and the cut to ``k`` (:func:`post_filter`) and the reranking
+    are applied here. The self-hit count (before the rule) feeds the suite's warning.
+    """
     depth = k + 1  # one more than asked, so that dropping a self-hit still leaves k
     first = cache.get(
         cache_key(identities[spec.name], collection),
