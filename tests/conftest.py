@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -81,6 +82,22 @@ def tiny_st_dir(tiny_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
     pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode="mean")
     SentenceTransformer(modules=[transformer, pooling, Normalize()], device="cpu").save(str(out))
     return out
+
+
+@pytest.fixture(scope="module")
+def loaded_student(tiny_st_dir: Path) -> Any:
+    """The tiny bi-encoder loaded once per test module (copy it before training: :func:`student`)."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(tiny_st_dir), device="cpu")
+
+
+@pytest.fixture()
+def student(loaded_student: Any) -> Any:
+    """A fresh copy of the tiny bi-encoder, for a test that changes its weights."""
+    import copy
+
+    return copy.deepcopy(loaded_student)
 
 
 @pytest.fixture(scope="session")

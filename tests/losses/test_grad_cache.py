@@ -10,9 +10,7 @@ autograd from the same seed, and against the uncached pass when one mini-batch h
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -32,18 +30,6 @@ DOCUMENTS = [  # doc_0 (the positives), doc_1, doc_2: 4 rows x (1+2) documents
     ["sleep", "cancer", "diet brain memory sugar", "tumor night"],
 ]
 Embed = Callable[["SentenceTransformer", list[dict[str, Any]]], list[torch.Tensor]]
-
-
-@pytest.fixture(scope="module")
-def loaded_student(tiny_st_dir: Path) -> SentenceTransformer:
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(str(tiny_st_dir), device="cpu")
-
-
-@pytest.fixture()
-def student(loaded_student: SentenceTransformer) -> SentenceTransformer:
-    return copy.deepcopy(loaded_student)
 
 
 def features(model: SentenceTransformer) -> list[dict[str, torch.Tensor]]:

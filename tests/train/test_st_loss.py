@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,18 +33,6 @@ DOCUMENTS = [  # columns doc_0 (the positive) … doc_2, one row per query
     ["the weather is nice", "cats nap in the sun during the day", "scores"],
 ]
 TEACHER = torch.tensor([[9.0, 1.0, -2.0], [4.0, 4.5, 0.0], [3.0, -1.0, 2.0]])  # (B=3, 1+N=3)
-
-
-@pytest.fixture(scope="module")
-def loaded_student(tiny_st_dir: Path) -> SentenceTransformer:
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(str(tiny_st_dir), device="cpu")
-
-
-@pytest.fixture()
-def student(loaded_student: SentenceTransformer) -> SentenceTransformer:
-    return copy.deepcopy(loaded_student)
 
 
 def features(model: SentenceTransformer) -> list[dict[str, torch.Tensor]]:
