@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from retrodistill.artifacts import write_json_atomic
+from retrodistill.artifacts import write_json_atomic, write_manifest
 from retrodistill.config import (
     DataConfig,
     LossConfig,
@@ -88,7 +88,17 @@ def suite_dataset(suite: Any) -> str:
     return str(name)
 
 
-def run(config: QuickstartConfig, *, log: Any = print) -> QuickstartResult:
+#: The stage name in ``OUT/manifest.json``: a re-run may write into its own earlier output.
+STAGE = "quickstart"
+
+
+def run(config: QuickstartConfig, *, log: Any = print, overwrite: bool = False) -> QuickstartResult:
+    """Run every step into ``config.out``.
+
+    ``out`` must be absent, empty or an earlier quickstart's output (its ``manifest.json`` says so);
+    any other folder is refused (:class:`~retrodistill.outputs.OutputExistsError`) unless ``overwrite``,
+    and then only the quickstart's own subfolders are written, nothing else there is touched.
+    """
     from retrodistill.outputs import check_output
     from retrodistill.stages import mine_negatives, score_teacher
     from retrodistill.students import BiEncoderStudent
@@ -98,6 +108,9 @@ def run(config: QuickstartConfig, *, log: Any = print) -> QuickstartResult:
 
     start = time.perf_counter()
     out = Path(config.out)
+    check_output(out, resumable={STAGE}, overwrite=overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    write_manifest(out, {"stage": STAGE, "config": to_dict(config)})
     data = DataConfig(dataset=config.dataset, data_dir=config.data_dir, split="train")
 
     log(f"[1/6] mining BM25 negatives for {config.dataset} train")

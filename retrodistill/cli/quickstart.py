@@ -27,6 +27,14 @@ def quickstart(
     epochs: Annotated[int | None, typer.Option(help="Passes over the training positives (default: 2).")] = None,
     negatives: Annotated[int | None, typer.Option(help="Negatives per training example (default: 7).")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop training after this many steps (-1: no limit).")] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Write into an existing --out that is not an earlier quickstart's; only the quickstart's own "
+            "subfolders there are replaced.",
+        ),
+    ] = False,
 ) -> None:
     """Mine BM25 negatives, score them with the teacher, distil a 2-layer student, evaluate all three.
 
@@ -52,7 +60,8 @@ def quickstart(
     }
     config = QuickstartConfig(**{k: v for k, v in given.items() if v is not None})
     with user_errors():
-        result = run(config, log=lambda msg: console.print(f"[bold]{msg}[/]", highlight=False))
+        progress = lambda msg: console.print(f"[bold]{msg}[/]", highlight=False)  # noqa: E731
+        result = run(config, log=progress, overwrite=overwrite)
     table = Table(title=f"{config.dataset} test, nDCG@10", title_justify="left")
     table.add_column("model")
     table.add_column("nDCG@10", justify="right")

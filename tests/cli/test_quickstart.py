@@ -47,3 +47,21 @@ def test_quickstart_on_the_toy_set_writes_an_evaluation_folder_that_report_reads
     # report reads the quickstart's output (it used to fail: "'models' must be an object").
     invoke("report", str(out / "eval"))
     assert (out / "eval" / "report" / "report.html").is_file()
+    # The same command again writes into its own earlier output (no --overwrite needed) and agrees.
+    invoke(
+        "quickstart", "--dataset", str(toy_dir), "--teacher", str(tiny_st_dir), "--layers", "1",
+        "--epochs", "1", "--negatives", "2", "--out", str(out),
+    )  # fmt: skip
+    assert json.loads((out / "summary.json").read_text())["nDCG@10"] == summary["nDCG@10"]
+
+
+def test_quickstart_refuses_a_folder_it_did_not_make(toy_dir: Path, tiny_st_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.tex").write_text("keep me")
+    result = runner.invoke(
+        app, ["quickstart", "--dataset", str(toy_dir), "--teacher", str(tiny_st_dir), "--out", str(out)]
+    )
+    assert result.exit_code == 2
+    assert "thesis.tex" in result.output and "--overwrite" in result.output
+    assert sorted(p.name for p in out.iterdir()) == ["thesis.tex"] and (out / "thesis.tex").read_text() == "keep me"
