@@ -383,6 +383,10 @@ def _dir_config_hash(path: Path) -> str:
     return "sha256:" + digest.hexdigest()
 
 
+#: What the hub accepts as a model id: ``NAME`` or ``ORG/NAME``.
+_HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
+
+
 def model_identity(name: str, cache_folder: str | None = None) -> dict[str, Any]:
     """What identifies a model's runs: kind, id, revision (hub commit or weight hash), settings."""
     if name == "bm25s":
@@ -393,6 +397,11 @@ def model_identity(name: str, cache_folder: str | None = None) -> dict[str, Any]
     if name in ("pyserini-bm25", "pyserini-bm25-multifield"):
         recipe = "beir-multifield" if name.endswith("multifield") else "beir-flat"
         return {"kind": name, "id": name, "k1": 0.9, "b": 0.4, "recipe": recipe}
+    if not Path(name).exists() and not _HUB_ID.fullmatch(name):
+        raise FileNotFoundError(
+            f"--model {name}: no such folder, and not a Hugging Face hub id (ORG/NAME); "
+            "pass a sentence-transformers folder, a hub id, or bm25s / pyserini-bm25 / pyserini-bm25-multifield"
+        )
     identity: dict[str, Any] = {"kind": "dense", "id": name, "revision": model_revision(name, cache_dir=cache_folder)}
     if Path(name).is_dir():
         identity["config"] = _dir_config_hash(Path(name))

@@ -56,3 +56,13 @@ def test_labels_replace_paths_and_a_loaded_encoder_is_used(toy_dir: Path, tiny_s
     assert str(tiny_st_dir) not in (tmp_path / "out" / "results.md").read_text()
     run = (tmp_path / "out" / "runs" / slug("student") / slug("toy") / "run.trec").read_text().splitlines()
     assert run and all(line.split()[5] == "student" for line in run)
+
+
+def test_a_model_path_that_does_not_exist_is_named(tmp_path: Path) -> None:
+    from retrodistill.evaluate.runs import model_identity
+
+    with pytest.raises(
+        FileNotFoundError, match="--model /no/such/model: no such folder, and not a Hugging Face hub id"
+    ):
+        model_identity("/no/such/model")
+    assert model_identity("bm25s")["kind"] == "bm25s"
