@@ -249,6 +249,7 @@ def _train_config(
         "learning_rate": settings.learning_rate,
         "train_max_seq_length": settings.train_max_seq_length,
         "seed": settings.seed,
+        "bf16": settings.bf16,
         "teacher_embeddings": dataclasses.replace(
             TrainConfig().teacher_embeddings, path=str(inputs / "teacher-embeddings"), model=TEACHER
         ),
@@ -298,23 +299,11 @@ def _evaluate(model: str | Path, settings: Settings, name: str) -> dict[str, flo
     return dict(result.results[str(model)][collection.name])
 
 
-def _train(config: TrainConfig, bf16: bool) -> Path:
-    """``train-student``; ``bf16`` runs it under CPU bf16 autocast.
-
-    ``TrainConfig.bf16`` cannot serve here: transformers refuses ``bf16`` without a GPU unless
-    ``use_cpu`` is set, which ``train-student`` does not expose. Autocast is thread-local and the
-    trainer trains in this thread, so this is the mixed precision the trainer's flag would give;
-    the saved weights stay fp32.
-    """
-    import contextlib
-
-    import torch
-
+def _train(config: TrainConfig) -> Path:
+    """``train-student`` in this process (its ``bf16`` autocasts each step, as the CLI's ``--bf16`` does)."""
     from retrodistill.train import run as train
 
-    context = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-    with context:
-        return train.run(config, show_progress=False)
+    return train.run(config, show_progress=False)
 
 
 def run_objective(settings: Settings, objective: Objective, log: Any = print) -> dict[str, Any]:
@@ -334,7 +323,7 @@ def run_objective(settings: Settings, objective: Objective, log: Any = print) ->
             log(f"  corpus stage: reusing {corpus_dir}")
         else:
             start = time.perf_counter()
-            _train(config, settings.bf16)
+            _train(config)
             write_json_atomic(timing, {"train_s": round(time.perf_counter() - start, 1)})
         row["corpus_train_s"] = json.loads(timing.read_text(encoding="utf-8"))["train_s"]
         row["corpus_steps"] = _steps(corpus_dir)
@@ -347,7 +336,7 @@ def run_objective(settings: Settings, objective: Objective, log: Any = print) ->
     else:
         config = _train_config(settings, objective, corpus=False, init=init, layers=layers)
         start = time.perf_counter()
-        student = _train(config, settings.bf16)
+        student = _train(config)
         row["train_s"] = round(time.perf_counter() - start, 1)
         row["steps"] = _steps(student)
         log(f"  queries stage: {row['steps']} steps in {row['train_s']} s")

@@ -183,7 +183,11 @@ class TrainConfig:
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     seed: int = 42
-    bf16: bool = False
+    bf16: bool = field(
+        default=False,
+        metadata={"help": "bf16 autocast (CPU or GPU); fp32 master weights, scores and loss in fp32"},
+    )
+    fp16: bool = field(default=False, metadata={"help": "fp16 autocast with a loss scaler (CUDA only)"})
     logging_steps: int = 10
     dataloader_num_workers: int = field(
         default=0,

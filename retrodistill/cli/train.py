@@ -50,6 +50,13 @@ def train_student(
             "of a run with the same settings.",
         ),
     ] = None,
+    bf16: Annotated[
+        bool,
+        typer.Option("--bf16", help="Train under bf16 autocast (CPU or GPU); weights, scores and loss stay fp32."),
+    ] = False,
+    fp16: Annotated[
+        bool, typer.Option("--fp16", help="Train under fp16 autocast with a loss scaler (CUDA only).")
+    ] = False,
     trust_remote_code: Annotated[
         bool,
         typer.Option(
@@ -112,6 +119,8 @@ def train_student(
                 "negatives": negatives,
                 "seed": seed,
                 "save_steps": save_steps,
+                "bf16": True if bf16 else None,
+                "fp16": True if fp16 else None,
             },
         )
         path = train_run.run(cfg, overwrite=overwrite, push_to_hub=target, resume_from=resume_from)

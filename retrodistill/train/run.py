@@ -461,6 +461,7 @@ def _train(
     from retrodistill.losses import LOSSES, required_inputs
     from retrodistill.students import STUDENTS
     from retrodistill.train import checkpoints
+    from retrodistill.train.precision import precision_arguments
     from retrodistill.train.st_loss import StudentDistillationLoss
 
     start = time.perf_counter()
@@ -469,6 +470,7 @@ def _train(
     if config.stage not in STAGES:
         raise ValueError(f"stage must be one of {', '.join(STAGES)}, got {config.stage!r}")
     warmup = warmup_arguments(config.warmup_ratio)
+    precision = precision_arguments(bf16=config.bf16, fp16=config.fp16, cuda=torch.cuda.is_available())
     loss = LOSSES.build(config.loss.name, config.loss.params)
     needs = frozenset(required_inputs(loss))
     collection = load_dataset(config.data.dataset, config.data.split, config.data.data_dir)
@@ -520,7 +522,7 @@ def _train(
             weight_decay=config.weight_decay,
             seed=config.seed,
             data_seed=config.seed,
-            bf16=config.bf16,
+            **precision,
             logging_steps=config.logging_steps,
             save_strategy="steps" if config.save_steps else "no",
             save_steps=config.save_steps or 500,

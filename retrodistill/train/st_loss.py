@@ -154,8 +154,7 @@ def full_precision(tensor: Tensor) -> Any:
     Under mixed precision (CPU bf16 autocast, GPU fp16/bf16) the student's score matrices would be
     computed in 16 bits: bf16 keeps 8 significant bits, which rounds the small score differences
     Margin-MSE and the KL losses learn from. The encoder keeps its mixed precision; its embeddings are
-    cast to fp32 before they are scored. (This alone did not cure bf16 training on CPU:
-    benchmarks/objectives.md.)
+    cast to fp32 before they are scored (:mod:`retrodistill.train.precision`).
     """
     return torch.autocast(device_type=tensor.device.type, enabled=False)
 
