@@ -11,7 +11,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints/cpu.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints/cpu.txt -e '.[cpu,dev,pyserini]'
+	$(BIN)/python -m pip install --quiet -c constraints/cpu.txt -e '.[cpu,dev,pyserini,tensorboard,wandb]'
 	touch $@
 
 quickstart: setup
