@@ -21,7 +21,11 @@ def report(
     ] = None,
     train_log: Annotated[
         list[Path] | None,
-        typer.Option("--train-log", help="A student's train_log.json to plot loss curves from (repeatable)."),
+        typer.Option(
+            "--train-log",
+            help="Plot the loss, its terms and the eval figures of a training run: its train_log.json, its "
+            "student folder or a TensorBoard folder (OUT/logs, or .OUT.training/logs while it trains); repeatable.",
+        ),
     ] = None,
     measure: Annotated[str, typer.Option(help="Measure of the figures; the table shows all.")] = "nDCG@10",
     out: Annotated[Path | None, typer.Option(help="Output folder (default: RESULTS_DIR/report).")] = None,

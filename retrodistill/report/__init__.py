@@ -8,6 +8,7 @@ by :mod:`retrodistill.report.plots`. matplotlib loads only when a figure is draw
 from __future__ import annotations
 
 from retrodistill.report.html import ReportFigure, build_report, load_results
-from retrodistill.report.plots import WinLossTie, read_train_log
+from retrodistill.report.plots import WinLossTie
+from retrodistill.report.train_logs import read_train_log
 
 __all__ = ["ReportFigure", "WinLossTie", "build_report", "load_results", "read_train_log"]

@@ -10,7 +10,8 @@ training logs given. Writes into ``OUT`` (default ``RESULTS_DIR/report``), each 
                                                         plus the mean (ndcg_per_dataset.png for nDCG@10)
     per_query_<model>_vs_<baseline>__<dataset>.png      model - baseline per query, per non-baseline
                                                         model and dataset (only with a baseline)
-    training_curves.png                                 loss against step (only with training logs)
+    training_curves.png                                 loss, its terms and the evaluation figures against
+                                                        step (only with training logs)
 
 Each PNG has an SVG and a PDF of the same figure beside it (same stem), for papers and slides, and
 ``results.tex`` holds the table as booktabs LaTeX (:mod:`retrodistill.evaluate.latex`).
@@ -37,6 +38,7 @@ from retrodistill.evaluate.latex import results_latex
 from retrodistill.evaluate.output_names import slug
 from retrodistill.report import plots
 from retrodistill.report.page import ReportFigure, render_html, result_value
+from retrodistill.report.train_logs import TRAIN_LOG, read_train_log
 
 RESULTS = "results.json"
 REPORT = "report.html"
@@ -83,7 +85,8 @@ def build_report(
         out_dir: where the page and PNGs go; default ``results_dir/report``.
         baseline: the model label to compare against; default the ``baseline`` of results.json.
             Without one, the per-query comparisons are skipped (the page says so).
-        train_logs: training logs (``train_log.json``: the trainer's log history) to plot.
+        train_logs: training logs to plot: a ``train_log.json`` (the trainer's log history), a student
+            folder (its ``train_log.json``) or a TensorBoard folder (:mod:`retrodistill.report.train_logs`).
         measure: the measure of the figures; the table always shows every measure.
 
     Raises:
@@ -100,7 +103,7 @@ def build_report(
     if baseline is not None and baseline not in results["models"]:
         raise ValueError(f"unknown baseline {baseline!r}: {where} has models {', '.join(map(repr, results['models']))}")
     log_paths = [Path(p) for p in train_logs]
-    logs = [(_log_label(p, log_paths), plots.read_train_log(p)) for p in log_paths]
+    logs = [(_log_label(p, log_paths), read_train_log(p)) for p in log_paths]
     manifest = read_manifest(results_dir) if (results_dir / MANIFEST).is_file() else None
 
     figures = [_per_dataset_figure(results, measure)]
@@ -118,7 +121,7 @@ def build_report(
             ReportFigure(
                 "training_curves.png",
                 "Training curves",
-                f"Logged losses against step: {names}.",
+                f"Logged losses (and each loss term) against step, beside any evaluation figures: {names}.",
                 plots.training_curves(logs),
             )
         )
@@ -134,10 +137,12 @@ def build_report(
 
 
 def _log_label(path: Path, all_paths: Sequence[Path]) -> str:
-    """The run's folder for ``.../run/train_log.json``, else the file stem; the path if ambiguous."""
+    """The run's folder for ``RUN/train_log.json`` and ``RUN/logs``, else its name; the path if ambiguous."""
 
     def label(p: Path) -> str:
-        return p.parent.name if p.name == "train_log.json" and p.parent.name else p.stem
+        if p.name in (TRAIN_LOG, "logs") and p.parent.name:
+            return p.parent.name
+        return p.name if p.is_dir() else p.stem
 
     same = [p for p in all_paths if label(p) == label(path)]
     return label(path) if len(same) == 1 else str(path)

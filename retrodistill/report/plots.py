@@ -15,15 +15,14 @@ versions beside it for a paper. Conventions:
 from __future__ import annotations
 
 import io
-import json
 import math
-import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeGuard
+from typing import TYPE_CHECKING, Any
+
+from retrodistill.report.train_logs import training_series
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -33,8 +32,6 @@ DPI = 110
 TIE_TOLERANCE = 1e-9
 WIN_COLOR = "#2e7d32"
 LOSS_COLOR = "#c62828"
-# HF Trainer bookkeeping that is logged with eval metrics but is not a metric.
-_EVAL_BOOKKEEPING = ("eval_runtime", "eval_samples_per_second", "eval_steps_per_second")
 _LINESTYLES = ("-", "--", ":", "-.")  # one per training log; colours tell the loss keys apart
 _MAX_BARS = 150  # more queries than this are drawn as filled steps: same picture, far faster
 
@@ -227,108 +224,78 @@ def per_query_differences(
         return _render(fig)
 
 
-def read_train_log(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Read a training log: the HF Trainer's ``state.log_history``, a JSON list of objects.
+#: One line of a training-curves panel: the index of its log (its line style), its legend label, its points.
+Curve = tuple[int, str, list[tuple[float, float]]]
 
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: it is not JSON, not a list of objects, or has no ``step`` with a ``loss…`` key.
+
+def series_label(key: str) -> str:
+    """A log key as the legend names it.
+
+    ``loss`` stays; the term ``loss_margin-mse`` is ``loss: margin-mse``; ``eval_loss`` is ``eval loss``;
+    ``eval_dev_nDCG@10`` is ``dev_nDCG@10`` (its panel says it is an evaluation).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: training log not found")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}:{err.lineno}: malformed JSON in training log ({err.msg})") from None
-    if not isinstance(data, list):
-        raise ValueError(
-            f"{path}: a training log must be a JSON list of objects (the trainer's log_history), "
-            f"got {type(data).__name__}"
-        )
-    for i, entry in enumerate(data):
-        if not isinstance(entry, dict):
-            raise ValueError(f"{path}: entry {i} of the training log is {type(entry).__name__}, not an object")
-    if not training_series(data)[0]:
-        raise ValueError(f"{path}: no entry of the training log has a 'step' and a key starting with 'loss'")
-    return data
+    if key.startswith("loss_"):
+        return f"loss: {key.removeprefix('loss_')}"
+    if key == "eval_loss":
+        return "eval loss"
+    return key.removeprefix("eval_")
 
 
-def training_series(
-    log: Sequence[Mapping[str, Any]],
-) -> tuple[dict[str, list[tuple[float, float]]], dict[str, list[tuple[float, float]]]]:
-    """Split a log into ``(losses, evals)``, each ``{key: [(step, value), ...]}`` in log order.
+def training_panels(logs: Sequence[tuple[str, Sequence[Mapping[str, Any]]]]) -> tuple[list[Curve], list[Curve]]:
+    """The lines :func:`training_curves` draws: ``(loss panel, evaluation panel)``.
 
-    ``losses`` holds the keys starting with ``loss`` (``loss``, ``loss_margin_mse``, …) and
-    ``eval_loss``; ``evals`` every other numeric ``eval_*`` key except the trainer's timing keys.
-    Entries without a numeric ``step`` are skipped (the final summary entry has one, but its
-    ``train_loss`` is an average, not a point of the curve, and is not a ``loss…`` key).
+    The loss panel holds ``loss``, each ``loss_<term>`` and ``eval_loss``; the evaluation panel every
+    other ``eval_*`` series (:func:`retrodistill.report.train_logs.training_series`). With more than
+    one log, each label starts with the log's.
     """
-    losses: dict[str, list[tuple[float, float]]] = {}
-    evals: dict[str, list[tuple[float, float]]] = {}
-    for entry in log:
-        step = entry.get("step")
-        if not _is_number(step):
-            continue
-        for key, value in entry.items():
-            if not _is_number(value):
-                continue
-            point = (float(step), float(value))
-            if key.startswith("loss") or key == "eval_loss":
-                losses.setdefault(key, []).append(point)
-            elif key.startswith("eval_") and key not in _EVAL_BOOKKEEPING:
-                evals.setdefault(key, []).append(point)
+    losses: list[Curve] = []
+    evals: list[Curve] = []
+    for run, (name, log) in enumerate(logs):
+        for panel, keyed in zip((losses, evals), training_series(log), strict=True):
+            for key, points in keyed.items():
+                label = f"{name}: {series_label(key)}" if len(logs) > 1 else series_label(key)
+                panel.append((run, label, points))
     return losses, evals
 
 
-def _is_number(value: object) -> TypeGuard[int | float]:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def training_curves(logs: Sequence[tuple[str, Sequence[Mapping[str, Any]]]]) -> Rendered:
-    """Loss against step, one line per log and loss key; evaluation metrics in a second panel.
+    """Loss and each loss term against step; the evaluation figures against step in a second panel.
 
     Args:
         logs: ``(label, log_history)`` pairs; the label names the run in the legend.
 
-    The loss axis is logarithmic when all losses are positive and span more than 50x.
+    The lines are :func:`training_panels`'. The loss axis is logarithmic when all losses are
+    positive and span more than 50x.
     """
-    series = [(label, *training_series(log)) for label, log in logs]
-    has_evals = any(evals for _, _, evals in series)
-    with _figure(12.0 if has_evals else 8.0, 4.8, ncols=2 if has_evals else 1, sharex=True) as (fig, axes):
-        _plot_lines(axes[0], [(label, losses) for label, losses, _ in series], len(logs) > 1)
-        values = [v for _, losses, _ in series for points in losses.values() for _, v in points]
-        finite = [v for v in values if math.isfinite(v)]
+    losses, evals = training_panels(logs)
+    with _figure(12.0 if evals else 8.0, 4.8, ncols=2 if evals else 1, sharex=True) as (fig, axes):
+        _plot_lines(axes[0], losses)
+        finite = [v for _, _, points in losses for _, v in points if math.isfinite(v)]
         if finite and min(finite) > 0 and max(finite) / min(finite) > 50:
             axes[0].set_yscale("log")
         axes[0].set_title("training loss", fontsize=11)
         axes[0].set_ylabel("loss")
-        if has_evals:
-            _plot_lines(axes[1], [(label, evals) for label, _, evals in series], len(logs) > 1)
+        if evals:
+            _plot_lines(axes[1], evals)
             axes[1].set_title("evaluation", fontsize=11)
             axes[1].set_ylabel("value")
         return _render(fig)
 
 
-def _plot_lines(ax: Axes, runs: Sequence[tuple[str, Mapping[str, list[tuple[float, float]]]]], name_runs: bool) -> None:
-    color = 0
-    for r, (label, keyed) in enumerate(runs):
-        for key, points in keyed.items():
-            steps, values = zip(*points, strict=True)
-            marker = "o" if len(points) <= 30 else None
-            name = _wrap(f"{label}: {key}" if name_runs else key, 45)
-            ax.plot(
-                steps,
-                values,
-                _LINESTYLES[r % len(_LINESTYLES)],
-                color=f"C{color % 10}",
-                marker=marker,
-                markersize=3,
-                linewidth=1.3,
-                label=name,
-            )
-            color += 1
+def _plot_lines(ax: Axes, curves: Sequence[Curve]) -> None:
+    for color, (run, label, points) in enumerate(curves):
+        steps, values = zip(*points, strict=True)
+        ax.plot(
+            steps,
+            values,
+            _LINESTYLES[run % len(_LINESTYLES)],
+            color=f"C{color % 10}",
+            marker="o" if len(points) <= 30 else None,
+            markersize=3,
+            linewidth=1.3,
+            label=_wrap(label, 45),
+        )
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)
-    if color:
+    if curves:
         ax.legend(fontsize=8, loc="best", frameon=True, framealpha=0.85)

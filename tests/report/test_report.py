@@ -380,6 +380,21 @@ def test_cli_writes_the_report(results_dir: tuple[Path, dict[str, Any]], tmp_pat
     assert "student" in (out / "report.html").read_text(encoding="utf-8")  # the run is named by its folder
 
 
+def test_cli_plots_a_tensorboard_folder(results_dir: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    root, _ = results_dir
+    logs = tmp_path / "student" / "logs"  # what train-student --report-to tensorboard publishes
+    with SummaryWriter(str(logs)) as writer:
+        for step in (1, 2, 3):
+            writer.add_scalar("train/loss", 1.0 / step, step)
+        writer.add_scalar("eval/dev_nDCG@10", 0.4, 3)
+    result = CliRunner().invoke(cli_app(), ["report", str(root), "--train-log", str(logs)])
+    assert result.exit_code == 0, result.output
+    assert (root / "report" / "training_curves.png").is_file()
+    assert "evaluation figures: student." in (root / "report" / "report.html").read_text(encoding="utf-8")
+
+
 def test_cli_errors_exit_2_with_the_reason(results_dir: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
     root, _ = results_dir
     result = CliRunner().invoke(cli_app(), ["report", str(root), "--baseline", "nope"])
