@@ -1,4 +1,8 @@
-"""The DDP path of the in-batch scores: two gloo processes on CPU against one process on the whole batch."""
+"""The DDP path of the in-batch scores: two gloo processes on CPU against one process on the whole batch.
+
+And the trainer settings of several processes (:mod:`retrodistill.train.distributed`); the whole
+path, under torchrun, is in ``test_torchrun.py``.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import pytest
 import torch
 
 from retrodistill.losses import InfoNCE
+from retrodistill.train.distributed import RankSlices, batch_sampler, ddp_arguments
 from retrodistill.train.st_loss import average_over_ranks, in_batch_rows, in_batch_scores
 
 WORLD, LOCAL, COLUMNS, DIM = 2, 2, 3, 6  # 2 ranks x 2 rows, 1+N = 3 documents per row
@@ -102,3 +107,31 @@ def test_gathered_in_batch_loss_and_gradients_equal_the_single_process_batch(tmp
     expected = torch.stack([projection_input(rank).sum(0).expand(2, DIM) for rank in range(WORLD)]).mean(0)
     for got in ranks:
         torch.testing.assert_close(got["projection_grad"], expected)
+
+
+def test_ddp_arguments_train_cpu_processes_over_gloo() -> None:
+    assert ddp_arguments(1, cuda=False) == ddp_arguments(1, cuda=True) == {}
+    assert ddp_arguments(2, cuda=True) == {"dataloader_drop_last": True}
+    assert ddp_arguments(2, cuda=False) == {"dataloader_drop_last": True, "use_cpu": True, "ddp_backend": "gloo"}
+
+
+def test_rank_slices_deal_each_rank_its_part_of_the_one_process_batches() -> None:
+    """Two ranks with batches of 2 train the no-duplicates batches of 4 that one process draws."""
+    import datasets
+    from accelerate.data_loader import BatchSamplerShard
+    from sentence_transformers.base.sampler import BatchSamplers, NoDuplicatesBatchSampler
+
+    # 16 rows over 6 documents: many rows share one, so batches of 2 and of 4 group differently.
+    dataset = datasets.Dataset.from_dict(
+        {"query": [f"q{i}" for i in range(16)], "doc": [f"d{(i * 7) % 6}" for i in range(16)]}
+    )
+    whole = list(NoDuplicatesBatchSampler(dataset, 4, True, generator=torch.Generator(), seed=3))
+    sliced = RankSlices(dataset, 2, True, generator=torch.Generator(), seed=3, world_size=2)
+    ranks = [list(BatchSamplerShard(sliced, num_processes=2, process_index=r)) for r in range(2)]
+
+    assert [a + b for a, b in zip(*ranks, strict=True)] == whole
+    assert len(sliced) == 2 * len(NoDuplicatesBatchSampler(dataset, 4, True))
+    for batch in whole:
+        assert len({dataset[i]["doc"] for i in batch}) == len(batch)  # no document twice in a global batch
+    assert batch_sampler(in_batch=True, world_size=1) == BatchSamplers.NO_DUPLICATES
+    assert batch_sampler(in_batch=False, world_size=2) == BatchSamplers.BATCH_SAMPLER
