@@ -189,6 +189,13 @@ class TrainConfig:
     )
     fp16: bool = field(default=False, metadata={"help": "fp16 autocast with a loss scaler (CUDA only)"})
     logging_steps: int = 10
+    report_to: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "also log every loss term and eval figure to: tensorboard (.OUT.training/logs, then OUT/logs), "
+            "wandb (run named after OUT); []: train_log.json only"
+        },
+    )
     dataloader_num_workers: int = field(
         default=0,
         metadata={"help": "processes that look up texts and tokenise batches while the model trains (0: the main one)"},
@@ -202,6 +209,45 @@ class TrainConfig:
     )
     save_total_limit: int | None = field(
         default=2, metadata={"help": "keep only the newest this many complete checkpoints (null: all)"}
+    )
+    eval_steps: int | None = field(
+        default=None,
+        metadata={"help": "evaluate the student every this many steps (null: never); figures go to the log"},
+    )
+    eval_holdout: int = field(
+        default=0,
+        metadata={
+            "help": "hold this many training queries out of training (drawn with the seed) as a dev split; "
+            "with a teacher store they also give the teacher-student Kendall tau / Spearman diagnostic"
+        },
+    )
+    eval_dataset: str | None = field(
+        default=None, metadata={"help": "BEIR name or folder to evaluate on (null: the held-out training queries)"}
+    )
+    eval_split: str = field(default="dev", metadata={"help": "split of eval_dataset"})
+    eval_queries: int | None = field(
+        default=200, metadata={"help": "evaluate at most this many queries, drawn with the seed (null: all)"}
+    )
+    eval_corpus: str = field(
+        default="candidates",
+        metadata={
+            "help": "candidates: rank each query's candidates (cheap on large corpora); full: search the whole corpus"
+        },
+    )
+    eval_candidates: str | None = field(
+        default=None, metadata={"help": "candidates artifact of eval_dataset's split, for eval_corpus: candidates"}
+    )
+    eval_measures: list[str] = field(
+        default_factory=lambda: ["nDCG@10", "RR@10"], metadata={"help": "ir-measures strings to log"}
+    )
+    load_best_model_at_end: bool = field(
+        default=False,
+        metadata={
+            "help": "publish the checkpoint best on metric_for_best_model (needs save_steps, a multiple of eval_steps)"
+        },
+    )
+    metric_for_best_model: str = field(
+        default="nDCG@10", metadata={"help": "an eval_measures entry, kendall_tau or spearman"}
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -31,7 +32,9 @@ def train_student(
     out: Annotated[str | None, typer.Option(help="Output model directory (default: runs/student).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Passes over the positives, fresh negatives each.")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps (-1: no limit).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Examples per step.")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Examples per step and process (torchrun: global batch = this x processes).")
+    ] = None,
     negatives: Annotated[int | None, typer.Option(help="Negatives per example (N of 1+N).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for sampling and training.")] = None,
     save_steps: Annotated[
@@ -48,6 +51,32 @@ def train_student(
             metavar="DIR",
             help="Resume from this checkpoint (a checkpoint-N folder, or a folder of them: the newest) "
             "of a run with the same settings.",
+        ),
+    ] = None,
+    report_to: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--report-to",
+            metavar="NAME",
+            help="Also log every loss term and eval figure to tensorboard (event files in .OUT.training/logs, "
+            "published as OUT/logs) or wandb (a run named after OUT); repeatable.",
+        ),
+    ] = None,
+    eval_steps: Annotated[
+        int | None,
+        typer.Option(
+            help="Evaluate every N steps (nDCG@10, RR@10 and the teacher-student Kendall tau, logged with "
+            "the loss); needs --eval-holdout or --eval-dataset."
+        ),
+    ] = None,
+    eval_holdout: Annotated[
+        int | None,
+        typer.Option(help="Hold N training queries out of training, as the dev split --eval-steps evaluates."),
+    ] = None,
+    eval_dataset: Annotated[
+        str | None,
+        typer.Option(
+            help="Evaluate on this BEIR name or folder instead (its dev split; --set eval_split=NAME for another)."
         ),
     ] = None,
     bf16: Annotated[
@@ -86,6 +115,7 @@ def train_student(
     --store runs/scifact/minilm-scores --out runs/scifact/student
 
     Long runs: add --save-steps 1000; after a crash, the same command resumes from the newest checkpoint.
+    Watch one with --report-to tensorboard: tensorboard --logdir runs/scifact/.student.training/logs
 
     Publish it: HF_TOKEN=... retrodistill train-student ... --push-to-hub you/scifact-student --private
     """
@@ -119,11 +149,17 @@ def train_student(
                 "negatives": negatives,
                 "seed": seed,
                 "save_steps": save_steps,
+                "report_to": report_to or None,
+                "eval_steps": eval_steps,
+                "eval_holdout": eval_holdout,
+                "eval_dataset": eval_dataset,
                 "bf16": True if bf16 else None,
                 "fp16": True if fp16 else None,
             },
         )
         path = train_run.run(cfg, overwrite=overwrite, push_to_hub=target, resume_from=resume_from)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun / accelerate launch, rank 0 writes and reports
+        return
     console.print(f"[green]wrote[/] student {path}  (load it with SentenceTransformer({str(path)!r}))")
     if target is not None:
         console.print(f"[green]pushed[/] it to https://huggingface.co/{target.repo_id}")

@@ -43,8 +43,24 @@ logger = logging.getLogger(__name__)
 
 MARKER = "checkpoint.json"
 PROJECTION = "teacher_projection.safetensors"
-#: Config keys a resumed run may change: where and how often it saves, logs, and feeds the GPU.
-RUNTIME_KEYS = ("out", "save_steps", "save_total_limit", "logging_steps", "dataloader_num_workers")
+#: Config keys a resumed run may change: where and how often it saves, logs, evaluates and feeds the
+#: GPU. The held-out queries (``eval_holdout``) change the training examples, and the best-checkpoint
+#: choice the published student: those stay part of the run's identity.
+RUNTIME_KEYS = (
+    "out",
+    "save_steps",
+    "save_total_limit",
+    "logging_steps",
+    "dataloader_num_workers",
+    "report_to",
+    "eval_steps",
+    "eval_dataset",
+    "eval_split",
+    "eval_queries",
+    "eval_corpus",
+    "eval_candidates",
+    "eval_measures",
+)
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 
 
@@ -251,8 +267,10 @@ class CheckpointCallback(TrainerCallback):  # type: ignore[misc]
             _fsync_tree(folder)
             write_json_atomic(folder / MARKER, {"step": state.global_step, "run": self.identity})
             if self.save_total_limit is not None:
+                best = state.best_model_checkpoint  # load_best_model_at_end reloads it: never rotated out
                 for old in complete_checkpoints(folder.parent)[: -self.save_total_limit]:
-                    shutil.rmtree(old, ignore_errors=True)
+                    if best is None or old.resolve() != Path(best).resolve():
+                        shutil.rmtree(old, ignore_errors=True)
         _barrier()
 
 

@@ -214,12 +214,14 @@ def build_examples(
     negative_pool: int,
     epochs: int,
     seed: int,
+    exclude: frozenset[str] = frozenset(),
 ) -> Examples:
     """Sample the examples; ``teacher_scores=None`` (a teacher-free loss) leaves ``scores`` empty.
 
     Args:
         teacher_scores: the teacher's score per candidate row (``TeacherStore.scores_for``), or a
             ``{(query_id, doc_id): score}`` mapping for small sets, or ``None``.
+        exclude: queries held out of training (counted in ``skipped_queries`` as "held out").
 
     Raises:
         ValueError: If ``negatives < 1`` or the teacher has no score for a sampled pair.
@@ -251,6 +253,8 @@ def build_examples(
             reason = None
             if qid not in collection.queries:
                 reason = "not in this split"
+            elif qid in exclude:
+                reason = "held out for evaluation"
             elif positive_bounds[group] == positive_bounds[group + 1]:
                 reason = "no positive"
             elif pool_bounds[group + 1] - pool_bounds[group] < negatives:

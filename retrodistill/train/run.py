@@ -37,6 +37,8 @@ run whose ``student.model`` is the first run's output)::
       README.md                             the model card, written from the manifest (train/model_card.py)
       teacher_projection.safetensors        the learned student -> teacher map, when an embedding loss used one;
                                             not part of the model, kept for inspection and reuse
+      logs/                                 TensorBoard event files, with report_to: [tensorboard]
+                                            (:mod:`.reporting`; wandb keeps its own)
 
 The student is trained in ``.OUT.training/`` beside ``OUT`` and renamed onto it once complete; with
 ``save_steps`` that folder holds the checkpoints a re-run resumes from (:mod:`.checkpoints`).
@@ -77,6 +79,7 @@ from retrodistill.outputs import check_output, clean_stale_staging, output_lock
 from retrodistill.train.examples import Examples, build_examples, corpus_columns, sample_corpus
 from retrodistill.train.hub import HubTarget, push_student
 from retrodistill.train.model_card import CARD, model_card
+from retrodistill.train.reporting import LOGS, check_report_to, publish_logs, reporting
 from retrodistill.train.teacher_table import TeacherTable, build_teacher_table
 
 logger = logging.getLogger(__name__)
@@ -103,6 +106,9 @@ class _TrainingData:
     inputs: dict[str, str] = field(default_factory=dict)
     teacher: dict[str, Any] = field(default_factory=dict)
     counts: dict[str, Any] = field(default_factory=dict)
+    candidates: CandidateSet | None = None
+    holdout: frozenset[str] = frozenset()  # training queries held out as the dev split
+    teacher_rankings: dict[str, Any] = field(default_factory=dict)  # held-out query -> TeacherRanking
 
     def dataset(self, collection: Collection) -> Any:
         import datasets
@@ -228,6 +234,7 @@ def _query_data(
     wants_scores = store is not None and bool(needs & {"teacher_scores", "teacher_in_batch"})
     # One float per candidate row, joined column-wise: never a dict of every stored score.
     scores = store.scores_for(candidates) if store is not None and wants_scores else None
+    holdout = _holdout(config, collection, candidates)
     examples = build_examples(
         collection,
         candidates,
@@ -236,6 +243,7 @@ def _query_data(
         negative_pool=config.negative_pool,
         epochs=config.epochs,
         seed=config.seed,
+        exclude=holdout,
     )
     if not len(examples):
         raise ValueError(
@@ -251,6 +259,15 @@ def _query_data(
             "skipped_queries": examples.skipped_queries,
         },
     )
+    if holdout:
+        from retrodistill.train.evaluation import teacher_rankings
+
+        data.holdout = holdout
+        data.counts["held_out_queries"] = len(holdout)
+        if store is not None:
+            held_scores = scores if scores is not None else store.scores_for(candidates)
+            data.teacher_rankings = teacher_rankings(candidates, held_scores, holdout)
+    data.candidates = candidates
     if store is not None and needs_teacher:
         data.inputs["teacher_scores"] = store.fingerprint
         data.teacher = store.manifest.get("teacher", {})
@@ -279,6 +296,19 @@ def _query_data(
         data.label = _table_label(examples, data.table)
         data.counts["teacher_pairs"] = len(data.table.pair_keys)
     return data
+
+
+def _holdout(config: TrainConfig, collection: Collection, candidates: CandidateSet) -> frozenset[str]:
+    """The ``eval_holdout`` training queries left out as a dev split: drawn among those with a judged candidate."""
+    if not config.eval_holdout:
+        return frozenset()
+    import pyarrow.compute as pc
+
+    from retrodistill.train.evaluation import holdout_queries
+
+    table = candidates.table
+    judged = pc.unique(table.column("query_id").filter(pc.greater(table.column("label"), 0))).to_pylist()
+    return holdout_queries([q for q in judged if q in collection.queries], config.eval_holdout, config.seed)
 
 
 def _negative_pool_documents(candidates: CandidateSet, queries: set[str], negative_pool: int) -> list[str]:
@@ -329,18 +359,54 @@ def _corpus_data(
     )
 
 
+def _evaluation_arguments(config: TrainConfig, evaluator: Any) -> dict[str, Any]:
+    """The trainer's evaluation arguments: every ``eval_steps`` steps, the best checkpoint kept if asked."""
+    if evaluator is None:
+        return {"eval_strategy": "no"}
+    return {
+        "eval_strategy": "steps",
+        "eval_steps": config.eval_steps,
+        "load_best_model_at_end": config.load_best_model_at_end,
+        "metric_for_best_model": f"eval_{evaluator.name}_{config.metric_for_best_model}",
+        "greater_is_better": True,
+    }
+
+
 def _trainer_class() -> Any:
-    """sentence-transformers' trainer without its model-card callback.
+    """sentence-transformers' trainer without its model-card callback, whose evaluations draw no randomness.
 
     The student's card is ours (:mod:`retrodistill.train.model_card`); the callback would only compute
     "widget examples" from the training data when the trainer is built (time, and a tqdm bar of its own).
     ``add_model_card_callback`` is the hook sentence-transformers documents for this.
+
+    An evaluation builds a DataLoader iterator, which draws its base seed from torch's global
+    generator, so every dropout mask after it would differ from a run without evaluations. The
+    random states are restored after each evaluation: ``eval_steps`` never changes the student.
     """
+    import random
+
+    import numpy as np
+    import torch
     from sentence_transformers import SentenceTransformerTrainer
 
     class Trainer(SentenceTransformerTrainer):  # type: ignore[misc]
         def add_model_card_callback(self, default_args_dict: dict[str, Any]) -> None:
             return None
+
+        def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
+            # transformers 5 calls _save on every rank and checks the rank there; sentence-transformers'
+            # override assumes process zero, so every rank would write each checkpoint's model files.
+            if self.args.should_save:
+                super()._save(output_dir, state_dict)
+
+        def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+            python_state, numpy_state = random.getstate(), np.random.get_state()
+            try:
+                with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+                    return dict(super().evaluate(*args, **kwargs))
+            finally:
+                random.setstate(python_state)
+                np.random.set_state(numpy_state)
 
     return Trainer
 
@@ -419,11 +485,15 @@ def run(
             ``overwrite``), or ``resume_from`` holds no complete checkpoint of this run.
     """
     check_output(config.out, inputs=training_inputs(config), overwrite=overwrite)
+    from retrodistill.train.evaluation import check_eval_settings
+
     _check_checkpointing(config)
+    check_eval_settings(config)
+    check_report_to(config.report_to)
     out = Path(config.out)
-    rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    # One writer per output: a second run on it refuses while this one lives (ranks share theirs).
-    lock = output_lock(out, STAGE) if world_size == 1 else contextlib.nullcontext()
+    rank = int(os.environ.get("RANK", "0"))
+    # One writer per output: a second run on it refuses while this one lives (rank 0's lock holds for all).
+    lock = output_lock(out, STAGE) if rank == 0 else contextlib.nullcontext()
     with lock:
         return _train(
             config,
@@ -455,12 +525,12 @@ def _train(
 ) -> Path:
     import torch
     from sentence_transformers import SentenceTransformerTrainingArguments
-    from sentence_transformers.base.sampler import BatchSamplers
 
     from retrodistill.data.download import load_dataset
     from retrodistill.losses import LOSSES, required_inputs
     from retrodistill.students import STUDENTS
     from retrodistill.train import checkpoints
+    from retrodistill.train.distributed import batch_sampler, ddp_arguments
     from retrodistill.train.precision import precision_arguments
     from retrodistill.train.st_loss import StudentDistillationLoss
 
@@ -470,7 +540,11 @@ def _train(
     if config.stage not in STAGES:
         raise ValueError(f"stage must be one of {', '.join(STAGES)}, got {config.stage!r}")
     warmup = warmup_arguments(config.warmup_ratio)
+    report_to = check_report_to(config.report_to)
     precision = precision_arguments(bf16=config.bf16, fp16=config.fp16, cuda=torch.cuda.is_available())
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun / accelerate launch processes
+    # Merged, not passed side by side: on a CPU-only machine both may ask for use_cpu.
+    precision |= ddp_arguments(world_size, cuda=torch.cuda.is_available())
     loss = LOSSES.build(config.loss.name, config.loss.params)
     needs = frozenset(required_inputs(loss))
     collection = load_dataset(config.data.dataset, config.data.split, config.data.data_dir)
@@ -481,6 +555,8 @@ def _train(
     work = checkpoints.training_dir(out)
     clean_stale_staging(out)  # process-named staging folders of earlier versions' killed runs
     identity = checkpoints.run_identity(to_dict(config), data.inputs)
+    if world_size > 1:  # batch_size is per process: resumed on another count, the run trains other batches
+        identity["processes"] = world_size
     # Every rank finds the same checkpoint; only the first deletes what is not resumed.
     resume = checkpoints.prepare_resume(work, identity, resume_from=resume_from, overwrite=overwrite, tidy=main_process)
 
@@ -509,6 +585,9 @@ def _train(
         checkpoints.load_projection(resume, train_loss.projection)
         logger.warning("resuming %s from %s", out, resume)
 
+    from retrodistill.train.evaluation import build_evaluator
+
+    evaluator = build_evaluator(config, collection, data.candidates, data.holdout, data.teacher_rankings)
     work.mkdir(parents=True, exist_ok=True)
     published = False
     try:
@@ -524,6 +603,7 @@ def _train(
             data_seed=config.seed,
             **precision,
             logging_steps=config.logging_steps,
+            **_evaluation_arguments(config, evaluator),
             save_strategy="steps" if config.save_steps else "no",
             save_steps=config.save_steps or 500,
             # The trainer would delete the previous checkpoint before the new one is marked complete.
@@ -532,18 +612,22 @@ def _train(
             # Tokenising 1 + N texts per example is the data path's cost (~5k texts/s per core): workers
             # keep a GPU fed; each gets the dataset, whose corpus pickles as its cache folder only.
             dataloader_num_workers=config.dataloader_num_workers,
-            report_to="none",
+            report_to=report_to or "none",
+            run_name=out.name,  # wandb's run name
             disable_tqdm=True,  # our bar: use_rich_progress below
-            # In-batch negatives must not repeat a query's own positive.
-            batch_sampler=BatchSamplers.NO_DUPLICATES if needs & _IN_BATCH_INPUTS else BatchSamplers.BATCH_SAMPLER,
+            # In-batch negatives must not repeat a query's own positive, on any rank.
+            batch_sampler=batch_sampler(in_batch=bool(needs & _IN_BATCH_INPUTS), world_size=world_size),
         )
         marker = checkpoints.CheckpointCallback(identity, train_loss.projection, config.save_total_limit)
-        trainer = _trainer_class()(model=model, args=args, train_dataset=dataset, loss=train_loss, callbacks=[marker])
+        trainer = _trainer_class()(
+            model=model, args=args, train_dataset=dataset, loss=train_loss, evaluator=evaluator, callbacks=[marker]
+        )
         # One rich bar with the current loss instead of tqdm and printed log dicts.
         from retrodistill.train.progress import use_rich_progress
 
         use_rich_progress(trainer, show_progress)
-        result = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+        with reporting(trainer, report_to, work / LOGS, resumed_at=resumed_at):
+            result = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
 
         if trainer.is_world_process_zero():
             staged = work / "model"
@@ -557,6 +641,7 @@ def _train(
             cfg = to_dict(config)
             (staged / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
             (staged / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=2) + "\n")
+            publish_logs(work, staged)
             counts = {
                 **data.counts,
                 "training_stage": config.stage,
