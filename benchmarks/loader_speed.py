@@ -1,6 +1,6 @@
 """train-student's data path alone: examples (query + 1 + N documents, teacher scores) per second.
 
-Builds the training examples exactly as ``train-student`` does (``retrodistill.train.run._query_data``:
+Builds the training examples exactly as ``train-student`` does (``retrodistill.train.training_data.query_data``:
 store and candidates checked, examples drawn as integer arrays, texts looked up per batch), then times:
 
 * ``transform``: batches read from the dataset (its transform looks up the query and document texts);
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from retrodistill.config import DataConfig, TrainConfig
     from retrodistill.data.download import load_dataset
     from retrodistill.losses import LOSSES, required_inputs
-    from retrodistill.train.run import _query_data
+    from retrodistill.train.training_data import query_data as _query_data
 
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     config = TrainConfig(

@@ -281,7 +281,7 @@ def toy(toy_dir: Path) -> Collection:
 def test_train_student_accepts_the_ensemble(toy: Collection, toy_dir: Path, tmp_path: Path) -> None:
     """The checks train-student makes before training (train/run.py), on an ensemble store."""
     from retrodistill.train.examples import build_examples
-    from retrodistill.train.run import _load_candidates
+    from retrodistill.train.training_data import load_candidates as _load_candidates
 
     doc_ids = sorted(toy.corpus)
     rows = [

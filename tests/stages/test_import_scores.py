@@ -363,7 +363,7 @@ def test_imported_artifacts_pass_train_student_checks(tmp_path: Path, toy: Colle
     """The checks train-student makes before training, on an imported store and candidates."""
     from retrodistill.config import DataConfig, TrainConfig
     from retrodistill.train.examples import build_examples
-    from retrodistill.train.run import _load_candidates
+    from retrodistill.train.training_data import load_candidates as _load_candidates
 
     text = "".join(
         json.dumps([qid, *[[d, float(10 - i)] for i, d in enumerate(docs)]]) + "\n"

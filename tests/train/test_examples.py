@@ -128,7 +128,7 @@ def test_unsorted_candidates_are_refused(toy_dir: Path, toy_candidates) -> None:
 
 
 def test_id_label_addresses_a_teacher_table_with_every_stored_pair(toy_dir: Path, toy_candidates) -> None:
-    from retrodistill.train.run import _table_label
+    from retrodistill.train.training_data import table_label as _table_label
 
     collection = load_beir(toy_dir, "train")
     scores = {pair: float(i) for i, pair in enumerate(toy_candidates.pairs())}
