@@ -127,6 +127,8 @@ class TrainingEvaluator(_evaluator_base()):  # type: ignore[misc]
             searches the whole corpus.
         teacher: held-out query → :class:`TeacherRanking`, for the rank correlations.
         batch_size: texts per forward pass.
+        max_seq_length: the model's text length while it is evaluated (the published student's, when
+            training truncates shorter: ``train_max_seq_length``); ``None`` keeps the model's.
     """
 
     greater_is_better = True
@@ -142,6 +144,7 @@ class TrainingEvaluator(_evaluator_base()):  # type: ignore[misc]
         candidates: Mapping[str, Sequence[str]] | None = None,
         teacher: Mapping[str, TeacherRanking] | None = None,
         batch_size: int = 64,
+        max_seq_length: int | None = None,
     ) -> None:
         super().__init__()
         if not queries:
@@ -155,55 +158,71 @@ class TrainingEvaluator(_evaluator_base()):  # type: ignore[misc]
         self.candidates = None if candidates is None else {q: list(candidates[q]) for q in self.queries}
         self.teacher = dict(teacher or {})
         self.batch_size = batch_size
+        self.max_seq_length = max_seq_length
         self.primary_metric = f"{name}_{self.measures[0]}"
 
     def __call__(
         self, model: Any, output_path: str | None = None, epoch: float = -1, steps: int = -1
     ) -> dict[str, float]:
-        """Evaluate ``model``; returns ``{f"{name}_{key}": value}`` (the trainer adds ``eval_``)."""
-        run = self._run(model)
-        qrels = {q: self.collection.qrels.get(q, {}) for q in self.queries}
-        judged = {q: docs for q, docs in qrels.items() if docs}
-        values = dict(compute_metrics(judged, run, self.measures, rel_threshold=self.rel_threshold).aggregate)
-        values.update(self._correlations(model))
+        """Evaluate ``model``; returns ``{f"{name}_{key}": value}`` (the trainer adds ``eval_``).
+
+        Each document and query is encoded once per evaluation: the candidates' scores serve both
+        the retrieval run and the rank correlations.
+        """
+        training_length = model.max_seq_length
+        if self.max_seq_length is not None:
+            model.max_seq_length = self.max_seq_length
+        try:
+            values = self._evaluate(model)
+        finally:
+            model.max_seq_length = training_length
         logger.info("step %s: %s", steps, ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
         return {f"{self.name}_{key}": value for key, value in values.items()}
 
-    def _run(self, model: Any) -> dict[str, dict[str, float]]:
-        if self.candidates is None:
-            from retrodistill.evaluate.retrieval import encode_and_search
+    def _evaluate(self, model: Any) -> dict[str, float]:
+        lists = {q: r.doc_ids for q, r in self.teacher.items()}
+        if self.candidates is not None:
+            lists = {q: (*self.candidates[q], *lists.get(q, ())) for q in {*self.candidates, *lists}}
+        scores = self._score(model, lists)
+        run = self._search(model) if self.candidates is None else {q: scores[q] for q in self.candidates}
+        judged = {q: self.collection.qrels[q] for q in self.queries if self.collection.qrels.get(q)}
+        values = dict(compute_metrics(judged, run, self.measures, rel_threshold=self.rel_threshold).aggregate)
+        values.update(self._correlations(scores))
+        return values
 
-            subset = Collection(
-                name=self.collection.name,
-                corpus=self.collection.corpus,
-                queries=self.queries,
-                qrels=self.collection.qrels,
-                split=self.collection.split,
-            )
-            return encode_and_search(model, subset, k=100, batch_size=self.batch_size, show_progress=False)
-        return self._rerank(model, self.candidates)
+    def _search(self, model: Any) -> dict[str, dict[str, float]]:
+        """The queries' top 100 over the whole corpus, as ``evaluate`` retrieves."""
+        from retrodistill.evaluate.retrieval import encode_and_search
 
-    def _rerank(self, model: Any, candidates: Mapping[str, Sequence[str]]) -> dict[str, dict[str, float]]:
-        """Each query scored against its own documents (inner product, as ``evaluate`` searches)."""
-        doc_ids = sorted({d for docs in candidates.values() for d in docs})
+        subset = Collection(
+            name=self.collection.name,
+            corpus=self.collection.corpus,
+            queries=self.queries,
+            qrels=self.collection.qrels,
+            split=self.collection.split,
+        )
+        return encode_and_search(model, subset, k=100, batch_size=self.batch_size, show_progress=False)
+
+    def _score(self, model: Any, lists: Mapping[str, Sequence[str]]) -> dict[str, dict[str, float]]:
+        """Each query's score for each of its documents (inner product, as ``evaluate`` searches)."""
+        if not lists:
+            return {}
+        doc_ids = sorted({d for docs in lists.values() for d in docs})
         corpus = self.collection.corpus
         documents = encode_texts(model, corpus.texts(corpus.rows(doc_ids)), "document", self.batch_size)
         position = {d: i for i, d in enumerate(doc_ids)}
-        qids = list(candidates)
+        qids = list(lists)
         queries = encode_texts(model, [self.queries[q] for q in qids], "query", self.batch_size)
-        run: dict[str, dict[str, float]] = {}
+        scores: dict[str, dict[str, float]] = {}
         for qid, vector in zip(qids, queries, strict=True):
-            docs = candidates[qid]
-            scores = documents[[position[d] for d in docs]] @ vector
-            run[qid] = dict(zip(docs, scores.astype(float).tolist(), strict=True))
-        return run
+            docs = list(dict.fromkeys(lists[qid]))
+            values = documents[[position[d] for d in docs]] @ vector
+            scores[qid] = dict(zip(docs, values.astype(float).tolist(), strict=True))
+        return scores
 
-    def _correlations(self, model: Any) -> dict[str, float]:
-        if not self.teacher:
-            return {}
-        run = self._rerank(model, {q: r.doc_ids for q, r in self.teacher.items()})
+    def _correlations(self, scores: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
         pairs = [
-            rank_correlations(np.array([run[q][d] for d in ranking.doc_ids]), ranking.scores)
+            rank_correlations(np.array([scores[q][d] for d in ranking.doc_ids]), ranking.scores)
             for q, ranking in self.teacher.items()
         ]
         kept = [p for p in pairs if p is not None]
@@ -264,6 +283,8 @@ def build_evaluator(
     candidates: CandidateSet | None,
     holdout: frozenset[str],
     teacher: Mapping[str, TeacherRanking],
+    *,
+    max_seq_length: int | None = None,
 ) -> TrainingEvaluator | None:
     """The evaluator ``config`` asks for (``None`` without ``eval_steps``); see the module docstring."""
     if config.eval_steps is None:
@@ -286,6 +307,7 @@ def build_evaluator(
             candidates=pool,
             teacher={q: teacher[q] for q in qids if q in teacher},
             batch_size=config.batch_size * 4,
+            max_seq_length=max_seq_length,
         )
     from retrodistill.data.download import load_dataset
 
@@ -314,6 +336,7 @@ def build_evaluator(
         rel_threshold=_rel_threshold(config.eval_dataset, config.eval_split),
         candidates=pool,
         batch_size=config.batch_size * 4,
+        max_seq_length=max_seq_length,
     )
 
 

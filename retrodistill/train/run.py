@@ -306,7 +306,9 @@ def _train(
 
     from retrodistill.train.evaluation import build_evaluator
 
-    evaluator = build_evaluator(config, collection, data.candidates, data.holdout, data.teacher_rankings)
+    evaluator = build_evaluator(
+        config, collection, data.candidates, data.holdout, data.teacher_rankings, max_seq_length=saved_max_seq_length
+    )
     work.mkdir(parents=True, exist_ok=True)
     published = False
     try:

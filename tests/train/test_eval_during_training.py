@@ -191,3 +191,16 @@ def test_holding_out_every_training_query_is_refused(base: TrainConfig, tmp_path
     with pytest.raises(ValueError, match="would hold out every one of the 6 training queries"):
         train.run(dataclasses.replace(base, out=str(tmp_path / "s"), eval_holdout=6, eval_steps=1), show_progress=False)
     assert not (tmp_path / "s").exists()
+
+
+def test_evaluation_uses_the_published_text_length_and_restores_the_training_one(
+    toy_dir: Path, student: object
+) -> None:
+    collection = load_beir(toy_dir, "train")
+    queries = {q: collection.queries[q] for q in sorted(collection.qrels)}
+    full = TrainingEvaluator("dev", collection, queries, ["nDCG@10", "RR@10"])(student)
+    student.max_seq_length = 4  # type: ignore[attr-defined]  # as train_max_seq_length truncates while training
+    short = TrainingEvaluator("dev", collection, queries, ["nDCG@10", "RR@10"])(student)
+    published = TrainingEvaluator("dev", collection, queries, ["nDCG@10", "RR@10"], max_seq_length=64)(student)
+    assert published == full != short
+    assert student.max_seq_length == 4  # type: ignore[attr-defined]
