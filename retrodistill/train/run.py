@@ -78,13 +78,18 @@ STAGES = ("queries", "corpus")
 _IN_BATCH_INPUTS = frozenset({"student_in_batch", "positive_index"})
 
 
-def _evaluation_arguments(config: TrainConfig, evaluator: Any) -> dict[str, Any]:
-    """The trainer's evaluation arguments: every ``eval_steps`` steps, the best checkpoint kept if asked."""
+def _evaluation_arguments(config: TrainConfig, evaluator: Any, *, resuming: bool) -> dict[str, Any]:
+    """The trainer's evaluation arguments: every ``eval_steps`` steps, the best checkpoint kept if asked.
+
+    A fresh run also evaluates the student it starts from (step 0: where the curves begin); a resumed
+    run's log already has that point.
+    """
     if evaluator is None:
         return {"eval_strategy": "no"}
     return {
         "eval_strategy": "steps",
         "eval_steps": config.eval_steps,
+        "eval_on_start": not resuming,
         "load_best_model_at_end": config.load_best_model_at_end,
         "metric_for_best_model": f"eval_{evaluator.name}_{config.metric_for_best_model}",
         "greater_is_better": True,
@@ -324,7 +329,7 @@ def _train(
             data_seed=config.seed,
             **precision,
             logging_steps=config.logging_steps,
-            **_evaluation_arguments(config, evaluator),
+            **_evaluation_arguments(config, evaluator, resuming=resume is not None),
             save_strategy="steps" if config.save_steps else "no",
             save_steps=config.save_steps or 500,
             # The trainer would delete the previous checkpoint before the new one is marked complete.

@@ -37,7 +37,7 @@ def _weights(student: Path) -> dict[str, np.ndarray]:
 def test_held_out_queries_are_evaluated_every_eval_steps_and_not_trained_on(base: TrainConfig, tmp_path: Path) -> None:
     student, log = _train(base, tmp_path / "student", eval_steps=2, eval_holdout=2, max_steps=4, eval_corpus="full")
     evals = [entry for entry in log if "eval_dev_nDCG@10" in entry]
-    assert [entry["step"] for entry in evals] == [2, 4]
+    assert [entry["step"] for entry in evals] == [0, 2, 4]  # the starting student, then every eval_steps
     for entry in evals:
         assert 0.0 <= entry["eval_dev_nDCG@10"] <= 1.0 and 0.0 <= entry["eval_dev_RR@10"] <= 1.0
         assert -1.0 <= entry["eval_dev_kendall_tau"] <= 1.0 and -1.0 <= entry["eval_dev_spearman"] <= 1.0
@@ -133,10 +133,11 @@ def test_load_best_model_at_end_publishes_the_best_evaluated_checkpoint(
         metric_for_best_model="kendall_tau",
     )
     taus = {entry["step"]: entry["eval_dev_kendall_tau"] for entry in log if "eval_dev_kendall_tau" in entry}
-    assert sorted(taus) == [1, 2, 3, 4, 5, 6]
-    best_step = max(taus, key=lambda step: (taus[step], -step))  # the first of the best, as the trainer keeps
+    assert sorted(taus) == [0, 1, 2, 3, 4, 5, 6]
+    # The first of the best, as the trainer keeps.
+    best_step = max(sorted(taus)[1:], key=lambda step: (taus[step], -step))
     published = _weights(best)
-    for step in taus:
+    for step in sorted(taus)[1:]:  # step 0 has no checkpoint, so it is never the one kept
         at_step = _weights(saved / str(step))
         same = all(np.array_equal(published[name], at_step[name]) for name in published)
         assert same == (step == best_step or _same_weights(at_step, _weights(saved / str(best_step)))), step
