@@ -205,3 +205,24 @@ def test_evaluation_uses_the_published_text_length_and_restores_the_training_one
     published = TrainingEvaluator("dev", collection, queries, ["nDCG@10", "RR@10"], max_seq_length=64)(student)
     assert published == full != short
     assert student.max_seq_length == 4  # type: ignore[attr-defined]
+
+
+def test_another_dataset_is_evaluated_over_its_corpus_or_its_candidates(
+    base: TrainConfig, toy_dir: Path, cross_candidates: object, tmp_path: Path
+) -> None:
+    # The toy set's train split stands in for a dev split here; cross_candidates rank every document
+    # for every train query, so reranking them equals searching the whole corpus.
+    settings = {"eval_steps": 2, "eval_dataset": str(toy_dir), "eval_split": "train", "max_steps": 2}
+    _, full = _train(base, tmp_path / "full", eval_corpus="full", **settings)
+    _, reranked = _train(
+        base,
+        tmp_path / "reranked",
+        eval_corpus="candidates",
+        eval_candidates=str(cross_candidates.path),  # type: ignore[attr-defined]
+        **settings,
+    )
+    last_full = [entry for entry in full if "eval_toy_nDCG@10" in entry][-1]
+    last_reranked = [entry for entry in reranked if "eval_toy_nDCG@10" in entry][-1]
+    assert last_full["step"] == last_reranked["step"] == 2
+    assert last_full["eval_toy_nDCG@10"] == pytest.approx(last_reranked["eval_toy_nDCG@10"], abs=1e-6)
+    assert "eval_toy_kendall_tau" not in last_full  # no teacher scores for another dataset's queries
