@@ -39,6 +39,16 @@ class DataConfig:
 
 
 @dataclass
+class SplitDevConfig:
+    """``retrodistill split-dev``: a seeded dev split carved out of a training split (:mod:`.stages.split_dev`)."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    dev_queries: int = field(default=100, metadata={"help": "judged queries drawn into the dev split"})
+    seed: int = 42
+    out: str = "runs/dev-split"
+
+
+@dataclass
 class MineConfig:
     data: DataConfig = field(default_factory=DataConfig)
     out: str = "runs/candidates"

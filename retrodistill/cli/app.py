@@ -24,6 +24,7 @@ from retrodistill.cli.report import report
 from retrodistill.cli.reproduce import reproduce
 from retrodistill.cli.score import score_teacher
 from retrodistill.cli.score_pairs import score_pairwise
+from retrodistill.cli.split_dev import split_dev
 from retrodistill.cli.train import train_student
 
 app = typer.Typer(
@@ -56,6 +57,7 @@ def _main(
     setup_logging(verbose)
 
 
+app.command("split-dev")(split_dev)
 app.command("mine-negatives")(mine_negatives)
 app.command("score-teacher")(score_teacher)
 app.command("import-scores")(import_scores)

@@ -28,6 +28,7 @@ def _fails_in_one_line(args: list[str]) -> str:
 def _commands_with_a_missing_input(toy: str) -> dict[str, list[str]]:
     return {
         "mine-negatives": ["mine-negatives", "--dataset", MISSING, "--out", "{tmp}/cand"],
+        "split-dev": ["split-dev", "--dataset", MISSING, "--out", "{tmp}/dev"],
         "score-teacher": [
             "score-teacher", "--model", "m", "--dataset", toy, "--candidates", MISSING, "--out", "{tmp}/s",
         ],
@@ -50,6 +51,7 @@ def _commands_with_a_missing_input(toy: str) -> dict[str, list[str]]:
     "command",
     [
         "mine-negatives",
+        "split-dev",
         "score-teacher",
         "import-scores",
         "score-pairwise",
