@@ -161,7 +161,12 @@ def staging_dir(target: str | os.PathLike[str]) -> Path:
     from retrodistill.temporaries import host_tag
 
     prefix = f".{target.name}{_STAGING}{os.getpid()}-{host_tag()}-"
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
+    staged = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
+    # mkdtemp makes 0700 folders; the published artifact gets the mode a plain mkdir would give it.
+    mask = os.umask(0)
+    os.umask(mask)
+    staged.chmod(0o777 & ~mask)
+    return staged
 
 
 def clean_stale_staging(target: str | os.PathLike[str]) -> list[Path]:

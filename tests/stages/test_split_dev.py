@@ -72,3 +72,9 @@ def test_the_command_writes_the_split_and_refuses_to_overwrite(toy_dir: Path, tm
         app, ["split-dev", "--dataset", str(toy_dir), "--split", "dev", "--out", str(tmp_path / "x")]
     )
     assert missing.exit_code == 2 and "has no dev split" in " ".join(missing.output.split())
+
+
+def test_the_published_folder_has_the_mode_of_a_plain_mkdir(toy_dir: Path, tmp_path: Path) -> None:
+    out = run(_config(toy_dir, tmp_path / "dev-split", dev_queries=2))
+    (tmp_path / "plain").mkdir()
+    assert out.stat().st_mode == (tmp_path / "plain").stat().st_mode
