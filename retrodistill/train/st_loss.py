@@ -91,7 +91,8 @@ def gather_across_ranks(tensor: Tensor, *, with_grad: bool) -> Tensor:
     With ``with_grad`` the local part keeps its gradient and the backward pass sums every rank's
     gradient for it (``torch.distributed.nn.all_gather``, the collective sentence-transformers'
     ``all_gather_with_grad`` calls); without, the gathered copies carry none. Every rank must pass a
-    contiguous tensor of one shape (accelerate's even batches guarantee equal batch sizes).
+    contiguous tensor of one shape (training drops an incomplete last global batch:
+    ``dataloader_drop_last`` in :mod:`retrodistill.train.distributed`).
     """
     if world_size() == 1:
         return tensor
