@@ -307,7 +307,8 @@ def _train(
     resumed_at = None if resume is None else checkpoints.checkpoint_step(resume)  # rotation may delete it
     if resume is not None:
         checkpoints.load_projection(resume, train_loss.projection)
-        logger.warning("resuming %s from %s", out, resume)
+        if main_process:  # one line per run, not per rank
+            logger.warning("resuming %s from %s", out, resume)
 
     from retrodistill.train.evaluation import build_evaluator
 
