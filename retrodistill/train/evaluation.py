@@ -30,6 +30,7 @@ import logging
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -243,6 +244,11 @@ def check_eval_settings(config: TrainConfig) -> None:
         raise ValueError(f"eval_corpus must be one of {', '.join(CORPUS_MODES)}, got {config.eval_corpus!r}")
     if not config.eval_measures:
         raise ValueError("eval_measures is empty: name at least one measure (e.g. nDCG@10)")
+    parse_measures(config.eval_measures)  # a misspelt measure fails before the data is prepared
+    if config.eval_candidates is not None and not (Path(config.eval_candidates) / "manifest.json").is_file():
+        raise ValueError(
+            f"eval_candidates {config.eval_candidates}: no candidates artifact there (manifest.json is missing)"
+        )
     if config.stage == "corpus" and config.eval_holdout:
         raise ValueError("the corpus stage has no training queries to hold out: use eval_dataset there")
     if config.eval_steps is None:

@@ -181,6 +181,11 @@ def _same_weights(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
             "metric_for_best_model 'MAP' is not evaluated",
         ),
         ({"eval_holdout": 2, "stage": "corpus"}, "the corpus stage has no training queries"),
+        ({"eval_steps": 2, "eval_holdout": 2, "eval_measures": ["nDCG@x"]}, "cannot parse measure 'nDCG@x'"),
+        (
+            {"eval_steps": 2, "eval_dataset": "x", "eval_candidates": "/no/such"},
+            "eval_candidates /no/such: no candidates",
+        ),
     ],
 )
 def test_inconsistent_evaluation_settings_are_refused(changes: dict[str, object], message: str) -> None:
