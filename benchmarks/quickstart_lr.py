@@ -33,15 +33,11 @@ from typing import Any
 from retrodistill.artifacts import write_json_atomic, write_text_atomic
 from retrodistill.config import (
     DataConfig,
-    LossConfig,
     MineConfig,
-    ScoreTeacherConfig,
     SplitDevConfig,
-    StudentConfig,
-    TeacherConfig,
     TrainConfig,
 )
-from retrodistill.quickstart import QuickstartConfig
+from retrodistill.quickstart import QuickstartConfig, student_train_config, teacher_score_config
 
 GRID = (2e-4, 5e-4, 1e-3, 2e-3)
 
@@ -59,36 +55,16 @@ def inputs(out: Path, quickstart: QuickstartConfig, dev_queries: int) -> Path:
     if not (out / "candidates" / "manifest.json").is_file():
         mine_negatives.run(MineConfig(data=train, out=str(out / "candidates"), k=quickstart.k))
     if not (out / "teacher-scores" / "manifest.json").is_file():
-        params: dict[str, Any] = {"model": quickstart.teacher, "similarity": "cosine"}
-        score_teacher.run(
-            ScoreTeacherConfig(
-                data=train,
-                candidates=str(out / "candidates"),
-                teacher=TeacherConfig("bi-encoder", params),
-                out=str(out / "teacher-scores"),
-            ),
-            teacher=BiEncoderTeacher(**params),
-        )
+        score_config = teacher_score_config(quickstart, train, out)
+        score_teacher.run(score_config, teacher=BiEncoderTeacher(**score_config.teacher.params))
     return dataset
 
 
 def train_config(out: Path, dataset: Path, quickstart: QuickstartConfig, learning_rate: float) -> TrainConfig:
-    """The quickstart's training step (``retrodistill.quickstart.run``) with ``learning_rate``."""
-    return TrainConfig(
-        data=DataConfig(dataset=str(dataset), split="train"),
-        store=str(out / "teacher-scores"),
-        candidates=str(out / "candidates"),
-        out=str(out / "students" / f"lr-{learning_rate:g}"),
-        student=StudentConfig(model=quickstart.teacher, layers=quickstart.layers, similarity="cosine"),
-        loss=LossConfig(quickstart.loss, dict(quickstart.loss_params)),
-        negatives=quickstart.negatives,
-        epochs=quickstart.epochs,
-        batch_size=quickstart.batch_size,
-        learning_rate=learning_rate,
-        max_steps=quickstart.max_steps,
-        train_max_seq_length=quickstart.train_max_seq_length,
-        seed=quickstart.seed,
-    )
+    """The quickstart's training step (``retrodistill.quickstart.student_train_config``) with ``learning_rate``."""
+    settings = dataclasses.replace(quickstart, learning_rate=learning_rate)
+    data = DataConfig(dataset=str(dataset), split="train")
+    return student_train_config(settings, data, out, out / "students" / f"lr-{learning_rate:g}")
 
 
 def evaluate_dev(student: Path, dataset: Path, out: Path) -> dict[str, float]:

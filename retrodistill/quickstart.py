@@ -94,6 +94,36 @@ def suite_dataset(suite: Any) -> str:
 STAGE = "quickstart"
 
 
+def teacher_score_config(config: QuickstartConfig, data: DataConfig, out: Path) -> ScoreTeacherConfig:
+    """The quickstart's ``score-teacher`` step: the bi-encoder teacher's cosine scores of ``out/candidates``."""
+    params: dict[str, Any] = {"model": config.teacher, "similarity": "cosine"}
+    return ScoreTeacherConfig(
+        data=data,
+        candidates=str(out / "candidates"),
+        teacher=TeacherConfig("bi-encoder", params),
+        out=str(out / "teacher-scores"),
+    )
+
+
+def student_train_config(config: QuickstartConfig, data: DataConfig, inputs: Path, student: Path) -> TrainConfig:
+    """The quickstart's ``train-student`` step, on the candidates and teacher scores under ``inputs``."""
+    return TrainConfig(
+        data=data,
+        store=str(inputs / "teacher-scores"),
+        candidates=str(inputs / "candidates"),
+        out=str(student),
+        student=StudentConfig(model=config.teacher, layers=config.layers, similarity="cosine"),
+        loss=LossConfig(config.loss, dict(config.loss_params)),
+        negatives=config.negatives,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        max_steps=config.max_steps,
+        train_max_seq_length=config.train_max_seq_length,
+        seed=config.seed,
+    )
+
+
 def run(config: QuickstartConfig, *, log: Any = print, overwrite: bool = False) -> QuickstartResult:
     """Run every step into ``config.out``.
 
@@ -119,17 +149,9 @@ def run(config: QuickstartConfig, *, log: Any = print, overwrite: bool = False) 
     mine_negatives.run(MineConfig(data=data, out=str(out / "candidates"), k=config.k))
 
     log(f"[2/6] scoring candidates with the teacher {config.teacher}")
-    teacher_params: dict[str, Any] = {"model": config.teacher, "similarity": "cosine"}
-    teacher = BiEncoderTeacher(**teacher_params)
-    score_teacher.run(
-        ScoreTeacherConfig(
-            data=data,
-            candidates=str(out / "candidates"),
-            teacher=TeacherConfig("bi-encoder", teacher_params),
-            out=str(out / "teacher-scores"),
-        ),
-        teacher=teacher,
-    )
+    score_config = teacher_score_config(config, data, out)
+    teacher = BiEncoderTeacher(**score_config.teacher.params)
+    score_teacher.run(score_config, teacher=teacher)
 
     log(f"[3/6] saving the student before distillation (first {config.layers} layers)")
     before = out / "student-before"
@@ -137,21 +159,7 @@ def run(config: QuickstartConfig, *, log: Any = print, overwrite: bool = False) 
     BiEncoderStudent(config.teacher, layers=config.layers).build().save(str(before))
 
     log(f"[4/6] distilling with {config.loss}")
-    train_config = TrainConfig(
-        data=data,
-        store=str(out / "teacher-scores"),
-        candidates=str(out / "candidates"),
-        out=str(out / "student"),
-        student=StudentConfig(model=config.teacher, layers=config.layers, similarity="cosine"),
-        loss=LossConfig(config.loss, dict(config.loss_params)),
-        negatives=config.negatives,
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        max_steps=config.max_steps,
-        train_max_seq_length=config.train_max_seq_length,
-        seed=config.seed,
-    )
+    train_config = student_train_config(config, data, out, out / "student")
     # A student from an earlier quickstart in this folder is replaced; anything else there is refused.
     earlier = check_output(train_config.out, resumable={train.STAGE}) == "resume"
     student_dir = train.run(train_config, overwrite=earlier)
