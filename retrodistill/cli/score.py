@@ -21,7 +21,7 @@ from retrodistill.outputs import check_output, guarded_output, output_lock
 def score_teacher(
     model: Annotated[str | None, typer.Option(help="Teacher model: hub id or path.")] = None,
     teacher: Annotated[
-        str | None, typer.Option(help="Teacher plug-in: cross-encoder or bi-encoder (default: cross-encoder).")
+        str | None, typer.Option(help="Teacher plug-in: cross-encoder, bi-encoder, colbert or bm25 (default: cross-encoder).")
     ] = None,
     candidates: Annotated[str | None, typer.Option(help="Candidates artifact (default: runs/candidates).")] = None,
     triples: Annotated[str | None, typer.Option(help="MS MARCO id-triples TSV, instead of candidates.")] = None,
@@ -74,7 +74,7 @@ def score_teacher(
             },
         )
         cfg.teacher.params.update({k: v for k, v in params.items() if v is not None})
-        if "model" not in cfg.teacher.params:
+        if "model" not in cfg.teacher.params and cfg.teacher.name != "bm25":  # BM25 has a corpus, no model
             raise ValueError("no teacher model: pass --model or set teacher.params.model in the config")
         inputs = {
             "--candidates": cfg.candidates,
