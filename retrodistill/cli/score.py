@@ -21,7 +21,8 @@ from retrodistill.outputs import check_output, guarded_output, output_lock
 def score_teacher(
     model: Annotated[str | None, typer.Option(help="Teacher model: hub id or path.")] = None,
     teacher: Annotated[
-        str | None, typer.Option(help="Teacher plug-in: cross-encoder, bi-encoder, colbert or bm25 (default: cross-encoder).")
+        str | None,
+        typer.Option(help="Teacher plug-in: cross-encoder, bi-encoder, colbert or bm25 (default: cross-encoder)."),
     ] = None,
     candidates: Annotated[str | None, typer.Option(help="Candidates artifact (default: runs/candidates).")] = None,
     triples: Annotated[str | None, typer.Option(help="MS MARCO id-triples TSV, instead of candidates.")] = None,
