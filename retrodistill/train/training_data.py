@@ -1,14 +1,15 @@
 """The training data of ``train-student``: examples, teacher tables and the held-out dev queries.
 
 ``query_data`` builds the ``queries`` stage's examples (see :mod:`retrodistill.train.run` for
-what each loss reads) and ``corpus_data`` the ``corpus`` stage's documents; both return a
+what each loss reads) and ``corpus_data`` the ``corpus`` stage's texts (documents, training
+queries, pseudo-queries: :mod:`retrodistill.train.pseudo_queries`); both return a
 :class:`TrainingData` that also records the inputs' fingerprints, the teacher and the counts the
 manifest reports.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,13 @@ from retrodistill.data.pair_store import PairStore
 from retrodistill.data.store import TeacherStore
 from retrodistill.data.teacher_embeddings import TeacherEmbeddings
 from retrodistill.train.examples import Examples, build_examples, corpus_columns, sample_corpus
+from retrodistill.train.pseudo_queries import PseudoQueries, check_settings, is_pseudo_query_id, pseudo_queries
 from retrodistill.train.teacher_table import TeacherTable, build_teacher_table
 
 _TABLE_INPUTS = frozenset({"teacher_in_batch", "teacher_embeddings", "teacher_pairwise"})
 _CORPUS_INPUTS = frozenset({"student_embeddings", "teacher_embeddings"})
+#: What the ``corpus`` stage can distil (``corpus_texts``).
+CORPUS_TEXTS = ("documents", "queries", "pseudo-queries")
 
 
 @dataclass
@@ -102,8 +106,7 @@ def _teacher_embeddings(
                 f"teacher_embeddings.model {settings.model!r}"
             )
         # Fail here, before the model is built, rather than at table building.
-        store.vectors("queries", query_ids)
-        store.vectors("documents", doc_ids)
+        _check_coverage(store, query_ids, doc_ids)
         return store
     if not settings.model:
         raise ValueError(
@@ -115,6 +118,27 @@ def _teacher_embeddings(
     # The embed-teacher stage's core, for exactly these ids; documents go through the shared corpus cache.
     teacher = load_teacher(settings.model, settings.similarity, settings.batch_size, settings.max_length)
     return embed_teacher(path, teacher, collection, query_ids, doc_ids, show_progress=show_progress)
+
+
+def _check_coverage(store: TeacherEmbeddings, query_ids: list[str], doc_ids: list[str]) -> None:
+    """Refuse a store that lacks some of the texts this run needs, saying which kinds and how many."""
+    wanted = {  # kind -> (the store's side, ids)
+        "pseudo-queries": ("queries", [q for q in query_ids if is_pseudo_query_id(q)]),
+        "queries": ("queries", [q for q in query_ids if not is_pseudo_query_id(q)]),
+        "documents": ("documents", doc_ids),
+    }
+    lacking, examples = [], []
+    for kind, (side, ids) in wanted.items():
+        missing = store.missing(side, ids)
+        if missing:
+            lacking.append(f"{len(missing)} of the {len(ids)} {kind}")
+            examples.append(missing[0])
+    if lacking:
+        raise ArtifactMismatchError(
+            f"the teacher-embedding store at {store.path} lacks {' and '.join(lacking)} this stage needs "
+            f"(e.g. {', '.join(examples)}): it was made with other settings or texts; point "
+            "teacher_embeddings.path at a new folder (with teacher_embeddings.model) to compute a store for this run"
+        )
 
 
 def _pair_store(config: TrainConfig, loss_name: str, collection: Collection, candidates: CandidateSet) -> PairStore:
@@ -272,23 +296,93 @@ def table_label(examples: Examples, table: TeacherTable) -> Any:
 def corpus_data(
     config: TrainConfig, collection: Collection, loss_name: str, needs: frozenset[str], show_progress: bool
 ) -> TrainingData:
-    """The corpus stage: documents alone, each with its teacher embedding."""
+    """The corpus stage: its ``corpus_texts`` (documents, training queries, pseudo-queries) and their teacher vectors.
+
+    Each epoch's rows are the drawn documents, the training queries and that epoch's pseudo-queries
+    (the trainer shuffles them all). The teacher embeds queries and pseudo-queries as queries and
+    documents as documents. The store always holds the drawn documents, trained on or not: they are
+    what the pseudo-queries are cropped from, and ``embed_teacher`` needs at least one document.
+    """
     extra = sorted(needs - _CORPUS_INPUTS)
     if extra:
         raise ValueError(
-            f"the corpus stage trains on documents alone, but loss {loss_name!r} needs {', '.join(extra)}: "
-            "use the 'embedding' loss there (stage: queries for the others)"
+            f"the corpus stage distils single texts (documents alone, queries alone: no (query, documents) rows), "
+            f"but loss {loss_name!r} needs {', '.join(extra)}: use the 'embedding' loss there (stage: queries "
+            "for the others)"
         )
+    kinds = check_corpus_texts(config.corpus_texts)
+    if "pseudo-queries" in kinds:
+        check_settings(config.pseudo_queries)  # before the teacher loads
     doc_ids = sample_corpus(collection, config.corpus_documents, config.seed)
-    embeddings = _teacher_embeddings(config, collection, [], doc_ids, show_progress)
-    table = build_teacher_table([], doc_ids, None, embeddings)
+    query_ids = sorted(collection.queries) if "queries" in kinds else []
+    pseudo = PseudoQueries({}, [[] for _ in range(config.epochs)])
+    if "pseudo-queries" in kinds:
+        pseudo = pseudo_queries(collection, doc_ids, config.pseudo_queries, config.seed, config.epochs)
+    side_ids = query_ids + sorted(pseudo.texts)  # the store's queries side
+    # The store's embed_teacher reads query texts from collection.queries; the fingerprints stay the
+    # collection's, as pseudo-query ids name their texts.
+    texts = replace(collection, queries={**collection.queries, **pseudo.texts}) if pseudo.texts else collection
+    embeddings = _teacher_embeddings(config, texts, side_ids, doc_ids, show_progress)
+    trained_docs = doc_ids if "documents" in kinds else []
+    table = corpus_table(embeddings, trained_docs, side_ids)
+    columns = corpus_columns(collection, trained_docs, table, config.epochs)
+    row = {q: len(trained_docs) + i for i, q in enumerate(side_ids)}
+    for epoch in range(config.epochs):
+        columns["document"] += [collection.queries[q] for q in query_ids]
+        columns["document"] += [pseudo.texts[p] for p in pseudo.epochs[epoch]]
+        columns["label"] += [[row[q]] for q in query_ids] + [[row[p]] for p in pseudo.epochs[epoch]]
+    if not columns["label"]:
+        raise ValueError(f"the corpus stage has nothing to train on: corpus_texts {kinds} gave no text")
     return TrainingData(
-        columns=corpus_columns(collection, doc_ids, table, config.epochs),
+        columns=columns,
         table=table,
         inputs={
             "corpus": collection.fingerprints["corpus"],
+            **({"queries": collection.fingerprints["queries"]} if query_ids else {}),
             "teacher_embeddings": str(embeddings.manifest["fingerprint"]),
         },
         teacher={"embeddings": embeddings.manifest.get("teacher", {})},
-        counts={"examples": len(doc_ids) * config.epochs, "documents": len(doc_ids), "documents_per_example": 1},
+        counts={
+            "examples": len(columns["label"]),
+            "corpus_texts": kinds,
+            # Per epoch for documents and queries; distinct texts over every epoch for pseudo-queries.
+            "documents": len(trained_docs),
+            "queries": len(query_ids),
+            "pseudo_queries": len(pseudo.texts),
+            "documents_per_example": 1,
+        },
+    )
+
+
+def check_corpus_texts(texts: list[str]) -> list[str]:
+    """``corpus_texts`` as given, refused (one-line ``ValueError``) when empty, unknown or repeated."""
+    allowed = ", ".join(CORPUS_TEXTS)
+    if not texts:
+        raise ValueError(f"corpus_texts is empty: list one or more of {allowed}")
+    for text in texts:
+        if text not in CORPUS_TEXTS:
+            raise ValueError(f"corpus_texts: unknown entry {text!r}; allowed: {allowed}")
+    if len(set(texts)) != len(texts):
+        raise ValueError(f"corpus_texts lists an entry twice ({', '.join(texts)}); allowed: {allowed}")
+    return list(texts)
+
+
+def corpus_table(embeddings: TeacherEmbeddings, doc_ids: list[str], query_ids: list[str]) -> TeacherTable:
+    """The corpus stage's table: one row space, the documents first, then the query-side texts.
+
+    The corpus stage has one text column and the adapter reads each row's teacher vector from the
+    table's document rows (``doc_embeddings``), so every text the stage trains on is a "document"
+    row here: ``doc_ids[i]`` holds the teacher's document vector, ``len(doc_ids) + j`` the teacher's
+    query vector of ``query_ids[j]``, named ``query:<id>`` (pseudo-queries keep their ``pseudo:``
+    ids) so that it never shares a name with a document.
+    """
+    import numpy as np
+
+    names = doc_ids + [q if is_pseudo_query_id(q) else f"query:{q}" for q in query_ids]
+    documents, queries = embeddings.vectors("documents", doc_ids), embeddings.vectors("queries", query_ids)
+    return TeacherTable(
+        [],
+        names,
+        query_embeddings=np.zeros((0, documents.shape[1]), dtype=np.float32),
+        doc_embeddings=np.concatenate([documents, queries]),
     )
