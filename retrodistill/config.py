@@ -153,6 +153,16 @@ class EmbedTeacherConfig:
 
 
 @dataclass
+class PseudoQueriesConfig:
+    """The ``corpus`` stage's pseudo-queries: random word spans of its documents (:mod:`.train.pseudo_queries`)."""
+
+    per_document: int = field(default=1, metadata={"help": "random crops per document, drawn afresh each epoch"})
+    min_words: int = field(default=4, metadata={"help": "shortest crop, in words"})
+    max_words: int = field(default=16, metadata={"help": "longest crop, in words (capped at the document's length)"})
+    titles: bool = field(default=True, metadata={"help": "a document's non-empty title is one more pseudo-query"})
+
+
+@dataclass
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     store: str | None = field(
@@ -168,6 +178,16 @@ class TrainConfig:
     )
     corpus_documents: int | None = field(
         default=None, metadata={"help": "corpus stage: train on this many documents, drawn with the seed"}
+    )
+    corpus_texts: list[str] = field(
+        default_factory=lambda: ["documents"],
+        metadata={
+            "help": "corpus stage: the texts distilled, any of documents, queries (the split's training "
+            "queries), pseudo-queries (random crops and titles of the drawn documents)"
+        },
+    )
+    pseudo_queries: PseudoQueriesConfig = field(
+        default_factory=PseudoQueriesConfig, metadata={"help": "corpus stage: how pseudo-queries are cropped"}
     )
     teacher_embeddings: TeacherEmbeddingsConfig = field(default_factory=TeacherEmbeddingsConfig)
     candidates: str | None = field(
@@ -258,6 +278,13 @@ class TrainConfig:
     )
     metric_for_best_model: str = field(
         default="nDCG@10", metadata={"help": "an eval_measures entry, kendall_tau or spearman"}
+    )
+    stages: list[dict[str, Any]] = field(
+        default_factory=list,
+        metadata={
+            "help": "a multi-stage recipe: each entry a stage's name and the keys it changes, each stage "
+            "starting from the previous one's student (retrodistill/train/multistage.py); []: one stage"
+        },
     )
 
 

@@ -24,10 +24,15 @@ What the examples carry follows from what the loss needs (``retrodistill.losses.
   candidates with an ``m`` that covers the negative pool, or use larger batches.
 
 Losses with in-batch inputs are batched with sentence-transformers' ``NO_DUPLICATES`` sampler, so
-no text appears twice in a batch. ``stage: corpus`` trains on the corpus's documents alone (no
-queries, no store) with an embedding loss: the first half of the recipe "embedding distillation over
-the unlabeled corpus, then Margin-MSE on the training queries" (the second half is a ``queries``
-run whose ``student.model`` is the first run's output)::
+no text appears twice in a batch. ``stage: corpus`` trains on single texts (no (query, documents)
+rows, no teacher-score store) with an embedding loss, each text pulled toward the teacher's vector
+of it: the ``corpus_texts`` among the drawn documents, the split's training queries and
+pseudo-queries, random word spans and titles of the drawn documents
+(:mod:`retrodistill.train.pseudo_queries`); queries and pseudo-queries take the teacher's query
+vectors, so a compressed student learns the query side of the teacher's space too. It is the
+first half of the recipe "embedding distillation over the unlabeled corpus, then Margin-MSE on the
+training queries" (the second half is a ``queries`` run whose ``student.model`` is the first
+run's output)::
 
     OUT/
       (sentence-transformers model files)   load with SentenceTransformer(OUT)
@@ -189,8 +194,12 @@ def run(
     overwrite: bool = False,
     push_to_hub: HubTarget | None = None,
     resume_from: str | os.PathLike[str] | None = None,
+    manifest_extra: dict[str, Any] | None = None,
 ) -> Path:
     """Train and publish the student at ``config.out``; then push it to ``push_to_hub`` if given.
+
+    A config with ``stages`` runs them all (:func:`retrodistill.train.multistage.run_stages`), each
+    through this function; ``manifest_extra`` adds fields to the student's manifest (the recipe's record).
 
     An existing, non-empty ``config.out`` is refused unless ``overwrite`` (then it is replaced only
     once the new student is complete); ``config.out`` may never be or contain an input. The push
@@ -208,6 +217,12 @@ def run(
         ResumeError: the staging folder holds checkpoints of a run with other settings (without
             ``overwrite``), or ``resume_from`` holds no complete checkpoint of this run.
     """
+    if config.stages:
+        if resume_from is not None:
+            raise ValueError("resume_from is for one training run; a recipe with stages resumes by itself")
+        from retrodistill.train.multistage import run_stages
+
+        return run_stages(config, show_progress=show_progress, overwrite=overwrite, push_to_hub=push_to_hub)
     check_output(config.out, inputs=training_inputs(config), overwrite=overwrite)
     from retrodistill.train.evaluation import check_eval_settings
 
@@ -227,6 +242,7 @@ def run(
             overwrite=overwrite,
             push_to_hub=push_to_hub,
             resume_from=resume_from,
+            manifest_extra=manifest_extra or {},
         )
 
 
@@ -246,6 +262,7 @@ def _train(
     overwrite: bool,
     push_to_hub: HubTarget | None,
     resume_from: str | os.PathLike[str] | None,
+    manifest_extra: dict[str, Any],
 ) -> Path:
     import torch
     from sentence_transformers import SentenceTransformerTrainingArguments
@@ -403,6 +420,7 @@ def _train(
                     "counts": counts,
                     "train_loss": mean_loss,
                     "wall_time_s": round(time.perf_counter() - start, 3),
+                    **manifest_extra,
                 },
             )
             # Replaces the stock card model.save wrote: every figure on it is one the manifest records.
