@@ -173,7 +173,16 @@ def _data(manifest: Mapping[str, Any]) -> str:
     data = config.get("data") or {}
     dataset = data.get("dataset")
     if counts.get("training_stage") == "corpus":
-        return f"`{dataset}` corpus, {counts.get('documents', '?'):,} documents (embedding distillation)"
+        kinds = [
+            f"{counts[key]:,} {label}"
+            for key, label in (
+                ("documents", "documents"),
+                ("queries", "training queries"),
+                ("pseudo_queries", "pseudo-queries"),
+            )
+            if counts.get(key)
+        ]
+        return f"`{dataset}`: {', '.join(kinds) or 'no texts'} (embedding distillation)"
     text = f"`{dataset}` split `{data.get('split')}`"
     if config.get("store"):
         text += f"; teacher scores from `{config['store']}`"
@@ -196,6 +205,10 @@ def _training_rows(manifest: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("Data", _data(manifest)),
         ("Training examples", f"{counts.get('examples', 0):,}"),
     ]
+    earlier = manifest.get("stages") or []
+    if earlier:  # a multi-stage recipe: the stages this one started from, in order
+        done = "; ".join(f"{s.get('name')} ({s.get('steps')} steps)" for s in earlier)
+        rows.append(("Recipe stages before this one", done))
     if counts.get("training_stage") != "corpus":
         rows.append(("Documents per example", f"1 positive + {config.get('negatives')} negatives"))
     rows += [

@@ -86,6 +86,8 @@ def test_a_two_stage_run_equals_the_stages_run_by_hand(base: TrainConfig, tiny_s
     assert record["config"]["student"]["model"] == str(first) and record["config"]["student"]["layers"] is None
     assert record["recipe"]["stages"][1]["name"] == "scores"
     assert manifest(first)["config"]["student"]["layers"] == 1  # pruned by the first stage only
+    assert "corpus (2 steps)" in (Path(recipe.out) / "README.md").read_text()  # the card names the stages
+    assert "10 documents (embedding distillation)" in (first / "README.md").read_text()
 
 
 def test_rerunning_reuses_finished_stages_and_refuses_stale_ones(
