@@ -289,6 +289,19 @@ class TrainConfig:
 
 
 @dataclass
+class IndexConfig:
+    """The dense index that evaluation searches: a registered backend and its parameters.
+
+    ``faiss-flat-ip`` (exact inner product, the default) or ``faiss-factory`` with a FAISS factory
+    string and its search parameters, e.g. ``params: {factory: "HNSW32,Flat", efSearch: 128}``
+    (:mod:`retrodistill.index.faiss_factory`); ``retrodistill plugins`` lists every parameter.
+    """
+
+    name: str = field(default="faiss-flat-ip", metadata={"help": "registered index backend"})
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class EvaluateConfig:
     """``retrodistill evaluate``: models × datasets → one table (see :mod:`retrodistill.evaluate.suite`).
 
@@ -318,6 +331,8 @@ class EvaluateConfig:
     use_cache: bool = True
     embedding_cache_dir: str | None = None
     embedding_dtype: str = "float32"
+    index: IndexConfig = field(default_factory=IndexConfig)
+    index_dir: str | None = None  # a saved faiss-factory index: reused when it matches, else built there
     alpha: float = 0.05
     permutations: int = 10000
     seed: int = 0

@@ -24,6 +24,34 @@ def _split_list(values: list[str] | None) -> list[str]:
     return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
 
 
+def index_options(index: str | None, params: list[str] | None) -> dict[str, object]:
+    """``--index NAME[:FACTORY]`` and ``--index-param KEY=VALUE`` as config keys ``index.name``, ``index.params.KEY``.
+
+    Each value is read as YAML (``64`` → int, ``false`` → bool); a factory string stays a string.
+
+    Example:
+        >>> index_options("faiss-factory:IVF1024,PQ32", ["nprobe=64"])
+        {'index.name': 'faiss-factory', 'index.params.factory': 'IVF1024,PQ32', 'index.params.nprobe': 64}
+    """
+    import yaml
+
+    options: dict[str, object] = {}
+    if index is not None:
+        name, _, factory = index.partition(":")
+        options["index.name"] = name.strip()
+        if factory:
+            options["index.params.factory"] = factory.strip()
+    for text in params or []:
+        key, sep, raw = text.partition("=")
+        if not sep or not key.strip() or "." in key:
+            raise ValueError(f"--index-param {text!r}: expected KEY=VALUE, e.g. nprobe=64")
+        try:
+            options[f"index.params.{key.strip()}"] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            raise ValueError(f"--index-param {text!r}: the value is not valid YAML") from None
+    return options
+
+
 def evaluate(
     model: Annotated[
         list[str] | None,
@@ -114,6 +142,29 @@ def evaluate(
     embedding_dtype: Annotated[
         str | None, typer.Option(help="Stored corpus embeddings: float32 (default) or float16 (half the disk).")
     ] = None,
+    index: Annotated[
+        str | None,
+        typer.Option(
+            help="Dense index: faiss-flat-ip (exact, default) or faiss-factory:FACTORY, any FAISS index_factory "
+            "string, e.g. 'faiss-factory:HNSW32,Flat', 'faiss-factory:IVF1024,PQ32'."
+        ),
+    ] = None,
+    index_param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--index-param",
+            help="A parameter of the index, KEY=VALUE, repeatable: nprobe=64 (IVF), efSearch=128 (HNSW), "
+            "train_size=100000, use_gpu=false (see `retrodistill plugins`).",
+        ),
+    ] = None,
+    index_dir: Annotated[
+        str | None,
+        typer.Option(
+            help="Keep the faiss-factory index here: reused (only queries are encoded) when it was built for the "
+            "same model, corpus and factory, refused when built for others, built and saved when absent. "
+            "One dense model and one dataset."
+        ),
+    ] = None,
     out: Annotated[str | None, typer.Option(help="Output directory (default: runs/eval).")] = None,
     overwrite: OverwriteOption = False,
     config: ConfigOption = None,
@@ -140,6 +191,7 @@ def evaluate(
     models = _split_list(model)
     with user_errors():
         measure_list = [*(measure or []), *(m for item in measures or [] for m in split_measures(item))]
+        index_given = index_options(index, index_param)
         if measures:
             console.print("[yellow]--measures is deprecated: repeat --measure instead[/]", highlight=False)
         cfg = resolve(
@@ -167,6 +219,8 @@ def evaluate(
                 "runs": list(run) if run else None,
                 "qrels": qrels,
                 "ignore_identical_ids": ignore_identical_ids,
+                "index_dir": index_dir,
+                **index_given,
             },
         )
         qrels, ignore_identical_ids = cfg.qrels, cfg.ignore_identical_ids
@@ -204,7 +258,7 @@ def evaluate(
         inputs |= {f"--run {r}": parse_model(r)[1] for r in runs}
         inputs |= {"--qrels": None if qrels is None else parse_model(qrels)[1]}
         inputs |= {f"--model {m}": m for m in models}
-        inputs |= {"--data-dir": cfg.data_dir, "--cache-dir": cfg.cache_dir}
+        inputs |= {"--data-dir": cfg.data_dir, "--cache-dir": cfg.cache_dir, "--index-dir": cfg.index_dir}
         with guarded_output(cfg.out, inputs=inputs, overwrite=overwrite):
             result = evaluate_suite(
                 models,
@@ -220,6 +274,9 @@ def evaluate(
                 use_cache=cfg.use_cache,
                 embedding_cache_dir=cfg.embedding_cache_dir,
                 embedding_dtype=cfg.embedding_dtype,
+                index=cfg.index.name,
+                index_params=cfg.index.params,
+                index_dir=cfg.index_dir,
                 alpha=cfg.alpha,
                 permutations=cfg.permutations,
                 seed=cfg.seed,

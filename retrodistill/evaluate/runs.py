@@ -85,6 +85,11 @@ class Retrievers:
     With ``embeddings`` (a folder), dense models read and write the corpus-embedding cache there
     (:mod:`retrodistill.data.embeddings`), so a run the run cache misses (another ``k``, another
     split of the same corpus) encodes only its queries; ``shards_read`` / ``shards_encoded`` count.
+
+    Dense models search an ``index`` backend built with ``index_params`` (default: exact
+    ``faiss-flat-ip``); with ``index_dir``, the index saved there is used when it fits the model and
+    corpus (neither the corpus nor its cached embeddings are read), else built and saved there
+    (:func:`~retrodistill.evaluate.retrieval.encode_and_search`).
     """
 
     def __init__(
@@ -98,6 +103,9 @@ class Retrievers:
         embedding_dtype: str = "float32",
         identities: Mapping[str, dict[str, Any]] | None = None,
         loaded: Mapping[str, Any] | None = None,
+        index: str = "faiss-flat-ip",
+        index_params: Mapping[str, Any] | None = None,
+        index_dir: Path | None = None,
     ):
         self.batch_size = batch_size
         self.device = device
@@ -106,6 +114,9 @@ class Retrievers:
         self.embeddings = embeddings
         self.embedding_dtype = embedding_dtype
         self.identities = dict(identities or {})
+        self.index = index
+        self.index_params = dict(index_params or {})
+        self.index_dir = index_dir
         self.shards_read = 0
         self.shards_encoded = 0
         #: model name -> :func:`model_facts` of each dense model loaded (or given) in this run.
@@ -135,9 +146,12 @@ class Retrievers:
             from retrodistill.evaluate.retrieval import encode_and_search, open_embedding_cache
 
             model = self.dense(spec.name)
-            cache = None
-            if self.embeddings is not None:
+            identity = None
+            if self.embeddings is not None or self.index_dir is not None:
                 identity = self.identities.get(spec.name) or model_identity(spec.name, self.cache_folder)
+            saved_index = self.index_dir is not None and (self.index_dir / "manifest.json").is_file()
+            cache = None
+            if self.embeddings is not None and identity is not None and not saved_index:  # a saved index needs none
                 cache = open_embedding_cache(model, collection, self.embeddings, identity, dtype=self.embedding_dtype)
             missing = len(cache.missing_shards()) if cache is not None else 0
             run = encode_and_search(
@@ -148,6 +162,10 @@ class Retrievers:
                 show_progress=self.show_progress,
                 ignore_identical_ids=ignore_identical_ids,
                 embedding_cache=cache,
+                index=self.index,
+                index_params=self.index_params,
+                index_dir=self.index_dir,
+                model_identity=identity,
             )
             if cache is not None:
                 self.shards_encoded += missing

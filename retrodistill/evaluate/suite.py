@@ -43,6 +43,14 @@ The run is cached before its post-filters, at depth ``k + 1``: the identical-id 
 ``k`` and the relevance threshold are applied on read (:func:`~retrodistill.evaluate.runs.post_filter`),
 so changing any of them, or the measures, never re-encodes a corpus nor recomputes a run.
 
+Dense models search exactly (``faiss-flat-ip``) unless ``index`` names another backend, e.g.
+``faiss-factory`` with ``index_params={"factory": "HNSW32,Flat", "efSearch": 128}``
+(:mod:`retrodistill.index.faiss_factory`); its name and parameters then join the run cache's key
+(not the embedding cache's: the vectors are the same). ``index_dir`` keeps that index on disk for
+one dense model on one collection: a later evaluation of the same model and corpus loads it and
+encodes only the queries; an index built for another model or corpus is refused. It is built when
+a run is computed (a run the run cache holds needs no index).
+
 Scoring follows trec_eval given the full qrels: every judged query is retrieved for and averaged,
 judgments to documents absent from the corpus included
 (:meth:`~retrodistill.data.collections.Collection.for_evaluation`). ``runs`` adds TREC run files as
@@ -139,6 +147,40 @@ def self_hit_warning(label: str, dataset: str, self_hits: int, queries: int) -> 
     )
 
 
+#: The exact search every dense run used before other backends existed: it adds nothing to a run's cache key.
+DEFAULT_INDEX = "faiss-flat-ip"
+
+
+def _check_index(
+    index: str,
+    params: Mapping[str, Any] | None,
+    index_dir: str | os.PathLike[str] | None,
+    dense_names: Sequence[str],
+    entries: Sequence[SuiteEntry],
+) -> dict[str, Any] | None:
+    """Refuse a bad index setting before any work; return what it adds to a dense run's identity.
+
+    ``None`` for the default exact index (run cache keys stay those of earlier versions).
+    """
+    if not dense_names:
+        return None
+    from retrodistill.evaluate.retrieval import savable_index
+    from retrodistill.index.base import INDEXES
+
+    INDEXES.build(index, dict(params or {}))  # an unknown backend, parameter or factory string fails here
+    if index_dir is not None:
+        collections = sum(len(e.collections) for e in entries)
+        if len(dense_names) * collections != 1:
+            raise ValueError(
+                f"--index-dir holds one index: evaluate one dense model on one dataset with it "
+                f"(given {len(dense_names)} dense model(s) and {collections} collection(s))"
+            )
+        savable_index(index)
+    if index == DEFAULT_INDEX:
+        return None
+    return {"name": index, **dict(params or {})}
+
+
 def evaluate_suite(
     models: Sequence[str],
     entries: Sequence[SuiteEntry],
@@ -157,6 +199,9 @@ def evaluate_suite(
     embedding_cache_dir: str | os.PathLike[str] | None = None,
     embedding_dtype: str = "float32",
     encoders: Mapping[str, Any] | None = None,
+    index: str = "faiss-flat-ip",
+    index_params: Mapping[str, Any] | None = None,
+    index_dir: str | os.PathLike[str] | None = None,
     runs: Sequence[str] = (),
     alpha: float = 0.05,
     permutations: int = 10_000,
@@ -189,6 +234,10 @@ def evaluate_suite(
         encoders: dense models already loaded, by model name (e.g. a teacher that holds its own
             embeddings, :class:`~retrodistill.teachers.bi_encoder.CachedTeacherEncoder`): used instead
             of loading that name; its runs are cached under the name's identity like any other.
+        index, index_params: the dense index backend (an :data:`~retrodistill.index.base.INDEXES`
+            name) and its parameters; checked before any work.
+        index_dir: where the dense index is saved and reused (see the module docstring): one dense
+            model, one collection.
         alpha, permutations, seed: significance level, randomization-test samples and its seed.
         show_progress: progress bars.
     """
@@ -235,6 +284,8 @@ def evaluate_suite(
     check_distinct_slugs(folders, "dataset")
     if baseline is not None and baseline not in labels:
         raise ValueError(f"baseline {baseline!r} is not one of the models: {', '.join(labels)}")
+    dense_names = [name for name in names if ModelSpec(name).kind == "dense"]
+    index_identity = _check_index(index, index_params, index_dir, dense_names, entries)
     cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     out = Path(out_dir)
     started = time.perf_counter()
@@ -258,7 +309,13 @@ def evaluate_suite(
         embedding_dtype=embedding_dtype,
         identities=identities,
         loaded=encoders,
+        index=index,
+        index_params=index_params,
+        index_dir=None if index_dir is None else Path(index_dir),
     )
+    if index_identity is not None:  # the run cache's key; Retrievers keeps the embedding cache's, without it
+        for name in dense_names:
+            identities[name] = {**identities[name], "index": index_identity}
     file_runs: dict[str, Run] = {}
     for spec in specs:
         if spec.run_file is not None:  # read before any retrieval: a bad line fails at once
@@ -369,6 +426,8 @@ def evaluate_suite(
                 "baseline": baseline,
                 "rerank": rerank,
                 "rerank_depth": rerank_depth,
+                "index": {"name": index, "params": dict(index_params or {})},
+                "index_dir": None if index_dir is None else str(index_dir),
                 "alpha": alpha,
                 "permutations": permutations,
                 "seed": seed,
