@@ -8,7 +8,7 @@ from typing import Any
 
 def registries() -> dict[str, Any]:
     """Import every plug-in package (which registers its plug-ins) and return the registries."""
-    from retrodistill.index import faiss_flat  # noqa: F401  (registers the FAISS backend)
+    from retrodistill.index import faiss_factory, faiss_flat  # noqa: F401  (registers the FAISS backends)
     from retrodistill.index.base import INDEXES
     from retrodistill.losses import LOSSES
     from retrodistill.students import STUDENTS
