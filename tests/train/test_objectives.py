@@ -195,6 +195,7 @@ def test_corpus_stage_distils_embeddings_over_documents_alone(
     ("file", "loss"),
     [
         ("infonce_margin_mse.yaml", "combined"),
+        ("self_improve_ensemble.yaml", "combined"),
         ("embedding_mse.yaml", "embedding"),
         ("self_distill.yaml", "self-distill"),
         ("combined.yaml", "combined"),
