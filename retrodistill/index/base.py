@@ -9,7 +9,8 @@ documents with the highest score (inner product for the exact backend)::
 
 Invariants every backend keeps: ids are positions in the order documents were added (a later
 ``add`` continues the numbering); each row of ``scores`` is sorted best first; ``k`` larger than
-the number of documents is clamped to it, so no row ever holds a padding id.
+the number of documents is clamped to it, so an exact backend's rows never hold a padding id (an
+approximate one's may: see :meth:`DenseIndex.search`).
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ class DenseIndex(abc.ABC):
             k: documents per query; clamped to ``len(self)``.
 
         Returns:
-            ``(scores, ids)``: float32 and int64 arrays of shape ``(m, min(k, len(self)))``.
+            ``(scores, ids)``: float32 and int64 arrays of shape ``(m, min(k, len(self)))``. An
+            approximate index may find fewer than ``k`` documents for a query (an IVF index probing
+            few lists): those places hold id ``-1``, which callers drop (``encode_and_search`` does).
         """
 
     @abc.abstractmethod
