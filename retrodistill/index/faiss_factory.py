@@ -72,7 +72,7 @@ from typing import Any
 import numpy as np
 
 from retrodistill.index.base import INDEXES, DenseIndex, check_embeddings
-from retrodistill.index.faiss_flat import GPU_MAX_K, import_faiss
+from retrodistill.index.faiss_flat import GPU_MAX_K, import_faiss, wants_gpus
 
 logger = logging.getLogger(__name__)
 
@@ -142,19 +142,14 @@ class FaissFactory(DenseIndex):
         self.use_gpu = use_gpu
         self.query_batch_size = query_batch_size
         self._faiss = import_faiss()
-        gpus = self._faiss.get_num_gpus()
-        if use_gpu and gpus == 0:
-            raise RuntimeError(
-                "use_gpu=True but FAISS sees no GPU; install faiss-gpu ('retrodistill[gpu]') on a CUDA "
-                "machine or pass use_gpu=False"
-            )
+        gpus = wants_gpus(self._faiss, use_gpu)
         # Dimension 0 checks the string's syntax and its search parameters; a real one checks the rest.
         probe = self._new_index(dim or 0)
         self._set_search_params(probe)
         self.nlist: int | None = self._nlist(probe)
         self.is_hnsw = self._is_hnsw(probe)
-        self.on_gpu = gpus > 0 and use_gpu is not False and not self.is_hnsw
-        if gpus > 0 and use_gpu is not False and self.is_hnsw:
+        self.on_gpu = gpus and not self.is_hnsw
+        if gpus and self.is_hnsw:
             logger.warning("%s: FAISS has no GPU version of HNSW; searching on the CPU", factory)
         self.dim = dim
         self._cpu: Any = probe if dim else None  # trained and filled here; searched on the CPU

@@ -46,6 +46,17 @@ def import_faiss() -> Any:
     return faiss
 
 
+def wants_gpus(faiss: Any, use_gpu: bool | None) -> bool:
+    """Whether to put an index on the GPUs: ``None`` when FAISS sees any, ``True`` requires one, ``False`` never."""
+    gpus = faiss.get_num_gpus()
+    if use_gpu and gpus == 0:
+        raise RuntimeError(
+            "use_gpu=True but FAISS sees no GPU; install faiss-gpu ('retrodistill[gpu]') on a CUDA "
+            "machine or pass use_gpu=False"
+        )
+    return bool(gpus > 0 and use_gpu is not False)
+
+
 @INDEXES.register("faiss-flat-ip")
 class FaissFlatIP(DenseIndex):
     """Exact maximum-inner-product search.
@@ -72,13 +83,7 @@ class FaissFlatIP(DenseIndex):
         self.use_gpu = use_gpu
         self.query_batch_size = query_batch_size
         self._faiss = import_faiss()
-        gpus = self._faiss.get_num_gpus()
-        if use_gpu and gpus == 0:
-            raise RuntimeError(
-                "use_gpu=True but FAISS sees no GPU; install faiss-gpu ('retrodistill[gpu]') on a CUDA "
-                "machine or pass use_gpu=False"
-            )
-        self.on_gpu = gpus > 0 and use_gpu is not False
+        self.on_gpu = wants_gpus(self._faiss, use_gpu)
         self.part_bytes = part_bytes
         # CPU: flat indexes in add order, ids offset by the sizes before them; GPU: one sharded index.
         self._parts: list[Any] = []
