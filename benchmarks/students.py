@@ -43,7 +43,7 @@ from retrodistill.artifacts import write_json_atomic, write_text_atomic
 from retrodistill.config import ScoreTeacherConfig, TrainConfig, load_config
 from retrodistill.stages.ensemble import EnsembleConfig
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.append(str(Path(__file__).resolve().parent))
 from quickstart_lr import inputs as quickstart_inputs  # noqa: E402  (the dev split, candidates, MiniLM scores)
 
 from retrodistill.quickstart import QuickstartConfig  # noqa: E402

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import importlib.util
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from retrodistill.train.multistage import stage_configs
 
-import students  # noqa: E402
-
-from retrodistill.train.multistage import stage_configs  # noqa: E402
+# Loaded under another name: `students` is also the test package tests/students.
+_SPEC = importlib.util.spec_from_file_location(
+    "benchmark_students", Path(__file__).resolve().parents[2] / "benchmarks" / "students.py"
+)
+assert _SPEC is not None and _SPEC.loader is not None
+students = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(students)
 
 
 def test_recipes_point_at_the_benchmark_inputs_and_choose_on_dev(tmp_path: Path) -> None:
