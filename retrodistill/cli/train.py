@@ -158,6 +158,9 @@ def train_student(
             },
         )
         path = train_run.run(cfg, overwrite=overwrite, push_to_hub=target, resume_from=resume_from)
+        from retrodistill.train.distributed import leave_process_group
+
+        leave_process_group()
     if os.environ.get("RANK", "0") != "0":  # under torchrun / accelerate launch, rank 0 writes and reports
         return
     console.print(f"[green]wrote[/] student {path}  (load it with SentenceTransformer({str(path)!r}))")

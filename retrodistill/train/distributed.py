@@ -18,6 +18,20 @@ from typing import Any
 from sentence_transformers.base.sampler import DefaultBatchSampler, NoDuplicatesBatchSampler
 
 
+def leave_process_group() -> None:
+    """End a launched run together: wait for every rank (rank 0 publishes last), then close the group.
+
+    Called once the command's work is done. A gloo group left open at interpreter exit can abort a rank
+    that exits while another still holds its connections ("terminate called without an active
+    exception", seen under ``torchrun`` on CPU); closing it on every rank at the same point does not.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def ddp_arguments(world_size: int, *, cuda: bool) -> dict[str, Any]:
     """The trainer arguments that make ``world_size`` launched processes train as one DDP run.
 
