@@ -72,7 +72,7 @@ from typing import Any
 import numpy as np
 
 from retrodistill.index.base import INDEXES, DenseIndex, check_embeddings
-from retrodistill.index.faiss_flat import GPU_MAX_K, import_faiss, wants_gpus
+from retrodistill.index.faiss_flat import GPU_MAX_K, import_faiss, search_in_batches, wants_gpus
 
 logger = logging.getLogger(__name__)
 
@@ -304,12 +304,7 @@ class FaissFactory(DenseIndex):
         index = self._searcher()
         if self.on_gpu and k > GPU_MAX_K:
             raise ValueError(f"FAISS on GPU returns at most k={GPU_MAX_K}; got k={k} (pass use_gpu=False)")
-        scores = np.empty((len(matrix), k), np.float32)
-        ids = np.empty((len(matrix), k), np.int64)
-        for start in range(0, len(matrix), self.query_batch_size):
-            stop = start + self.query_batch_size
-            scores[start:stop], ids[start:stop] = index.search(matrix[start:stop], k)
-        return scores, ids
+        return search_in_batches(matrix, k, self.query_batch_size, index.search)
 
     def __len__(self) -> int:
         stored = 0 if self._cpu is None else int(self._cpu.ntotal)

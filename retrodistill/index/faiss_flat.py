@@ -23,6 +23,7 @@ call) is searched exactly as before.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -55,6 +56,18 @@ def wants_gpus(faiss: Any, use_gpu: bool | None) -> bool:
             "machine or pass use_gpu=False"
         )
     return bool(gpus > 0 and use_gpu is not False)
+
+
+def search_in_batches(
+    queries: np.ndarray, k: int, batch_size: int, search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``search`` over ``batch_size`` queries at a time, which bounds the score matrix FAISS holds at once."""
+    scores = np.empty((len(queries), k), np.float32)
+    ids = np.empty((len(queries), k), np.int64)
+    for start in range(0, len(queries), batch_size):
+        stop = start + batch_size
+        scores[start:stop], ids[start:stop] = search(queries[start:stop], k)
+    return scores, ids
 
 
 @INDEXES.register("faiss-flat-ip")
@@ -108,12 +121,7 @@ class FaissFlatIP(DenseIndex):
             return np.zeros((len(matrix), 0), np.float32), np.zeros((len(matrix), 0), np.int64)
         if self.on_gpu and k > GPU_MAX_K:
             raise ValueError(f"FAISS on GPU returns at most k={GPU_MAX_K}; got k={k} (pass use_gpu=False)")
-        scores = np.empty((len(matrix), k), np.float32)
-        ids = np.empty((len(matrix), k), np.int64)
-        for start in range(0, len(matrix), self.query_batch_size):
-            stop = start + self.query_batch_size
-            scores[start:stop], ids[start:stop] = self._search_parts(matrix[start:stop], k)
-        return scores, ids
+        return search_in_batches(matrix, k, self.query_batch_size, self._search_parts)
 
     def _search_parts(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The top ``k`` over every part: each part's own top ``k``, merged by a min-heap of the best."""
