@@ -7,10 +7,13 @@ The string names the index as FAISS' own factory does (see the FAISS wiki, "The 
 ``IVF1024,PQ32``           the same lists, vectors as 32-byte product-quantisation codes
 ``HNSW32,Flat``            a graph of 32 neighbours per node, raw vectors: ``efSearch`` candidates kept
 ``OPQ16,IVF256,PQ16``      a learnt rotation for 16 sub-vectors, then IVF with 16-byte PQ codes
+``IVF1024,PQ32,RFlat``     IVF-PQ whose ``k_factor·k`` best are re-ranked exactly, on raw vectors kept beside
+                           the codes (``IVF1024,PQ32,Refine(Flat)`` is the same index)
 ``Flat``                   exact search (the same results as ``faiss-flat-ip``, but persistable)
 =========================  ==========================================================================
 
-Scores are ``⟨q, d⟩`` (``METRIC_INNER_PRODUCT``), approximated by PQ codes where the string has them.
+Scores are ``⟨q, d⟩`` (``METRIC_INNER_PRODUCT``), approximated by PQ codes where the string has them
+(and exact again after a refinement, ``…,RFlat``).
 
 Training: indexes that need it (IVF, PQ, OPQ) are trained once, on a seeded uniform sample of
 ``min(train_size, n)`` of every vector added, when first searched or saved: until then ``add`` keeps
@@ -23,9 +26,21 @@ backend never uses, so results are the same, and ``IVF…,PQ96`` trains in secon
 OPQ's rotation is trained with 256 centroids per sub-vector whatever the codes, and slowly (13 s for
 1,200 vectors of dimension 384 on one busy core; its training time grows with ``train_size``).
 
-Search parameters: ``nprobe`` (IVF: lists visited, FAISS' default 1; ``nprobe = nlist`` visits every
-list, which on ``IVF…,Flat`` is exact search) and ``efSearch`` (HNSW: FAISS' default 16), set with
-``faiss.ParameterSpace``; ``None`` keeps FAISS' default. A parameter the index lacks is a ``ValueError``.
+Search parameters, set with ``faiss.ParameterSpace``; ``None`` keeps FAISS' default; a parameter the
+index lacks is a ``ValueError``:
+
+=============  ==========================================================================================
+``nprobe``     IVF: lists visited (FAISS' default 1); ``nprobe = nlist`` visits every list, which on
+               ``IVF…,Flat`` is exact search
+``efSearch``   HNSW: candidates kept while walking the graph (FAISS' default 16)
+``k_factor``   a refinement stage (``…,RFlat``): the inner index returns ``k_factor·k`` candidates, re-ranked
+               by their exact score (FAISS' ``k_factor_rf``, default 1: the inner index's top ``k``,
+               re-scored, so only their order changes). Scores are then exact ``⟨q, d⟩``; recall is the
+               share of the exact top ``k`` among those candidates
+=============  ==========================================================================================
+
+On a refined index ``nprobe`` / ``efSearch`` reach the inner index as before. A refinement keeps the raw
+vectors besides the codes: its memory is ``IVF…,Flat``'s plus the codes'.
 
 ``k``: clamped to ``len(index)`` as in ``faiss-flat-ip``. Unlike exact search, an approximate one can
 find fewer than ``k`` documents for a query (IVF with a small ``nprobe`` visits lists holding fewer
@@ -41,7 +56,8 @@ On disk (:meth:`FaissFactory.save`, :meth:`FaissFactory.load`)::
 
     DIR/index.faiss      faiss.write_index of the trained, filled CPU index
     DIR/manifest.json    {"stage": "faiss-index", "format", "version", "backend": "faiss-factory",
-                          "factory", "search": {"nprobe", "efSearch"}, "train_size", "seed",
+                          "factory", "search": {"nprobe", "efSearch", "k_factor"}, "train_size",
+                          "seed",
                           "trained_on", "vectors", "dim", "bytes", "encoder", "corpus", ...}
 
 ``encoder`` (model id, revision and settings, as the corpus-embedding cache records them) and
@@ -83,6 +99,12 @@ INDEX_FILE = "index.faiss"
 MIN_POINTS_PER_CENTROID = 39
 #: The parameters that decide what is trained and stored; the others only change how it is searched.
 BUILD_PARAMS = ("factory", "train_size", "seed")
+#: Each search parameter: its name in ``faiss.ParameterSpace`` and the kind of index that has it.
+SEARCH_PARAMS = {
+    "nprobe": ("nprobe", "IVF indexes"),
+    "efSearch": ("efSearch", "HNSW indexes"),
+    "k_factor": ("k_factor_rf", "refined indexes (…,RFlat)"),
+}
 
 
 def faiss_complaint(err: BaseException) -> str:
@@ -107,6 +129,8 @@ class FaissFactory(DenseIndex):
             first ``add`` sets it.
         nprobe: IVF lists visited per query; ``None`` keeps FAISS' default (1).
         efSearch: HNSW candidate-list size; ``None`` keeps FAISS' default (16). Spelt as FAISS spells it.
+        k_factor: a refinement (``…,RFlat``) re-ranks ``k_factor·k`` candidates exactly; ``None`` keeps
+            FAISS' default (1).
         train_size: at most this many added vectors (a uniform sample, drawn with ``seed``) train the index.
         seed: the sampling seed (FAISS' k-means has its own fixed seed).
         use_gpu: ``None`` uses all GPUs when FAISS sees any, ``True`` requires one, ``False`` never.
@@ -123,12 +147,13 @@ class FaissFactory(DenseIndex):
         dim: int | None = None,
         nprobe: int | None = None,
         efSearch: int | None = None,  # FAISS' own name, as its ParameterSpace takes it
+        k_factor: int | None = None,
         train_size: int = 100_000,
         seed: int = 0,
         use_gpu: bool | None = None,
         query_batch_size: int = 1024,
     ) -> None:
-        for name, value in (("nprobe", nprobe), ("efSearch", efSearch), ("dim", dim)):
+        for name, value in (("nprobe", nprobe), ("efSearch", efSearch), ("k_factor", k_factor), ("dim", dim)):
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
         for name, value in (("train_size", train_size), ("query_batch_size", query_batch_size)):
@@ -137,6 +162,7 @@ class FaissFactory(DenseIndex):
         self.factory = factory
         self.nprobe = nprobe
         self.efSearch = efSearch
+        self.k_factor = k_factor
         self.train_size = train_size
         self.seed = seed
         self.use_gpu = use_gpu
@@ -175,23 +201,29 @@ class FaissFactory(DenseIndex):
     def _set_search_params(self, index: Any, on_gpu: bool = False) -> None:
         space = (getattr(self._faiss, "GpuParameterSpace", None) if on_gpu else None) or self._faiss.ParameterSpace
         space = space()
-        for name in ("nprobe", "efSearch"):
+        for name, (faiss_name, kind) in SEARCH_PARAMS.items():
             value = getattr(self, name)
             if value is None:
                 continue
             try:
-                space.set_index_parameter(index, name, value)
+                space.set_index_parameter(index, faiss_name, value)
             except RuntimeError:
-                kind = "IVF" if name == "nprobe" else "HNSW"
-                raise ValueError(f"{name} is a search parameter of {kind} indexes; {self.factory!r} has none") from None
+                raise ValueError(f"{name} is a search parameter of {kind}; {self.factory!r} has none") from None
 
-    def set_search_params(self, nprobe: int | None = None, efSearch: int | None = None) -> None:
-        """Search with other ``nprobe`` / ``efSearch`` from now on (``None`` keeps one as it is); nothing is rebuilt."""
-        for name, value in (("nprobe", nprobe), ("efSearch", efSearch)):
+    def set_search_params(
+        self, nprobe: int | None = None, efSearch: int | None = None, k_factor: int | None = None
+    ) -> None:
+        """Search with other ``nprobe`` / ``efSearch`` / ``k_factor`` from now on (``None`` keeps one as it is).
+
+        Nothing is rebuilt.
+        """
+        given = {"nprobe": nprobe, "efSearch": efSearch, "k_factor": k_factor}
+        for name, value in given.items():
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
-        self.nprobe = self.nprobe if nprobe is None else nprobe
-        self.efSearch = self.efSearch if efSearch is None else efSearch
+        for name, value in given.items():
+            if value is not None:
+                setattr(self, name, value)
         if self._cpu is not None:
             self._set_search_params(self._cpu)
         if self._gpu is not None:
@@ -316,6 +348,7 @@ class FaissFactory(DenseIndex):
             "factory": self.factory,
             "nprobe": self.nprobe,
             "efSearch": self.efSearch,
+            "k_factor": self.k_factor,
             "train_size": self.train_size,
             "seed": self.seed,
         }
@@ -344,7 +377,7 @@ class FaissFactory(DenseIndex):
             "version": VERSION,
             "backend": "faiss-factory",
             "factory": self.factory,
-            "search": {"nprobe": self.nprobe, "efSearch": self.efSearch},
+            "search": {"nprobe": self.nprobe, "efSearch": self.efSearch, "k_factor": self.k_factor},
             "train_size": self.train_size,
             "seed": self.seed,
             "trained_on": self.trained_on,
@@ -381,8 +414,8 @@ class FaissFactory(DenseIndex):
             directory: a folder written by :meth:`save`.
             params: constructor parameters, as the caller would build the index: those that decide
                 what is stored (``factory``, ``train_size``, ``seed``) must equal the saved ones; the
-                search ones (``nprobe``, ``efSearch``, ``use_gpu``, ``query_batch_size``) apply, an
-                absent one at its default. ``None``: the saved factory and search parameters.
+                search ones (``nprobe``, ``efSearch``, ``k_factor``, ``use_gpu``, ``query_batch_size``)
+                apply, an absent one at its default. ``None``: the saved factory and search parameters.
             built_for: what the index must have been built for, e.g. ``{"encoder": …, "corpus": …}``:
                 each key must equal the manifest's.
 

@@ -114,6 +114,54 @@ def test_k_is_clamped_and_unfilled_places_are_padding_at_the_end(docs: np.ndarra
     assert (scores[~found] < -1e38).all()
 
 
+@pytest.mark.parametrize("factory", ["IVF16,PQ8x4,RFlat", "IVF16,PQ8x4,Refine(Flat)"])
+def test_a_refinement_with_every_list_and_k_factor_times_k_documents_is_exact_search(
+    docs: np.ndarray, queries: np.ndarray, exact: tuple[np.ndarray, np.ndarray], factory: str
+) -> None:
+    """4-bit codes find few of the exact top 10; re-ranking every document (16 lists × k_factor·k ≥ n) finds all."""
+    index = _built(docs, factory, nprobe=16, k_factor=len(docs) // 10)
+    scores, ids = index.search(queries, 10)
+    np.testing.assert_array_equal(ids, exact[1])
+    np.testing.assert_allclose(scores, exact[0], rtol=1e-5)  # exact scores, not the codes' approximations
+    index.set_search_params(k_factor=1)  # the codes' own top 10, only re-ordered
+    assert _recall(index.search(queries, 10)[1], exact[1]) < 0.9
+    assert index.params()["k_factor"] == 1
+
+
+def test_nprobe_reaches_the_index_inside_a_refinement(docs: np.ndarray, queries: np.ndarray) -> None:
+    index = _built(docs, "IVF16,PQ8x4,RFlat", nprobe=1, k_factor=2)
+    found = (index.search(queries, 1000)[1] >= 0).sum(axis=1)
+    assert found.max() < 1000  # one list of 16 per query, ~190 of the 3,000 documents: the rest is padding
+    index.set_search_params(nprobe=16)
+    assert (index.search(queries, 1000)[1] >= 0).all()
+
+
+def test_k_factor_is_saved_and_applies_after_loading(docs: np.ndarray, queries: np.ndarray, tmp_path: Path) -> None:
+    index = _built(docs, "IVF16,PQ8x4,RFlat", nprobe=4, k_factor=8)
+    index.save(tmp_path / "index")
+    manifest = json.loads((tmp_path / "index" / "manifest.json").read_text())
+    assert manifest["search"] == {"nprobe": 4, "efSearch": None, "k_factor": 8}
+    loaded = FaissFactory.load(tmp_path / "index")
+    assert loaded.k_factor == 8
+    for got, expected in zip(loaded.search(queries, 10), index.search(queries, 10), strict=True):
+        np.testing.assert_array_equal(got, expected)
+    built = INDEXES.build("faiss-factory", {"factory": "IVF16,PQ8x4,RFlat", "k_factor": 8, "use_gpu": False})
+    assert built.params()["k_factor"] == 8  # as `evaluate --index-param k_factor=8` builds it
+
+
+def test_a_bad_k_factor_is_refused_in_one_line() -> None:
+    with pytest.raises(ValueError, match=r"^k_factor must be at least 1, got 0$"):
+        FaissFactory("IVF8,PQ8x4,RFlat", k_factor=0, use_gpu=False)
+    with pytest.raises(
+        ValueError, match=r"^k_factor is a search parameter of refined indexes \(…,RFlat\); 'IVF8,PQ8x4' has none$"
+    ):
+        FaissFactory("IVF8,PQ8x4", k_factor=4, use_gpu=False)
+    index = FaissFactory("IVF8,PQ8x4,RFlat", k_factor=4, use_gpu=False)
+    with pytest.raises(ValueError, match=r"^k_factor must be at least 1, got -2$"):
+        index.set_search_params(k_factor=-2)
+    assert index.k_factor == 4
+
+
 def test_a_factory_string_faiss_rejects_is_one_line_naming_it() -> None:
     with pytest.raises(ValueError, match=r"'IVF64,Bogus'.*could not parse code description Bogus") as err:
         FaissFactory("IVF64,Bogus", use_gpu=False)
@@ -159,7 +207,8 @@ def test_save_and_load_give_identical_results(docs: np.ndarray, queries: np.ndar
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index"]  # no staging folder left beside it
     assert sorted(p.name for p in (tmp_path / "index").iterdir()) == ["index.faiss", "manifest.json"]
     manifest = json.loads((tmp_path / "index" / "manifest.json").read_text())
-    assert manifest["factory"] == "IVF32,PQ16x4" and manifest["search"] == {"nprobe": 8, "efSearch": None}
+    assert manifest["factory"] == "IVF32,PQ16x4"
+    assert manifest["search"] == {"nprobe": 8, "efSearch": None, "k_factor": None}
     assert (manifest["vectors"], manifest["dim"], manifest["trained_on"]) == (3000, DIM, 3000)
     assert manifest["encoder"] == built_for["encoder"] and manifest["corpus"] == "sha256:c"
     assert manifest["bytes"] == (tmp_path / "index" / "index.faiss").stat().st_size

@@ -186,7 +186,8 @@ def test_cli_builds_then_reuses_an_hnsw_index(tmp_path: Path, toy_dir: Path, tin
     first = runner.invoke(app, [*args, "--out", str(tmp_path / "a")])
     assert first.exit_code == 0, first.output
     manifest = json.loads((tmp_path / "index" / "manifest.json").read_text())
-    assert manifest["factory"] == "HNSW8,Flat" and manifest["search"] == {"nprobe": None, "efSearch": 32}
+    assert manifest["factory"] == "HNSW8,Flat"
+    assert manifest["search"] == {"nprobe": None, "efSearch": 32, "k_factor": None}
     second = runner.invoke(app, [*args, "--out", str(tmp_path / "b")])
     assert second.exit_code == 0, second.output
     results = [json.loads((tmp_path / d / "results.json").read_text()) for d in "ab"]
