@@ -62,7 +62,47 @@ class MineConfig:
             "earlier versions) or row (corpus order; ~10x faster per query on MS MARCO-sized corpora)"
         },
     )
-    batch_size: int = 256
+    batch_size: int = field(default=256, metadata={"help": "texts per forward pass of a dense retriever"})
+    retrievers: list[str] = field(
+        default_factory=lambda: ["bm25s"],
+        metadata={
+            "help": "candidate sources, merged: bm25s, pyserini-bm25, run:FILE (a TREC run) or a dense model "
+            "(hub id or folder) searching its cached corpus embeddings; the source column records which found each"
+        },
+    )
+    index: IndexConfig = field(
+        default_factory=lambda: IndexConfig(), metadata={"help": "the dense retrievers' index (as evaluate's)"}
+    )
+    index_dir: str | None = field(
+        default=None, metadata={"help": "a saved faiss-factory index to reuse (or to save), as evaluate --index-dir"}
+    )
+    embeddings: str | None = field(
+        default=None, metadata={"help": "corpus-embedding cache folder (default: $RETRODISTILL_CACHE/embeddings)"}
+    )
+    device: str | None = field(default=None, metadata={"help": "device of a dense retriever (default: auto)"})
+    from_candidates: str | None = field(
+        default=None,
+        metadata={"help": "filter this candidates artifact instead of retrieving (the rules below, no new search)"},
+    )
+    teacher_scores: str | None = field(
+        default=None, metadata={"help": "teacher-score store of from_candidates, for the teacher_* rules"}
+    )
+    rank_min: int = field(default=1, metadata={"help": "negatives ranked above this by their source are dropped"})
+    rank_max: int | None = field(default=None, metadata={"help": "negatives ranked below this are dropped (null: k)"})
+    absolute_margin: float | None = field(
+        default=None, metadata={"help": "drop negatives scoring above the query's positive minus this (source scale)"}
+    )
+    relative_margin: float | None = field(
+        default=None,
+        metadata={"help": "drop negatives scoring above (1 - this) x the positive's score (0.05: NV-Retriever)"},
+    )
+    teacher_max_score: float | None = field(
+        default=None, metadata={"help": "drop negatives the teacher scores above this (needs teacher_scores)"}
+    )
+    teacher_margin: float | None = field(
+        default=None,
+        metadata={"help": "drop negatives the teacher scores above its positive's score minus this (teacher_scores)"},
+    )
 
 
 @dataclass

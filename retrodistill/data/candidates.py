@@ -7,6 +7,10 @@ Schema (one Parquet file ``candidates.parquet`` in the artifact directory, long 
     label            int32    qrels grade for judged documents (> 0 for positives), 0 for mined negatives
     rank             int32    1-based rank in the mining run; 0 when the document was not retrieved
     retrieval_score  float32  the miner's score (BM25, dense similarity); NaN when not retrieved
+    source           string   optional: the retriever(s) that found the document, ``+``-joined in the
+                              order given (``bm25s+sentence-transformers/all-MiniLM-L6-v2``); ``qrels``
+                              for a judged document none retrieved. Rank and score are those of the
+                              first source that ranked it best.
 
 Invariants: one row per (query_id, doc_id); rows sorted by (query_id, rank == 0, rank, doc_id), so a
 query's positives not found by the miner come after its retrieved documents. The manifest's
@@ -42,18 +46,23 @@ class Candidate:
     retrieval_score: float
 
 
-def candidates_schema() -> Any:
+def candidates_schema(source: bool = False) -> Any:
+    """The columns of a candidates file; ``source``: with the optional ``source`` column."""
     import pyarrow as pa
 
-    return pa.schema(
-        [
-            ("query_id", pa.string()),
-            ("doc_id", pa.string()),
-            ("label", pa.int32()),
-            ("rank", pa.int32()),
-            ("retrieval_score", pa.float32()),
-        ]
-    )
+    fields = [
+        ("query_id", pa.string()),
+        ("doc_id", pa.string()),
+        ("label", pa.int32()),
+        ("rank", pa.int32()),
+        ("retrieval_score", pa.float32()),
+    ]
+    return pa.schema(fields + ([("source", pa.string())] if source else []))
+
+
+def _schema_of(table: Any) -> Any:
+    """The candidates schema ``table`` is written with: with ``source`` when it has that column."""
+    return candidates_schema(source="source" in table.column_names)
 
 
 _schema = candidates_schema  # the name older code imports
@@ -117,14 +126,15 @@ class CandidatesWriter:
     of rows); :func:`write_candidates` sorts and checks a whole table, then uses this writer.
     """
 
-    def __init__(self, out_dir: str | os.PathLike[str]) -> None:
+    def __init__(self, out_dir: str | os.PathLike[str], source: bool = False) -> None:
         import pyarrow.parquet as pq
 
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
+        self._schema = candidates_schema(source)
         self._atomic = atomic_path(self.out / CANDIDATES_FILE)
         self._tmp = self._atomic.__enter__()
-        self._writer = pq.ParquetWriter(self._tmp, candidates_schema())
+        self._writer = pq.ParquetWriter(self._tmp, self._schema)
         self._hasher = StringsHasher()
         self.rows = self.positives = 0
         self._queries = 0
@@ -136,7 +146,7 @@ class CandidatesWriter:
 
         if table.num_rows == 0:
             return
-        table = table.select(candidates_schema().names).cast(candidates_schema())
+        table = table.select(self._schema.names).cast(self._schema)
         self._writer.write_table(table, row_group_size=_CHUNK)
         self._hasher.update(*(table.column(name) for name in ("query_id", "doc_id", "label", "rank")))
         queries = table.column("query_id")
@@ -179,11 +189,12 @@ def write_candidates(out_dir: str | os.PathLike[str], rows: Any, manifest: Mappi
         ValueError: a (query_id, doc_id) pair appears twice.
     """
     table = rows if hasattr(rows, "column") else candidates_table(rows)
-    table = sort_candidates(table.select(candidates_schema().names).cast(candidates_schema()))
+    schema = _schema_of(table)
+    table = sort_candidates(table.select(schema.names).cast(schema))
     duplicate = _first_duplicate(table)
     if duplicate is not None:
         raise ValueError(f"candidate ({duplicate[0]}, {duplicate[1]}) appears twice")
-    writer = CandidatesWriter(out_dir)
+    writer = CandidatesWriter(out_dir, source="source" in schema.names)
     try:
         for start in range(0, max(table.num_rows, 1), _CHUNK):
             writer.write(table.slice(start, _CHUNK))
@@ -335,7 +346,9 @@ def read_candidates(path: str | os.PathLike[str], *, verify: bool = True) -> Can
 def _read_table(file: Path) -> Any:
     import pyarrow.parquet as pq
 
-    return pq.read_table(file, memory_map=True).select(candidates_schema().names).cast(candidates_schema())
+    table = pq.read_table(file, memory_map=True)
+    schema = _schema_of(table)
+    return table.select(schema.names).cast(schema)
 
 
 def read_triples(path: str | os.PathLike[str]) -> list[Candidate]:

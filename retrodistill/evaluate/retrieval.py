@@ -256,6 +256,61 @@ def encode_and_search(
         raise ValueError(f"{collection.name} ({collection.split}) has no queries to search")
     if not collection.corpus:
         raise ValueError(f"{collection.name} has an empty corpus")
+    dense = corpus_index(
+        model,
+        collection,
+        index,
+        index_params,
+        batch_size=batch_size,
+        show_progress=show_progress,
+        corpus_chunk_size=corpus_chunk_size,
+        embedding_cache=embedding_cache,
+        devices=devices,
+        index_dir=index_dir,
+        model_identity=model_identity,
+    )
+    doc_ids = _doc_ids(collection.corpus)
+    query_ids = list(collection.queries)
+    depth = k + 1 if ignore_identical_ids else k
+    run: Run = {}
+    for start in range(0, len(query_ids), query_chunk_size):
+        chunk = query_ids[start : start + query_chunk_size]
+        # No third-party bar for queries: a fraction of the corpus's work, and one bar per loop is ours.
+        embeddings = _encode(model, [collection.queries[qid] for qid in chunk], "query", batch_size, False)
+        scores, positions = dense.search(embeddings, depth)  # (m, k')
+        found = positions >= 0  # an approximate index pads a row it cannot fill with id -1, at its end
+        hits = doc_ids(np.where(found, positions, 0).ravel())
+        width = positions.shape[1]
+        for row, (qid, row_scores) in enumerate(zip(chunk, scores.tolist(), strict=True)):
+            docs: dict[str, float] = {}
+            row_hits = hits[row * width : (row + 1) * width]
+            for score, doc_id, real in zip(row_scores, row_hits, found[row].tolist(), strict=True):
+                if not real or (ignore_identical_ids and doc_id == qid):
+                    continue
+                docs[doc_id] = score
+                if len(docs) == k:
+                    break
+            run[qid] = docs
+    return run
+
+
+def corpus_index(
+    model: Any,
+    collection: Collection,
+    index: str = "faiss-flat-ip",
+    index_params: Mapping[str, Any] | None = None,
+    *,
+    batch_size: int = 64,
+    show_progress: bool = True,
+    corpus_chunk_size: int = DEFAULT_SHARD_SIZE,
+    embedding_cache: EmbeddingCache | None = None,
+    devices: Sequence[str] | None = None,
+    index_dir: str | os.PathLike[str] | None = None,
+    model_identity: Mapping[str, Any] | None = None,
+) -> DenseIndex:
+    """The dense index of ``collection.corpus`` (row ``i`` = corpus row ``i``): loaded from ``index_dir``
+    when one saved there fits, else built shard by shard (see :func:`encode_and_search`, whose
+    arguments these are) and saved there when ``index_dir`` is given."""
     params = dict(index_params or {})
     saved, built_for = None, None
     if index_dir is not None:
@@ -290,26 +345,4 @@ def encode_and_search(
             dense.save(index_dir, built_for)  # type: ignore[attr-defined]
             logger.info("%s: saved the index (%d vectors)", index_dir, len(dense))
 
-    doc_ids = _doc_ids(collection.corpus)
-    query_ids = list(collection.queries)
-    depth = k + 1 if ignore_identical_ids else k
-    run: Run = {}
-    for start in range(0, len(query_ids), query_chunk_size):
-        chunk = query_ids[start : start + query_chunk_size]
-        # No third-party bar for queries: a fraction of the corpus's work, and one bar per loop is ours.
-        embeddings = _encode(model, [collection.queries[qid] for qid in chunk], "query", batch_size, False)
-        scores, positions = dense.search(embeddings, depth)  # (m, k')
-        found = positions >= 0  # an approximate index pads a row it cannot fill with id -1, at its end
-        hits = doc_ids(np.where(found, positions, 0).ravel())
-        width = positions.shape[1]
-        for row, (qid, row_scores) in enumerate(zip(chunk, scores.tolist(), strict=True)):
-            docs: dict[str, float] = {}
-            row_hits = hits[row * width : (row + 1) * width]
-            for score, doc_id, real in zip(row_scores, row_hits, found[row].tolist(), strict=True):
-                if not real or (ignore_identical_ids and doc_id == qid):
-                    continue
-                docs[doc_id] = score
-                if len(docs) == k:
-                    break
-            run[qid] = docs
-    return run
+    return dense

@@ -184,7 +184,9 @@ def query_data(
     elif needs & {"teacher_scores", "teacher_in_batch"}:
         raise ValueError(f"loss {loss_name!r} needs the teacher's scores: set store (a teacher-score store)")
     candidates = load_candidates(config, store)
-    if store is not None and store.inputs.get("candidates") != candidates.fingerprint:
+    # Candidates filtered from the scored ones (mine-negatives --from-candidates) are a subset of its rows.
+    scored_from = [candidates.fingerprint, *candidates.manifest.get("derived_from", [])]
+    if store is not None and store.inputs.get("candidates") not in scored_from:
         raise ArtifactMismatchError(
             f"teacher-score store {store.path} was not scored from candidates {candidates.path}:\n"
             f"  candidates: store has {store.inputs.get('candidates')}, given {candidates.fingerprint}"

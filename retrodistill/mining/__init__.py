@@ -1,0 +1,1 @@
+"""Mining candidates: retrieval sources and the false-negative rules applied to them."""
