@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
@@ -27,6 +28,17 @@ def inspect_teacher(
     k: Annotated[int, typer.Option(help="nDCG cutoff.")] = 10,
     max_queries: Annotated[int, typer.Option(help="Most queries sampled for nDCG and Kendall τ (0: all).")] = 10_000,
     seed: Annotated[int, typer.Option(help="Seed of that sample.")] = 0,
+    candidates: Annotated[
+        str | None,
+        typer.Option(help="Candidates the store was scored from (default: the store's), for the rules below."),
+    ] = None,
+    teacher_max_score: Annotated[
+        float | None, typer.Option(help="Count the negatives the teacher scores above this (mine-negatives' rule).")
+    ] = None,
+    teacher_margin: Annotated[
+        float | None,
+        typer.Option(help="Count the negatives the teacher scores above its query's positive minus this."),
+    ] = None,
 ) -> None:
     """Print a teacher's score distribution, nDCG on its judged candidates, label noise and agreement.
 
@@ -58,7 +70,54 @@ def inspect_teacher(
             max_queries=max_queries or None,
             seed=seed,
         )
+        control = None
+        if candidates is not None or teacher_max_score is not None or teacher_margin is not None:
+            control = _false_negatives(opened, candidates, teacher_max_score, teacher_margin)
+            report["false_negative_control"] = control
+            if out is not None:
+                from retrodistill.artifacts import write_json_atomic
+                from retrodistill.stages.inspect_teacher import REPORT_FILE
+
+                write_json_atomic(Path(out) / REPORT_FILE, report)
     for table in summary_tables(report):
         out_console.print(table)
+    if control is not None:
+        out_console.print(_false_negative_table(control))
     if out is not None:
         console.print(f"[green]wrote[/] {', '.join(report['files'])}", highlight=False)
+
+
+def _false_negatives(
+    store: Any, candidates: str | None, max_score: float | None, margin: float | None
+) -> dict[str, Any]:
+    """The false-negative rules' counts on the store's candidates (``filters.teacher_rule_report``)."""
+    from retrodistill.data.candidates import read_candidates
+    from retrodistill.mining.filters import Rules, teacher_rule_report
+
+    path = candidates or store.manifest.get("config", {}).get("candidates")
+    if not path:
+        raise ValueError(f"{store.path} does not name its candidates: give --candidates")
+    rules = Rules(teacher_max_score=max_score, teacher_margin=margin)
+    return teacher_rule_report(store, read_candidates(path), rules)
+
+
+def _false_negative_table(control: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    table = Table(title=f"false-negative rules on {control['candidates']}", title_justify="left")
+    for column in ("rule", "threshold", "negatives removed", "share"):
+        table.add_column(column, justify="left" if column == "rule" else "right")
+    recorded = control.get("recorded") or {}
+    rules = recorded.get("rules") or {}
+    for name, count in (recorded.get("removed") or {}).items():
+        threshold = rules.get(name, f"{rules.get('rank_min', 1)}-{rules.get('rank_max', 'k')}")
+        table.add_row(f"{name} (applied when mined)", str(threshold), f"{count:,}", "")
+    negatives = max(control["negatives"], 1)
+    for name, count in control["removed"].items():
+        table.add_row(name, str(control["rules"][name]), f"{count:,}", f"{count / negatives:.2%}")
+    if control.get("positives_above_max_score") is not None:
+        table.caption = (
+            f"{control['positives_above_max_score']:,} of {control['positives']:,} judged positives score above "
+            f"teacher_max_score; {control['negatives']:,} negatives"
+        )
+    return table

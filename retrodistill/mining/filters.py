@@ -174,3 +174,45 @@ def merge_reports(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
         for name, count in report["removed"].items():
             total[name] = total.get(name, 0) + count
     return {"removed": total, "sources": reports}
+
+
+def teacher_rule_report(store: Any, candidates: Any, rules: Rules) -> dict[str, Any]:
+    """What the teacher rules would remove from ``candidates`` (scored into ``store``): ``inspect-teacher``.
+
+    Returns the rules, the negatives (label 0 rows) they apply to, how many each removes (in order,
+    as :func:`apply`), how many judged positives score above ``teacher_max_score`` (what the same
+    threshold would cost were they unjudged), and the rules already applied when the candidates
+    were mined (their manifest's ``false_negative_control``).
+    """
+    from retrodistill.train.examples import query_groups
+
+    scored_from = [candidates.fingerprint, *candidates.manifest.get("derived_from", [])]
+    if store.inputs.get("candidates") not in scored_from:
+        raise ValueError(f"teacher-score store {store.path} was not scored from candidates {candidates.path}")
+    table = candidates.table
+    _, bounds = query_groups(table.column("query_id"))
+    query = np.repeat(np.arange(len(bounds) - 1, dtype=np.int64), np.diff(bounds))
+    label = table.column("label").to_numpy()
+    teacher = store.scores_for(candidates)
+    _, report = apply(
+        rules,
+        query=query,
+        rank=table.column("rank").to_numpy(),
+        score=np.zeros(len(query), dtype=np.float32),
+        negative=label <= 0,
+        teacher=teacher,
+        teacher_positive=lowest_positive(query, teacher, label > 0, len(bounds) - 1),
+    )
+    positives = label > 0
+    above = None
+    if rules.teacher_max_score is not None:
+        above = int((positives & (teacher > rules.teacher_max_score)).sum())
+    return {
+        "candidates": str(candidates.path),
+        "recorded": candidates.manifest.get("false_negative_control"),
+        "rules": {name: value for name, value in rules.active.items() if name in TEACHER_RULES},
+        "negatives": int((label <= 0).sum()),
+        "positives": int(positives.sum()),
+        "positives_above_max_score": above,
+        **report,
+    }

@@ -159,25 +159,33 @@ def test_rules_unit_absolute_and_relative_margins() -> None:
             filters.Rules(**bad)
 
 
-def test_teacher_denoising_filters_scored_candidates_and_trains_with_the_parent_store(
-    toy_dir: Path, tiny_st_dir: Path, tmp_path: Path
-) -> None:
+@pytest.fixture(scope="module")
+def scored(toy_dir: Path, tiny_st_dir: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """BM25 candidates of the toy train split and the tiny bi-encoder's scores of them."""
     from retrodistill.config import ScoreTeacherConfig, TeacherConfig
     from retrodistill.stages.score_teacher import run as score
     from retrodistill.teachers.bi_encoder import BiEncoderTeacher
 
-    parent = mine_negatives.run(_config(toy_dir, tmp_path / "cand"), show_progress=False)
+    tmp = tmp_path_factory.mktemp("scored")
+    parent = mine_negatives.run(_config(toy_dir, tmp / "cand"), show_progress=False)
     params = {"model": str(tiny_st_dir), "similarity": "dot", "device": "cpu", "linear_backend": "torch"}
     store = score(
         ScoreTeacherConfig(
             data=DataConfig(dataset=str(toy_dir), split="train"),
             candidates=str(parent.path),
             teacher=TeacherConfig("bi-encoder", params),
-            out=str(tmp_path / "scores"),
+            out=str(tmp / "scores"),
         ),
         show_progress=False,
         teacher=BiEncoderTeacher(**params),
     )
+    return parent, store
+
+
+def test_teacher_denoising_filters_scored_candidates_and_trains_with_the_parent_store(
+    toy_dir: Path, tiny_st_dir: Path, tmp_path: Path, scored
+) -> None:
+    parent, store = scored
     teacher = store.scores_for(parent)
     rows = _rows(parent)
     threshold = float(np.median(teacher))
@@ -248,3 +256,38 @@ def test_cli_mines_with_rules_and_refuses_bad_ones(toy_dir: Path, tmp_path: Path
     bad = runner.invoke(app, [*args[:3], "--out", str(tmp_path / "x"), "--rank-min", "3", "--rank-max", "2"])
     assert bad.exit_code == 2 and "rank_max (2) is below rank_min (3)" in bad.output
     assert not (tmp_path / "x").exists()
+
+
+def test_inspect_teacher_counts_what_each_teacher_rule_removes(toy_dir: Path, tmp_path: Path, scored) -> None:
+    from retrodistill.cli.app import app
+
+    parent, store = scored
+    threshold = float(np.median(store.scores_for(parent)))
+    cfg = _config(
+        toy_dir,
+        tmp_path / "denoised",
+        from_candidates=str(parent.path),
+        teacher_scores=str(store.path),
+        teacher_max_score=threshold,
+        teacher_margin=0.0,
+    )
+    removed = mine_negatives.run(cfg, show_progress=False).manifest["false_negative_control"]["removed"]
+    result = CliRunner().invoke(
+        app,
+        [
+            "inspect-teacher",
+            str(store.path),
+            "--teacher-max-score",
+            str(threshold),
+            "--teacher-margin",
+            "0",
+            "--out",
+            str(tmp_path / "inspect"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "inspect" / "inspect.json").read_text())["false_negative_control"]
+    assert report["removed"] == removed and report["candidates"] == str(parent.path)
+    assert report["positives_above_max_score"] is not None
+    for name, count in removed.items():
+        assert name in result.output and f"{count:,}" in result.output
