@@ -291,3 +291,31 @@ def test_inspect_teacher_counts_what_each_teacher_rule_removes(toy_dir: Path, tm
     assert report["positives_above_max_score"] is not None
     for name, count in removed.items():
         assert name in result.output and f"{count:,}" in result.output
+
+
+def test_dense_mining_reuses_a_saved_index_without_encoding_the_corpus(
+    toy_dir: Path, tiny_st_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from retrodistill.config import IndexConfig
+    from retrodistill.evaluate import retrieval
+
+    def config(out: str) -> MineConfig:
+        return _config(
+            toy_dir,
+            tmp_path / out,
+            retrievers=[str(tiny_st_dir)],
+            index=IndexConfig("faiss-factory", {"factory": "Flat", "use_gpu": False}),
+            index_dir=str(tmp_path / "index"),
+            embeddings=str(tmp_path / "emb"),
+        )
+
+    first = mine_negatives.run(config("a"), show_progress=False)
+    assert (tmp_path / "index" / "manifest.json").is_file()
+
+    def no_corpus_pass(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the corpus was encoded again")
+
+    monkeypatch.setattr(retrieval, "iter_corpus_embeddings", no_corpus_pass)
+    second = mine_negatives.run(config("b"), show_progress=False)
+    assert second.fingerprint == first.fingerprint
+    assert second.manifest["retrievers"][0]["index"]["dir"] == str(tmp_path / "index")
