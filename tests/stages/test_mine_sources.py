@@ -319,3 +319,27 @@ def test_dense_mining_reuses_a_saved_index_without_encoding_the_corpus(
     second = mine_negatives.run(config("b"), show_progress=False)
     assert second.fingerprint == first.fingerprint
     assert second.manifest["retrievers"][0]["index"]["dir"] == str(tmp_path / "index")
+
+
+@pytest.mark.skipif(
+    not all(__import__("importlib.util").util.find_spec(m) for m in ("pyserini", "jnius")),
+    reason="pyserini is not installed (the pyserini extra)",
+)
+def test_lucene_source_gives_pyserinis_ranking(toy_dir: Path, tmp_path: Path) -> None:
+    from retrodistill.index.pyserini_bm25 import PyseriniBM25
+
+    result = mine_negatives.run(
+        _config(toy_dir, tmp_path / "lucene", retrievers=["pyserini-bm25"], k=5), show_progress=False
+    )
+    collection = load_beir(toy_dir, "train")
+    retriever = PyseriniBM25()
+    doc_ids = list(collection.corpus)
+    retriever.index(doc_ids, [collection.doc_text(d) for d in doc_ids])
+    query_ids = list(collection.queries)
+    expected = retriever.search([collection.queries[q] for q in query_ids], 5)
+    by_query = result.by_query()
+    for qid, ranked in zip(query_ids, expected, strict=True):
+        got = sorted((c for c in by_query[qid] if c.rank > 0), key=lambda c: c.rank)
+        assert [c.doc_id for c in got] == [d for d, _ in ranked]
+        assert [c.retrieval_score for c in got] == pytest.approx([s for _, s in ranked], rel=1e-6)
+    assert result.manifest["retrievers"][0]["name"] == "pyserini-bm25"
