@@ -243,6 +243,32 @@ class TrainConfig:
     negatives: int = field(default=7, metadata={"help": "negatives per training example (N of 1+N)"})
     negative_pool: int = field(default=30, metadata={"help": "sample negatives from a query's top-k candidates"})
     epochs: int = field(default=1, metadata={"help": "passes over the positives, fresh negatives each pass"})
+    negative_sampling: str = field(
+        default="random",
+        metadata={
+            "help": "how the N negatives are drawn from the pool: random (uniform), top (the N best-ranked), "
+            "log_random (weight 1/log2(rank+1)), top_and_random (N//2 best-ranked, the rest uniform); "
+            "unranked pool rows count as the last ranks (retrodistill/train/sampling.py)"
+        },
+    )
+    batch_sampling: str = field(
+        default="random",
+        metadata={
+            "help": "random (the trainer shuffles) or tas-balanced (Hofstaetter et al. 2021): each batch from one "
+            "k-means cluster of the training queries, negatives balanced over bins of the teacher's margin"
+        },
+    )
+    tas_clusters: int = field(
+        default=2000,
+        metadata={
+            "help": "tas-balanced: k-means clusters of the training queries (on the initial student's embeddings), "
+            "at most queries / (4 x batch_size x processes)"
+        },
+    )
+    tas_margin_bins: int = field(
+        default=10,
+        metadata={"help": "tas-balanced: equal-width bins of the teacher's margin (positive - negative score)"},
+    )
     train_max_seq_length: int | None = field(
         default=None,
         metadata={"help": "truncate texts to this many tokens while training; the saved student keeps its own"},

@@ -3,7 +3,9 @@
 For every judged positive of a query and every epoch, N negatives are drawn (without replacement,
 seeded) from the query's negatives ranked within ``negative_pool`` (or unranked: judged non-relevant
 documents and triples-file negatives); column 0 is the positive. Drawing afresh each epoch shows
-the student more of the teacher's judgments.
+the student more of the teacher's judgments. How they are drawn is ``negative_sampling`` (uniformly
+by default; the best-ranked, rank-weighted, …) or, for TAS-balanced batches, balanced over bins of
+the teacher's margin: see :mod:`retrodistill.train.sampling`.
 
 At MS MARCO size (500k queries, 40M candidate rows) nothing here is a Python object per candidate
 or per example: :func:`build_examples` reads the candidates column-wise and returns
@@ -39,6 +41,7 @@ from retrodistill.data.teacher_embeddings import (  # noqa: F401  (re-exported: 
     TextEncoder,
     precompute_teacher_embeddings,
 )
+from retrodistill.train.sampling import draw_margin_balanced, negative_sampler, ranked_order
 from retrodistill.train.teacher_table import TeacherTable, build_teacher_table  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
@@ -215,6 +218,9 @@ def build_examples(
     epochs: int,
     seed: int,
     exclude: frozenset[str] = frozenset(),
+    negative_sampling: str = "random",
+    margin_bins: int | None = None,
+    margin_scores: Mapping[tuple[str, str], float] | np.ndarray | None = None,
 ) -> Examples:
     """Sample the examples; ``teacher_scores=None`` (a teacher-free loss) leaves ``scores`` empty.
 
@@ -222,12 +228,27 @@ def build_examples(
         teacher_scores: the teacher's score per candidate row (``TeacherStore.scores_for``), or a
             ``{(query_id, doc_id): score}`` mapping for small sets, or ``None``.
         exclude: queries held out of training (counted in ``skipped_queries`` as "held out").
+        negative_sampling: how the N negatives are drawn from the pool, a name in
+            :data:`retrodistill.train.sampling.NEGATIVE_SAMPLING`; ``random`` is the earlier draw.
+        margin_bins: instead, draw the negatives balanced over this many equal-width bins of the
+            teacher's margin (positive's score minus the negative's; TAS-balanced), among the scored ones.
+        margin_scores: the scores those margins come from (as ``teacher_scores``); default ``teacher_scores``.
 
     Raises:
-        ValueError: If ``negatives < 1`` or the teacher has no score for a sampled pair.
+        ValueError: If ``negatives < 1``, ``negative_sampling`` is unknown, the teacher has no score
+            for a sampled pair or (``margin_bins``) scores fewer than N negatives of a positive.
     """
     if negatives < 1:
         raise ValueError(f"negatives must be at least 1, got {negatives}")
+    sampler = negative_sampler(negative_sampling)
+    margins_from = None
+    if margin_bins is not None:
+        if isinstance(margin_bins, bool) or not isinstance(margin_bins, int) or margin_bins < 1:
+            raise ValueError(f"margin_bins must be a whole number of at least 1, got {margin_bins!r}")
+        source = teacher_scores if margin_scores is None else margin_scores
+        if source is None:
+            raise ValueError("margin-balanced negatives need the teacher's scores (margin_scores or teacher_scores)")
+        margins_from = aligned_scores(candidates, source)  # (rows,) float32, NaN where unscored
     table = _candidate_columns(candidates)
     group_ids, bounds = query_groups(table.column("query_id"))
     label = table.column("label").to_numpy()
@@ -236,6 +257,7 @@ def build_examples(
     positive_rows = np.flatnonzero(label > 0)
     # rank 0: a judged non-relevant or triples-file negative, which no miner ranked
     pool_rows = np.flatnonzero((label <= 0) & (rank <= negative_pool))
+    pool_ranks = rank[pool_rows] if sampler.ranked and margins_from is None else None
     del label, rank
     positive_bounds = np.searchsorted(positive_rows, bounds)
     pool_bounds = np.searchsorted(pool_rows, bounds)
@@ -266,10 +288,19 @@ def build_examples(
             if group not in query_row_of:
                 query_row_of[group] = len(query_ids)
                 query_ids.append(qid)
-            pool = pool_rows[pool_bounds[group] : pool_bounds[group + 1]].tolist()
+            start, stop = pool_bounds[group], pool_bounds[group + 1]
+            if pool_ranks is not None:  # best-ranked first, the unranked last
+                pool = pool_rows[start:stop][ranked_order(pool_ranks[start:stop])].tolist()
+            else:
+                pool = pool_rows[start:stop].tolist()
             for positive in positive_rows[positive_bounds[group] : positive_bounds[group + 1]].tolist():
                 rows[n, 0] = positive
-                rows[n, 1:] = rng.sample(pool, negatives)
+                if margins_from is None:
+                    rows[n, 1:] = sampler.draw(pool, negatives, rng)
+                else:
+                    rows[n, 1:] = _balanced_negatives(
+                        qid, positive, pool_rows[start:stop], margins_from, negatives, margin_bins, rng, table
+                    )
                 example_queries[n] = query_row_of[group]
                 n += 1
 
@@ -293,6 +324,30 @@ def build_examples(
             )
         examples.scores = scores
     return examples
+
+
+def _balanced_negatives(
+    query_id: str,
+    positive: int,
+    pool: np.ndarray,
+    scores: np.ndarray,
+    negatives: int,
+    bins: Any,
+    rng: random.Random,
+    table: Any,
+) -> list[int]:
+    """``negatives`` rows of ``pool`` balanced over ``bins`` bins of the teacher's margin to ``positive``."""
+    margins = scores[positive] - scores[pool]  # (pool,), NaN where either is unscored
+    scored = np.isfinite(margins)
+    if int(scored.sum()) < negatives:
+        doc = table.column("doc_id")[positive].as_py()
+        unscored = ", itself unscored" if np.isnan(scores[positive]) else ""
+        raise ValueError(
+            f"the teacher-score store scores {int(scored.sum())} of the {len(pool)} pooled negatives of query "
+            f"{query_id!r} (positive {doc!r}{unscored}), fewer than negatives={negatives}: margin-balanced "
+            "negatives need scores for them; score the store from these candidates"
+        )
+    return draw_margin_balanced(pool[scored].tolist(), margins[scored], negatives, bins, rng)
 
 
 def sample_corpus(collection: Collection, max_documents: int | None, seed: int) -> list[str]:

@@ -9,6 +9,7 @@ manifest reports.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from retrodistill.data.teacher_embeddings import TeacherEmbeddings
 from retrodistill.train.examples import Examples, build_examples, corpus_columns, sample_corpus
 from retrodistill.train.pseudo_queries import PseudoQueries, check_settings, is_pseudo_query_id, pseudo_queries
 from retrodistill.train.teacher_table import TeacherTable, build_teacher_table
+
+logger = logging.getLogger(__name__)
 
 _TABLE_INPUTS = frozenset({"teacher_in_batch", "teacher_embeddings", "teacher_pairwise"})
 _CORPUS_INPUTS = frozenset({"student_embeddings", "teacher_embeddings"})
@@ -196,6 +199,7 @@ def query_data(
     # One float per candidate row, joined column-wise: never a dict of every stored score.
     scores = store.scores_for(candidates) if store is not None and wants_scores else None
     holdout = _holdout(config, collection, candidates)
+    margin_scores = _margin_scores(config, store, candidates, scores)
     examples = build_examples(
         collection,
         candidates,
@@ -205,6 +209,9 @@ def query_data(
         epochs=config.epochs,
         seed=config.seed,
         exclude=holdout,
+        negative_sampling=config.negative_sampling,
+        margin_bins=config.tas_margin_bins if margin_scores is not None else None,
+        margin_scores=margin_scores,
     )
     if not len(examples):
         raise ValueError(
@@ -220,6 +227,9 @@ def query_data(
             "skipped_queries": examples.skipped_queries,
         },
     )
+    if margin_scores is not None:  # the negatives depend on the store even when the loss reads none of it
+        data.inputs["teacher_scores"] = store.fingerprint  # type: ignore[union-attr]
+        data.counts["margin_balanced"] = True
     if holdout:
         from retrodistill.train.evaluation import teacher_rankings
 
@@ -257,6 +267,23 @@ def query_data(
         data.label = table_label(examples, data.table)
         data.counts["teacher_pairs"] = len(data.table.pair_keys)
     return data
+
+
+def _margin_scores(config: TrainConfig, store: TeacherStore | None, candidates: CandidateSet, scores: Any) -> Any:
+    """The scores TAS-balanced negatives are balanced by: the store's, read even when the loss needs none.
+
+    ``None`` unless ``batch_sampling`` is ``tas-balanced``; without a store, the batches stay topic
+    aware and the negatives are drawn by ``negative_sampling`` (a logged note).
+    """
+    if config.batch_sampling != "tas-balanced":
+        return None
+    if store is None:
+        logger.warning(
+            "batch_sampling tas-balanced without a teacher-score store: batches come from one query cluster each, "
+            "but the negatives are drawn uniformly, not balanced over teacher margins"
+        )
+        return None
+    return scores if scores is not None else store.scores_for(candidates)
 
 
 def _holdout(config: TrainConfig, collection: Collection, candidates: CandidateSet) -> frozenset[str]:
