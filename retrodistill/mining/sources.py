@@ -70,6 +70,18 @@ class Hits:
             np.concatenate([p.score for p in parts]),
         )
 
+    @classmethod
+    def of_matrix(cls, rows: np.ndarray, scores: np.ndarray, found: np.ndarray, start: int) -> Hits:
+        """A search's ``(queries, k)`` corpus rows and scores, ``found`` where a hit is real, the first
+        query being number ``start``; ranks are column positions + 1."""
+        q_index, column = np.nonzero(found)
+        return cls(
+            q_index.astype(np.int64) + start,
+            rows[found].astype(np.int64),
+            column.astype(np.int32) + 1,
+            scores[found].astype(np.float32),
+        )
+
     def take(self, keep: np.ndarray) -> Hits:
         return Hits(self.query[keep], self.doc[keep], self.rank[keep], self.score[keep])
 
@@ -134,16 +146,8 @@ class BM25sSource(Source):
         with progress_bar(len(texts), "BM25 retrieval", "queries", show_progress) as advance:
             for start in range(0, len(texts), QUERY_CHUNK):
                 rows, scores = retriever.search_rows(texts[start : start + QUERY_CHUNK], k, advance=advance)
-                hit = scores > 0  # bm25s pads a row with documents scoring 0: they were not retrieved
-                q_index, column = np.nonzero(hit)
-                parts.append(
-                    Hits(
-                        q_index.astype(np.int64) + start,
-                        rows[hit].astype(np.int64),
-                        column.astype(np.int32) + 1,
-                        scores[hit].astype(np.float32),
-                    )
-                )
+                # bm25s pads a row with documents scoring 0: they were not retrieved
+                parts.append(Hits.of_matrix(rows, scores, scores > 0, start))
         if show_progress:
             print(f"BM25 retrieval: {len(texts):,} queries in {time.perf_counter() - started:.1f} s", flush=True)
         return Hits.concat(parts)
@@ -267,16 +271,8 @@ class DenseSource(Source):
             for start in range(0, len(texts), QUERY_CHUNK):
                 vectors = encode_texts(model, texts[start : start + QUERY_CHUNK], "query", self.batch_size, False)
                 scores, rows = index.search(vectors, min(k, len(collection.corpus)))
-                found = rows >= 0  # an approximate index pads a row it cannot fill with -1
-                q_index, column = np.nonzero(found)
-                parts.append(
-                    Hits(
-                        q_index.astype(np.int64) + start,
-                        rows[found].astype(np.int64),
-                        column.astype(np.int32) + 1,
-                        scores[found].astype(np.float32),
-                    )
-                )
+                # an approximate index pads a row it cannot fill with -1
+                parts.append(Hits.of_matrix(rows, scores, rows >= 0, start))
                 advance(len(vectors))
         return Hits.concat(parts)
 
