@@ -23,6 +23,10 @@ What the examples carry follows from what the loss needs (``retrodistill.losses.
   rows all lack scored pairs makes ``pairwise-kl`` raise: build the store from the training
   candidates with an ``m`` that covers the negative pool, or use larger batches.
 
+``negative_sampling`` chooses how an example's negatives are drawn, and ``batch_sampling:
+tas-balanced`` draws each batch from one k-means cluster of the training queries (still without
+repeated texts for in-batch losses): :mod:`retrodistill.train.sampling`.
+
 Losses with in-batch inputs are batched with sentence-transformers' ``NO_DUPLICATES`` sampler, so
 no text appears twice in a batch. ``stage: corpus`` trains on single texts (no (query, documents)
 rows, no teacher-score store) with an embedding loss, each text pulled toward the teacher's vector
@@ -36,7 +40,8 @@ run's output)::
 
     OUT/
       (sentence-transformers model files)   load with SentenceTransformer(OUT)
-      manifest.json                         config, loss parameters (every term's), inputs, versions, counts
+      manifest.json                         config, loss parameters (every term's), inputs, sampling, versions,
+                                            counts
       config.yaml                           the resolved training config
       train_log.json                        the trainer's log history (loss, and loss_<term> per logging step)
       README.md                             the model card, written from the manifest (train/model_card.py)
@@ -225,9 +230,11 @@ def run(
         return run_stages(config, show_progress=show_progress, overwrite=overwrite, push_to_hub=push_to_hub)
     check_output(config.out, inputs=training_inputs(config), overwrite=overwrite)
     from retrodistill.train.evaluation import check_eval_settings
+    from retrodistill.train.sampling import check_sampling
 
     _check_checkpointing(config)
     check_eval_settings(config)
+    check_sampling(config)
     check_report_to(config.report_to)
     out = Path(config.out)
     rank = int(os.environ.get("RANK", "0"))
@@ -333,6 +340,9 @@ def _train(
         config, collection, data.candidates, data.holdout, data.teacher_rankings, max_seq_length=saved_max_seq_length
     )
     work.mkdir(parents=True, exist_ok=True)
+    in_batch = bool(needs & _IN_BATCH_INPUTS)
+    # The manifest's record (the config holds the settings; this, what they became for this data).
+    sampling: dict[str, Any] = {"negative_sampling": config.negative_sampling, "batch_sampling": config.batch_sampling}
     published = False
     try:
         args = SentenceTransformerTrainingArguments(
@@ -360,8 +370,16 @@ def _train(
             run_name=out.name,  # wandb's run name
             disable_tqdm=True,  # our bar: use_rich_progress below
             # In-batch negatives must not repeat a query's own positive, on any rank.
-            batch_sampler=batch_sampler(in_batch=bool(needs & _IN_BATCH_INPUTS), world_size=world_size),
+            batch_sampler=batch_sampler(in_batch=in_batch, world_size=world_size),
         )
+        if config.batch_sampling == "tas-balanced" and data.examples is not None:  # stage: queries (checked)
+            from retrodistill.train.sampling import tas_batch_sampler
+
+            # After the arguments: they start the process group, and every rank takes rank 0's clusters.
+            args.batch_sampler, sampling["tas"] = tas_batch_sampler(
+                model, collection, data.examples, dataset, config, world_size=world_size, in_batch=in_batch
+            )
+            sampling["tas"]["margin_balanced"] = bool(data.counts.get("margin_balanced"))
         marker = checkpoints.CheckpointCallback(identity, train_loss.projection, config.save_total_limit)
         trainer = _trainer_class()(
             model=model, args=args, train_dataset=dataset, loss=train_loss, evaluator=evaluator, callbacks=[marker]
@@ -417,6 +435,7 @@ def _train(
                     },
                     "teacher": data.teacher,
                     "inputs": data.inputs,
+                    "sampling": sampling,
                     "counts": counts,
                     "train_loss": mean_loss,
                     "wall_time_s": round(time.perf_counter() - start, 3),
