@@ -22,7 +22,8 @@ top_and_random the ``N // 2`` best-ranked, then ``N - N // 2`` uniform from the 
 **TAS-balanced batches** (``batch_sampling: tas-balanced``; Hofstätter et al. 2021, "Efficiently
 Teaching an Effective Dense Retriever with Balanced Topic Aware Sampling", SIGIR):
 
-* *topic aware*: the training queries are clustered by k-means (:func:`kmeans`, seeded) on the
+* *topic aware*: the training queries are clustered by k-means (FAISS, seeded:
+  :func:`~retrodistill.index.kmeans.kmeans`) on the
   initial student's query embeddings (L2-normalised), computed once before training; each batch is
   drawn from one cluster (:func:`tas_batches`). The clusters are
   ``min(tas_clusters, queries // (4 * global batch))`` (:func:`tas_cluster_count`): on average a cluster
@@ -67,8 +68,6 @@ logger = logging.getLogger(__name__)
 BATCH_SAMPLING = ("random", "tas-balanced")
 #: On average a cluster holds at least this many (global) batches of queries.
 TAS_BATCHES_PER_CLUSTER = 4
-#: Lloyd iterations of the query k-means (faiss's default is 25; topic clusters need no more).
-KMEANS_ITERATIONS = 20
 
 
 @dataclass(frozen=True)
@@ -179,47 +178,6 @@ def check_sampling(config: TrainConfig) -> None:
 def tas_cluster_count(requested: int, queries: int, global_batch: int) -> int:
     """``min(requested, queries // (4 * global_batch))``, at least 1: clusters a few batches large."""
     return max(1, min(requested, queries // (TAS_BATCHES_PER_CLUSTER * global_batch)))
-
-
-def _nearest(vectors: np.ndarray, centroids: np.ndarray, chunk: int = 16384) -> np.ndarray:
-    """The nearest centroid (L2) of every row: ``argmax(x·c − |c|²/2)``, in chunks of rows."""
-    half_norms = 0.5 * np.einsum("kd,kd->k", centroids, centroids)
-    out = np.empty(len(vectors), dtype=np.int64)
-    for start in range(0, len(vectors), chunk):
-        scores = vectors[start : start + chunk] @ centroids.T - half_norms  # (chunk, k)
-        out[start : start + chunk] = scores.argmax(axis=1)
-    return out
-
-
-def kmeans(vectors: np.ndarray, k: int, seed: int, iterations: int = KMEANS_ITERATIONS) -> np.ndarray:
-    """Lloyd's k-means of ``vectors`` ``(n, d)``; returns each row's cluster ``(n,)`` in ``[0, k)``.
-
-    Seeded and deterministic on one machine: the centroids start at ``k`` distinct rows drawn with
-    ``seed``, a cluster left empty restarts at a drawn row, and the means are sparse products (no
-    atomic adds). ``k`` is capped at ``n``.
-    """
-    import scipy.sparse
-
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    n = len(vectors)
-    k = min(k, n)
-    rng = np.random.default_rng(seed)
-    centroids = vectors[rng.choice(n, k, replace=False)].copy()
-    labels = _nearest(vectors, centroids)
-    for _ in range(iterations):
-        counts = np.bincount(labels, minlength=k)
-        members = scipy.sparse.csr_matrix((np.ones(n, dtype=np.float32), (labels, np.arange(n))), shape=(k, n))
-        sums = np.asarray(members @ vectors)  # (k, d)
-        filled = counts > 0
-        centroids[filled] = sums[filled] / counts[filled, None]
-        empty = np.flatnonzero(~filled)
-        if len(empty):
-            centroids[empty] = vectors[rng.choice(n, len(empty), replace=False)]
-        updated = _nearest(vectors, centroids)
-        if np.array_equal(updated, labels) and not len(empty):
-            break
-        labels = updated
-    return labels
 
 
 def _pack(indices: list[int], size: int, keys: np.ndarray | None) -> tuple[list[list[int]], list[int]]:
@@ -441,6 +399,8 @@ def tas_batch_sampler(
         vectors = encode_texts(model, texts, "query", batch_size=max(config.batch_size, 64))
     vectors = np.asarray(vectors, dtype=np.float32)
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    from retrodistill.index.kmeans import kmeans
+
     labels = _rank_zero(kmeans(vectors, k, config.seed))
     sampler = functools.partial(
         tas_sampler_class(),

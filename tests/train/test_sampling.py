@@ -19,6 +19,7 @@ import pytest
 from retrodistill.config import TrainConfig, load_config
 from retrodistill.data.candidates import Candidate, CandidateSet
 from retrodistill.data.collections import load_beir
+from retrodistill.index.kmeans import kmeans
 from retrodistill.train import sampling
 from retrodistill.train.examples import build_examples, corpus_rows
 from retrodistill.train.run import run
@@ -27,7 +28,6 @@ from retrodistill.train.sampling import (
     check_sampling,
     draw_margin_balanced,
     duplicate_keys,
-    kmeans,
     tas_batches,
     tas_cluster_count,
     tas_sampler_class,
