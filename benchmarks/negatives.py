@@ -166,7 +166,7 @@ def main() -> None:
     test = load_beir(resolve_dataset(quickstart.dataset, quickstart.data_dir), "test", name="scifact").for_evaluation()
     results_file = args.out / "results.json"
     done = json.loads(results_file.read_text())["rows"] if results_file.is_file() else []
-    rows = [row for row in done if row["arm"] in args.arms]
+    rows = list(done)  # arms measured before (any --arms) stay in the table
     for arm in args.arms:
         if any(row["arm"] == arm for row in rows):
             continue
@@ -193,6 +193,7 @@ def main() -> None:
         rows.append(row)
         print(f"{arm}: dev nDCG@10 {row['dev']['nDCG@10']:.4f}, test {row['test']['nDCG@10']:.4f}", flush=True)
         write_json_atomic(results_file, {"rows": rows, "machine": _machine()})
+    rows.sort(key=lambda row: ARMS.index(row["arm"]))
     write_text_atomic(args.out / "results.md", table(rows) + "\n")
     print(table(rows))
 
