@@ -132,9 +132,10 @@ def _query_texts(collection: Collection) -> list[str]:
 class BM25sSource(Source):
     """bm25s, through the cached index :func:`~retrodistill.stages.mine_negatives.bm25_retriever` keeps."""
 
-    def __init__(self, k1: float, b: float, ties: str, dataset: str, data_dir: str | None) -> None:
+    def __init__(self, k1: float, b: float, ties: str, dataset: str | None = None, data_dir: str | None = None) -> None:
         self.label, self.k1, self.b, self.ties = "bm25s", k1, b, ties
-        self.dataset, self.data_dir = dataset, data_dir  # the corpus whose statistics score positives
+        # the dataset whose corpus statistics score unretrieved positives; None: they are not scored
+        self.dataset, self.data_dir = dataset, data_dir
 
     def search(self, collection: Collection, k: int, show_progress: bool) -> Hits:
         from retrodistill.stages.mine_negatives import bm25_retriever
@@ -157,6 +158,8 @@ class BM25sSource(Source):
         which equals bm25s' retrieval score."""
         from retrodistill.teachers.bm25 import BM25Teacher
 
+        if self.dataset is None:
+            return None
         teacher = BM25Teacher(self.dataset, self.data_dir, k1=self.k1, b=self.b)
         texts = _query_texts(collection)
         doc_texts = _corpus_texts(collection)(doc)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,7 +126,7 @@ def mine_table(
     """
     from retrodistill.mining.sources import BM25sSource
 
-    source = BM25sSource(k1, b, ties, "", None)
+    source = BM25sSource(k1, b, ties)
     hits = source.search(collection, k, show_progress)
     judged = Judged.of(collection)
     return judged.table(collection, hits, judged.labels(hits), None)
@@ -167,7 +168,14 @@ class Judged:
         rows = self.grade > 0
         return self.key[rows] // self.n_docs, self.key[rows] % self.n_docs
 
-    def table(self, collection: Collection, hits: Hits, labels: np.ndarray, source: np.ndarray | None, names=()) -> Any:
+    def table(
+        self,
+        collection: Collection,
+        hits: Hits,
+        labels: np.ndarray,
+        source: np.ndarray | None,
+        names: Sequence[str] = (),
+    ) -> Any:
         """The candidates: every hit (label 0 when unjudged) and every judged document no source
         retrieved (rank 0, no score); ``source``: each hit's source mask over ``names``."""
         import pyarrow as pa
@@ -332,6 +340,7 @@ def refilter(config: MineConfig, rules: Any, start: float) -> CandidateSet:
     from retrodistill.mining.filters import lowest_positive
     from retrodistill.train.examples import query_groups
 
+    assert config.from_candidates is not None
     parent = read_candidates(config.from_candidates)
     if config.teacher_scores and not rules.needs_teacher:
         raise ValueError("teacher_scores is read only by teacher_max_score and teacher_margin: set one of them")
