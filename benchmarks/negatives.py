@@ -12,7 +12,8 @@ Setup (SciFact; nothing is chosen on test):
      a negative the teacher scores above its query's (lowest) positive is dropped as a suspected false
      negative (RocketQA's denoising). The margin 0 is the rule's natural value, not searched;
    - ``tas-balanced``: ``dense`` candidates, batches drawn TAS-balanced (``batch_sampling: tas-balanced``:
-     queries clustered, one cluster per batch, negatives balanced over the teacher's margin bins).
+     queries clustered, one cluster per batch, negatives balanced over the teacher's margin bins);
+   - ``tas-balanced-bm25``: the same on the ``bm25`` candidates (TAS-B's own setting: BM25 negatives).
    Each candidate set is scored by the teacher (cosine), as the quickstart does.
 3. The student and budget are the quickstart's, fixed: the teacher's first 2 layers, Margin-MSE,
    7 negatives drawn from each query's top 30, 2 epochs of batches of 16, learning rate 1e-3 (chosen on
@@ -52,7 +53,7 @@ from retrodistill.artifacts import write_json_atomic, write_text_atomic
 from retrodistill.config import DataConfig, MineConfig, SplitDevConfig, TrainConfig
 from retrodistill.quickstart import QuickstartConfig, student_train_config, teacher_score_config
 
-ARMS = ("bm25", "dense", "dense-denoised", "tas-balanced")
+ARMS = ("bm25", "dense", "dense-denoised", "tas-balanced", "tas-balanced-bm25")
 POOL = 30
 
 
@@ -82,8 +83,9 @@ def candidates_and_scores(
     train = DataConfig(dataset=str(dataset), split="train")
     if arm == "bm25" and inputs is not None and _done(inputs / "candidates") and _done(inputs / "teacher-scores"):
         return inputs
-    if arm == "tas-balanced":
-        return candidates_and_scores("dense", out, inputs, dataset, quickstart)
+    if arm.startswith("tas-balanced"):
+        miner = "bm25" if arm.endswith("-bm25") else "dense"
+        return candidates_and_scores(miner, out, inputs, dataset, quickstart)
     folder = out / "inputs" / arm
     candidates = folder / "candidates"
     if arm == "dense-denoised":
@@ -114,7 +116,7 @@ def train_config(arm: str, out: Path, folder: Path, dataset: Path, quickstart: Q
     data = DataConfig(dataset=str(dataset), split="train")
     config = student_train_config(quickstart, data, folder, out / "students" / arm)
     config = dataclasses.replace(config, negative_pool=POOL)
-    if arm == "tas-balanced":
+    if arm.startswith("tas-balanced"):
         if not hasattr(config, "batch_sampling"):
             raise SystemExit("tas-balanced: this version has no batch_sampling setting")
         config = dataclasses.replace(config, batch_sampling="tas-balanced")
