@@ -18,25 +18,40 @@ Sets of (documents, queries), all-MiniLM-L6-v2 vectors (unit length, d = 384):
 
 Indexes (``faiss-factory``; ``nlist`` = the power of two nearest ``4·√N``, halved until ``N ≥ 39·nlist``):
 
-==============  ===============================  ==============================================
-IVF-Flat        ``IVF{nlist},Flat``              nprobe 1, 2, 4 … until recall stops rising
-IVF-PQ          ``IVF{nlist},PQ{d/4}``           the same (one byte per 4 dimensions: 16× smaller)
-HNSW            ``HNSW32,Flat``                  efSearch 64, 128 … 1024
-OPQ+IVF-PQ      ``OPQ{d/8},IVF{nlist},PQ{d/8}``  nprobe as IVF (32× smaller)
-==============  ===============================  ==============================================
+==============  =================================  ===================================================
+IVF-Flat        ``IVF{nlist},Flat``                nprobe 1, 2, 4 … (see below)
+IVF-PQ          ``IVF{nlist},PQ{d/4}x8,RFlat``     nprobe as IVF-Flat, for each k_factor 8, 16, 32: the
+                                                   PQ codes (one byte per 4 dimensions) pick
+                                                   ``k_factor·100`` candidates, re-ranked exactly
+HNSW            ``HNSW32,Flat``                    efSearch 64, 128 … 2048 (efConstruction: FAISS' 40)
+OPQ+IVF-PQ      ``OPQ{d/8},IVF{nlist},PQ{d/8}``    nprobe as IVF-Flat; only in ``--quick`` or with
+                                                   ``--opq`` (no refinement: PQ codes alone)
+==============  =================================  ===================================================
+
+IVF-PQ's refinement keeps the raw vectors beside the codes (FAISS' ``IndexRefineFlat``): codes alone do
+not reach recall 0.99 (IVF-PQ96 without it levelled off at 0.87 on SciFact, 0.67 on 20k synthetic
+vectors), so its index is IVF-Flat's size plus the codes, not 16× smaller; the codes only make the
+scan of the visited lists cheaper. OPQ is left out of the full run: its rotation trains for long on
+the ``64·nlist`` = 262,144 vectors of the 1M set (13 s for 1,200 vectors on one core, growing with the
+sample), it is no target, and PQ codes without a refinement miss recall 0.99 anyway.
+
+Each run of settings (nprobe, or efSearch, rising) stops at recall ≥ 0.999, when recall stops rising
+(+0.001 or less), or at recall ≥ 0.99 slower than exact search (the next settings are slower still).
 
 Each index is trained on ``min(N, 64·nlist)`` vectors (seed 0); PQ codes are 8-bit. For every setting: recall@100 = the
 mean over queries of |top-100 ∩ exact top-100| / 100; queries/s = the number of queries over the
 median of 3 timed searches of them all (``k`` = 100, after one warm-up search), exact search timed
 the same way in the same process; index bytes = the size of the saved ``index.faiss``; build
 seconds = training and adding. Per set and index, the headline is the fastest setting with recall@100
-≥ 0.99 and its speed-up over exact search.
+≥ 0.99 and its speed-up over exact search. Each row also records the process' peak resident memory so
+far (``getrusage``) and the 1-minute load average (``os.getloadavg``); the CPU model, cores and FAISS
+threads head ``results.md``.
 
 Writes ``OUT/results.json`` (after every row) and ``OUT/results.md``. A run resumes: rows already in
 ``results.json`` are not measured again, an index whose rows are all there is not built, and the
 query and exact-search results of a set are kept in ``OUT/`` (``.npy``).
 
-Run from the repository root (the full run takes hours on 2 cores: HNSW on 1M vectors builds for long)::
+Run from the repository root (the full run took 54 min on 2 busy cores, load ≈ 4; results in ``ann.md``)::
 
     HF_HOME=../shared/hf HF_HUB_OFFLINE=1 python benchmarks/ann.py
     HF_HOME=../shared/hf HF_HUB_OFFLINE=1 python benchmarks/ann.py --quick   # cached SciFact + 20k synthetic
@@ -72,6 +87,9 @@ RECALL_TARGET = 0.99
 SPEEDUP_TARGET = 5.0
 TARGET_INDEXES = ("HNSW", "IVF-PQ")
 TARGET_SIZE = 1_000_000
+#: IVF-PQ's refinement: the PQ stage hands k_factor·100 candidates to exact re-ranking.
+K_FACTORS = (8, 16, 32)
+EF_SEARCH = (64, 128, 256, 512, 1024, 2048)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -87,6 +105,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=None,
         help="OpenMP threads for FAISS (default: FAISS' own, every core; --quick: 1)",
+    )
+    parser.add_argument(
+        "--opq", action="store_true", help="also OPQ+IVF-PQ outside --quick (its rotation trains for long at 1M)"
     )
     parser.add_argument("--model", default=MODEL)
     parser.add_argument("--seed", type=int, default=0)
@@ -117,29 +138,51 @@ def nlist_for(n: int) -> int:
     return nlist
 
 
+Setting = dict[str, int]
+
+
 @dataclass(frozen=True)
 class IndexSpec:
-    """One index of the benchmark: a label, its factory string and the search settings to sweep."""
+    """One index of the benchmark: a label, its factory string and the search settings to sweep.
+
+    ``chains``: runs of search settings, each in rising cost, measured in order until recall reaches
+    0.999 or stops rising; then the next run starts (e.g. one run of ``nprobe`` per ``k_factor``).
+    """
 
     label: str
     factory: str
-    parameter: str  # "nprobe" or "efSearch"
-    values: tuple[int, ...]
+    chains: tuple[tuple[Setting, ...], ...]
     train_size: int
 
 
-def index_specs(n: int, dim: int, quick: bool) -> list[IndexSpec]:
-    """The four indexes for ``n`` vectors of dimension ``dim`` (see the module docstring)."""
+def describe(setting: Setting) -> str:
+    """``nprobe=64, k_factor=16``: a setting as the results name it."""
+    return ", ".join(f"{name}={value}" for name, value in setting.items())
+
+
+def index_specs(n: int, dim: int, quick: bool, opq: bool = False) -> list[IndexSpec]:
+    """The indexes for ``n`` vectors of dimension ``dim`` (see the module docstring).
+
+    OPQ+IVF-PQ only in ``--quick`` or with ``opq``: its rotation trains for long on ``64·nlist`` vectors.
+    """
     nlist = nlist_for(n)
-    probes = tuple(2**i for i in range(int(math.log2(nlist)) + 1))
+    probes = [2**i for i in range(int(math.log2(nlist)) + 1)]
     train = min(n, 2_000 if quick else 64 * nlist)
     opq_train = min(train, 1_000) if quick else train  # OPQ's rotation trains for minutes on 10^4 vectors
-    return [
-        IndexSpec("IVF-Flat", f"IVF{nlist},Flat", "nprobe", probes, train),
-        IndexSpec("IVF-PQ", f"IVF{nlist},PQ{dim // 4}", "nprobe", probes, train),
-        IndexSpec("HNSW", "HNSW32,Flat", "efSearch", (64, 128, 256, 512, 1024), train),
-        IndexSpec("OPQ+IVF-PQ", f"OPQ{dim // 8},IVF{nlist},PQ{dim // 8}", "nprobe", probes, opq_train),
+    specs = [
+        IndexSpec("IVF-Flat", f"IVF{nlist},Flat", (tuple({"nprobe": p} for p in probes),), train),
+        IndexSpec(
+            "IVF-PQ",
+            f"IVF{nlist},PQ{dim // 4}x8,RFlat",
+            tuple(tuple({"nprobe": p, "k_factor": f} for p in probes) for f in K_FACTORS),
+            train,
+        ),
+        IndexSpec("HNSW", "HNSW32,Flat", (tuple({"efSearch": e} for e in EF_SEARCH),), train),
     ]
+    if quick or opq:
+        probe_chain = (tuple({"nprobe": p} for p in probes),)
+        specs.append(IndexSpec("OPQ+IVF-PQ", f"OPQ{dim // 8},IVF{nlist},PQ{dim // 8}", probe_chain, opq_train))
+    return specs
 
 
 def recall_at(ids: np.ndarray, exact_ids: np.ndarray) -> float:
@@ -338,8 +381,21 @@ class Results:
     def put(self, key: str, row: dict[str, Any]) -> None:
         from retrodistill.artifacts import write_json_atomic
 
-        self.data["rows"][key] = {**row, "measured": time.strftime("%Y-%m-%d %H:%M:%S"), "load": os.getloadavg()[0]}
+        self.data["rows"][key] = {
+            **row,
+            "measured": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "load": os.getloadavg()[0],
+            "peak_rss": peak_rss(),
+        }
         write_json_atomic(self.path, self.data)
+
+
+def peak_rss() -> int:
+    """The peak resident memory of this process so far, in bytes (``getrusage``; Linux counts KiB)."""
+    import resource
+
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(kib if sys.platform == "darwin" else kib * 1024)  # macOS counts bytes
 
 
 def exact_search(data: Dataset, results: Results, args: argparse.Namespace) -> np.ndarray:
@@ -377,43 +433,49 @@ def exact_search(data: Dataset, results: Results, args: argparse.Namespace) -> n
     return ids
 
 
-def sweep(spec: IndexSpec, data: Dataset, exact_ids: np.ndarray, results: Results, args: argparse.Namespace) -> None:
-    """Measure ``spec`` at each search setting, until recall reaches 0.999 or stops rising; build only if needed."""
+def sweep(
+    spec: IndexSpec, data: Dataset, exact_ids: np.ndarray, exact_qps: float, results: Results, args: argparse.Namespace
+) -> None:
+    """Measure ``spec`` at each setting of each chain until recall reaches 0.999 or stops rising, or once it
+    is ≥ 0.99 at fewer queries/s than exact search (``exact_qps``): the chain's headline is then measured, and
+    each next setting costs more. Build only if needed."""
     from retrodistill.index.faiss_factory import FaissFactory
 
     index: FaissFactory | None = None
     build = size = 0.0
-    previous = -1.0
-    for value in spec.values:
-        key = f"{data.name}|{spec.label}|{spec.factory}|train={spec.train_size}|{spec.parameter}={value}"
-        row = results.row(key)
-        if row is None:
-            if index is None:
-                print(f"  {spec.label}: building {spec.factory} on {len(data.docs):,} vectors", flush=True)
-                index = FaissFactory(spec.factory, use_gpu=False, train_size=spec.train_size, seed=args.seed)
-                started = time.perf_counter()
-                index.add(data.docs)
-                index.search(data.queries[:1], 1)  # trains and adds now, so that build time is build time
-                build = time.perf_counter() - started
-                size = saved_bytes(index)
-            index.set_search_params(**{spec.parameter: value})
-            seconds, (_, ids) = timed_search(index, data.queries, args.repeats)
-            row = {
-                "set": data.name,
-                "index": spec.label,
-                "factory": spec.factory,
-                "setting": f"{spec.parameter}={value}",
-                "recall": recall_at(ids, exact_ids),
-                "seconds": seconds,
-                "qps": len(data.queries) / seconds,
-                "bytes": size,
-                "build_seconds": build,
-            }
-            results.put(key, row)
-        print(f"  {spec.label} {row['setting']}: recall@{K} {row['recall']:.4f}, {row['qps']:,.0f} q/s", flush=True)
-        if row["recall"] >= 0.999 or row["recall"] <= previous + 0.001:
-            break
-        previous = row["recall"]
+    for chain in spec.chains:
+        previous = -1.0
+        for setting in chain:
+            key = f"{data.name}|{spec.label}|{spec.factory}|train={spec.train_size}|{describe(setting)}"
+            row = results.row(key)
+            if row is None:
+                if index is None:
+                    print(f"  {spec.label}: building {spec.factory} on {len(data.docs):,} vectors", flush=True)
+                    index = FaissFactory(spec.factory, use_gpu=False, train_size=spec.train_size, seed=args.seed)
+                    started = time.perf_counter()
+                    index.add(data.docs)
+                    index.search(data.queries[:1], 1)  # trains and adds now, so that build time is build time
+                    build = time.perf_counter() - started
+                    size = saved_bytes(index)
+                index.set_search_params(**setting)
+                seconds, (_, ids) = timed_search(index, data.queries, args.repeats)
+                row = {
+                    "set": data.name,
+                    "index": spec.label,
+                    "factory": spec.factory,
+                    "setting": describe(setting),
+                    "recall": recall_at(ids, exact_ids),
+                    "seconds": seconds,
+                    "qps": len(data.queries) / seconds,
+                    "bytes": size,
+                    "build_seconds": build,
+                }
+                results.put(key, row)
+            print(f"  {spec.label} {row['setting']}: recall@{K} {row['recall']:.4f}, {row['qps']:,.0f} q/s", flush=True)
+            reached = row["recall"] >= RECALL_TARGET and row["qps"] < exact_qps
+            if row["recall"] >= 0.999 or row["recall"] <= previous + 0.001 or reached:
+                break
+            previous = row["recall"]
 
 
 def headline(rows: list[dict[str, Any]], exact_qps: float) -> tuple[dict[str, Any] | None, float]:
@@ -431,7 +493,11 @@ def markdown(results: Results, args: argparse.Namespace) -> str:
         "# ANN indexes against exact search" + (" (--quick: the harness, not the figure)" if args.quick else ""),
         "",
         f"recall@{K} against exact `faiss-flat-ip` top-{K}; queries/s: median of {args.repeats} searches of every "
-        "query, exact search timed the same way in the same process; bytes: the saved `index.faiss`.",
+        "query, exact search timed the same way in the same process; MB: the saved `index.faiss`; peak RSS: "
+        "the process' peak resident memory so far when the row was measured (`getrusage`: the data, exact "
+        "search and every index built before it count); load: the 1-minute load average then.",
+        "",
+        machine_line(results.data.get("machine", {}), rows),
         "",
     ]
     verdicts = []
@@ -442,12 +508,13 @@ def markdown(results: Results, args: argparse.Namespace) -> str:
             continue
         described = ", ".join(f"{k} {v}" for k, v in facts.items())
         lines += [f"## {name}", "", described, "", "| index | factory | setting | recall@100 | queries/s | × exact "]
-        lines[-1] += "| MB | build s |"
-        lines.append("|---|---|---|---|---|---|---|---|")
+        lines[-1] += "| MB | build s | peak RSS GB | load |"
+        lines.append("|---|---|---|---|---|---|---|---|---|---|")
         for r in own:
             lines.append(
                 f"| {r['index']} | `{r['factory']}` | {r['setting'] or '—'} | {r['recall']:.4f} | {r['qps']:,.0f} | "
-                f"{r['qps'] / exact['qps']:.2f} | {r['bytes'] / 1e6:,.1f} | {r['build_seconds']:.1f} |"
+                f"{r['qps'] / exact['qps']:.2f} | {r['bytes'] / 1e6:,.1f} | {r['build_seconds']:.1f} | "
+                f"{r.get('peak_rss', 0) / 1e9:.1f} | {r.get('load', 0):.1f} |"
             )
         lines += ["", f"Fastest setting with recall@{K} ≥ {RECALL_TARGET}:", ""]
         for label in dict.fromkeys(r["index"] for r in own if r["index"] != "exact"):
@@ -492,10 +559,23 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     from retrodistill.artifacts import library_versions
+    from retrodistill.index.faiss_flat import import_faiss
 
     faiss = {k: v for k, v in library_versions().items() if k.startswith("faiss")}
-    threads = os.environ.get("OMP_NUM_THREADS", "FAISS default")
+    threads = import_faiss().omp_get_max_threads()  # after main() set OMP_NUM_THREADS, if it did
     return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, **faiss, "python": platform.python_version()}
+
+
+def machine_line(facts: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """One line: the CPU, cores, FAISS threads and versions, and the load average over the measured rows."""
+    loads = sorted(r["load"] for r in rows if "load" in r)
+    load = f"{loads[0]:.1f}–{loads[-1]:.1f} (median {statistics.median(loads):.1f})" if loads else "not recorded"
+    versions = ", ".join(f"{k} {v}" for k, v in facts.items() if k.startswith("faiss"))
+    return (
+        f"Machine: {facts.get('cpu', '?')}, {facts.get('cores', '?')} cores, {facts.get('threads', '?')} FAISS "
+        f"threads, {versions or 'faiss ?'}, Python {facts.get('python', '?')}; 1-minute load average while "
+        f"measuring: {load}."
+    )
 
 
 def datasets(args: argparse.Namespace) -> Iterator[Dataset]:
@@ -540,8 +620,8 @@ def main(argv: list[str] | None = None, report: Callable[[str], None] = print) -
         exact_ids = exact_search(data, results, args)
         exact = results.row(f"{data.name}|exact") or {}
         report(f"  exact: {exact.get('qps', 0):,.0f} q/s")
-        for spec in index_specs(len(data.docs), int(data.docs.shape[1]), args.quick):
-            sweep(spec, data, exact_ids, results, args)
+        for spec in index_specs(len(data.docs), int(data.docs.shape[1]), args.quick, args.opq):
+            sweep(spec, data, exact_ids, exact.get("qps", 0.0), results, args)
     from retrodistill.artifacts import write_json_atomic, write_text_atomic
 
     write_json_atomic(results.path, results.data)

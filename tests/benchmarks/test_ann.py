@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -41,10 +42,36 @@ def test_mixture_samples_are_seeded_unit_vectors_near_the_data(fit: object) -> N
     assert (drawn @ ann.unit(centres).T).max(axis=1).min() > 0.9
 
 
-@pytest.mark.parametrize("quick", [False, True])
-def test_the_index_strings_fit_minilm_vectors(quick: bool) -> None:
-    specs = ann.index_specs(1_000_000 if not quick else 20_000, 384, quick)
-    assert [s.label for s in specs] == ["IVF-Flat", "IVF-PQ", "HNSW", "OPQ+IVF-PQ"]
+@pytest.mark.parametrize(("quick", "opq"), [(False, False), (False, True), (True, False)])
+def test_the_index_strings_fit_minilm_vectors(quick: bool, opq: bool) -> None:
+    specs = ann.index_specs(1_000_000 if not quick else 20_000, 384, quick, opq)
+    labels = ["IVF-Flat", "IVF-PQ", "HNSW"] + (["OPQ+IVF-PQ"] if quick or opq else [])
+    assert [s.label for s in specs] == labels
     for spec in specs:
-        FaissFactory(spec.factory, dim=384, use_gpu=False, **{spec.parameter: spec.values[-1]})
-    assert specs[1].factory == ("IVF4096,PQ96" if not quick else "IVF512,PQ96")
+        for chain in spec.chains:
+            FaissFactory(spec.factory, dim=384, use_gpu=False, **chain[-1])
+    assert specs[1].factory == ("IVF4096,PQ96x8,RFlat" if not quick else "IVF512,PQ96x8,RFlat")
+    assert [chain[0] for chain in specs[1].chains] == [{"nprobe": 1, "k_factor": f} for f in ann.K_FACTORS]
+
+
+def test_a_sweep_stops_at_full_recall_records_memory_and_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(0)
+    docs, queries = ann.unit(rng.standard_normal((800, 16))), ann.unit(rng.standard_normal((20, 16)))
+    exact_ids = np.argsort(-(queries @ docs.T), axis=1, kind="stable")[:, : ann.K]
+    data = ann.Dataset("tiny", docs, queries, "random")
+    probes = tuple({"nprobe": p} for p in (1, 2, 4, 8, 16, 32))
+    spec = ann.IndexSpec("IVF-Flat", "IVF16,Flat", (probes,), 800)
+    args = argparse.Namespace(repeats=1, seed=0)
+    results = ann.Results(tmp_path)
+    ann.sweep(spec, data, exact_ids, 0.0, results, args)
+    rows = list(results.data["rows"].values())
+    assert rows[-1]["setting"] == "nprobe=16" and rows[-1]["recall"] == 1.0  # every list: exact; 32 never measured
+    assert all(r["peak_rss"] > 0 and r["bytes"] > 0 for r in rows)
+
+    def no_build(*args: object, **kwargs: object) -> None:
+        raise AssertionError("every row was in results.json: nothing to build")
+
+    monkeypatch.setattr("retrodistill.index.faiss_factory.FaissFactory", no_build)
+    ann.sweep(spec, data, exact_ids, 0.0, ann.Results(tmp_path), args)
