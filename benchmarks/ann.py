@@ -10,11 +10,18 @@ Sets of (documents, queries), all-MiniLM-L6-v2 vectors (unit length, d = 384):
                     missing, not in ``--quick``), and its 1,109 queries (``--quick``: the 300 test ones)
 ``msmarco-sample``  the 5,000 MS MARCO passages of ``../shared/data/msmarco/dl19-sample`` and the 6,980
                     dev-small queries (``official/topics.msmarco-passage.dev-subset.txt``)
-``synthetic-N``     ``N`` documents (``--synthetic``, default 1,000,000) and ``--synthetic-queries``
-                    queries drawn from a diagonal Gaussian mixture fitted to the real document vectors
-                    (sklearn ``GaussianMixture``; without sklearn, k-means centroids with each cluster's
-                    per-dimension variance), each drawn vector normalised to unit length
+``synthetic-N``     ``N`` documents (``--synthetic``, default 1,000,000) drawn from a Gaussian mixture
+                    fitted to the real sets' document vectors, and ``--synthetic-queries`` (1,000)
+                    queries from one fitted to their query vectors, each drawn vector normalised
 ==================  ====================================================================================
+
+The mixtures (sklearn ``GaussianMixture``, ``reg_covar`` 1e-4): ``--mixture diag:K`` or ``full:K`` fixes
+the covariance type and the number of components; ``auto`` (the default) fits each of diag 16, 64, 256
+and full 1, 2, 4, 8, 16, 32 components to a seeded 80% of the vectors and takes the one under which
+the other 20% are likeliest (mean log-likelihood), for documents and queries separately; the choice and
+every candidate's figure go to ``OUT/mixture-{documents,queries}.json`` and ``results.md``. A diagonal
+mixture keeps each component's per-dimension spread but not how dimensions vary together; the first
+full run used ``diag:64`` and drew its queries from the document mixture (see ``ann.md``).
 
 Indexes (``faiss-factory``; ``nlist`` = the power of two nearest ``4·√N``, halved until ``N ≥ 39·nlist``):
 
@@ -57,7 +64,7 @@ Run from the repository root (the full run took 54 min on 2 busy cores, load ≈
     HF_HOME=../shared/hf HF_HUB_OFFLINE=1 python benchmarks/ann.py --quick   # cached SciFact + 20k synthetic
 
 ``--quick`` checks the harness, not the figure: SciFact (300 test queries) only if its embeddings are
-cached, 20,000 synthetic vectors and 500 queries from a 16-component mixture, indexes trained on 2,000
+cached, 20,000 synthetic vectors and 500 queries (``auto`` among diag 16, full 1 and 4), indexes trained on 2,000
 vectors (OPQ on 1,000: its rotation's training is slow), one FAISS thread, and its own ``OUT``.
 """
 
@@ -97,7 +104,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="a check of the harness in seconds (see above)")
     parser.add_argument("--synthetic", type=int, default=None, help="synthetic documents (default 1,000,000)")
     parser.add_argument("--synthetic-queries", type=int, default=None, help="synthetic queries (default 1,000)")
-    parser.add_argument("--components", type=int, default=None, help="mixture components (default 64)")
+    parser.add_argument(
+        "--mixture",
+        default="auto",
+        help="the synthetic sets' Gaussian mixture: diag:K or full:K, or auto (the held-out choice, see above)",
+    )
     parser.add_argument("--sets", default="scifact,msmarco-sample,synthetic", help="comma-separated")
     parser.add_argument("--repeats", type=int, default=3, help="timed searches per setting (the median counts)")
     parser.add_argument(
@@ -115,7 +126,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.synthetic = args.synthetic or (20_000 if args.quick else TARGET_SIZE)
     args.synthetic_queries = args.synthetic_queries or (500 if args.quick else 1_000)
-    args.components = args.components or (16 if args.quick else 64)
+    if args.mixture != "auto":
+        parse_mixture(args.mixture)  # a bad spec fails here, before any encoding
     args.out = args.out or REPO / "runs" / "benchmarks" / ("ann-quick" if args.quick else "ann")
     # On shared cores, training's many short parallel loops spin for the busy cores: 10x slower than one thread.
     args.threads = args.threads or (1 if args.quick else None)
@@ -225,58 +237,150 @@ def unit(x: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Mixture:
-    """A diagonal Gaussian mixture: ``weights`` (K,), ``means`` (K, d), ``variances`` (K, d)."""
+    """A Gaussian mixture: ``weights`` (K,), ``means`` (K, d), ``factors`` with covariance_k = F_k F_kᵀ: one
+    ``(d, d)`` factor per component (``(K, d, d)``) or one shared by all (``(d, d)``).
+
+    A diagonal mixture's factors are diagonal matrices (the standard deviations); a full one's, and a kernel
+    density estimate's shared one, are Cholesky factors of the covariances.
+    """
 
     weights: np.ndarray
     means: np.ndarray
-    variances: np.ndarray
+    factors: np.ndarray
     how: str = ""
 
     def sample(self, n: int, seed: int, chunk: int = 100_000) -> np.ndarray:
         """``n`` unit vectors (float32 ``(n, d)``), drawn ``chunk`` at a time (float64 only per chunk)."""
         rng = np.random.default_rng(seed)
         out = np.empty((n, self.means.shape[1]), np.float32)
-        scale = np.sqrt(self.variances)
         for start in range(0, n, chunk):
             rows = min(chunk, n - start)
             component = rng.choice(len(self.weights), size=rows, p=self.weights)
-            noise = rng.standard_normal((rows, self.means.shape[1]))
-            out[start : start + rows] = unit(self.means[component] + scale[component] * noise)
+            drawn = rng.standard_normal((rows, self.means.shape[1]))
+            if self.factors.ndim == 2:  # one covariance for all components
+                drawn = self.means[component] + drawn @ self.factors.T
+            else:
+                for k in np.unique(component):
+                    members = component == k
+                    drawn[members] = self.means[k] + drawn[members] @ self.factors[k].T
+            out[start : start + rows] = unit(drawn)
         return out
 
 
-def fit_mixture(x: np.ndarray, components: int, seed: int) -> Mixture:
-    """sklearn's ``GaussianMixture`` (diagonal) when installed, else k-means centroids and per-cluster variances."""
-    try:
-        from sklearn.mixture import GaussianMixture
-    except ImportError:
-        return kmeans_mixture(x, components, seed)
-    gm = GaussianMixture(components, covariance_type="diag", random_state=seed, max_iter=200).fit(x)
-    return Mixture(gm.weights_ / gm.weights_.sum(), gm.means_, gm.covariances_, "sklearn GaussianMixture (diag)")
+#: The mixtures ``--mixture auto`` chooses among, by log-likelihood of held-out vectors: ``diag:K`` and
+#: ``full:K`` (K components fitted by EM) and ``kde:H`` (a kernel density estimate: one component per vector,
+#: centred on it, all sharing H² × the vectors' covariance).
+MIXTURES = (
+    *(f"diag:{k}" for k in (16, 64, 256)),
+    *(f"full:{k}" for k in (1, 2, 4, 8, 16, 32)),
+    *(f"kde:{h}" for h in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0)),
+)
+QUICK_MIXTURES = ("diag:16", "full:4", "kde:0.6")
+#: Added to each covariance's diagonal: ~4% of a unit vector's variance per dimension (1/384), it keeps the
+#: full covariance of a component with fewer vectors than dimensions invertible.
+REG_COVAR = 1e-4
 
 
-def kmeans_mixture(x: np.ndarray, components: int, seed: int, iterations: int = 25) -> Mixture:
-    """k-means++ seeding and Lloyd's iterations, then each cluster's share, centroid and per-dimension variance."""
-    rng = np.random.default_rng(seed)
+def fit_mixture(x: np.ndarray, spec: str, seed: int) -> Mixture:
+    """The mixture ``spec`` (``diag:64``, ``full:16``, ``kde:0.6``) fitted to ``x``; EM by sklearn's GaussianMixture."""
+    kind, size = parse_mixture(spec)
     x = x.astype(np.float64)
-    squared = (x**2).sum(1)
-    centroids = x[[rng.integers(len(x))]]
-    nearest = squared - 2 * x @ centroids[0] + (centroids[0] ** 2).sum()
-    while len(centroids) < components:  # each next seed drawn with probability ∝ squared distance to the seeds
-        pick = rng.choice(len(x), p=np.maximum(nearest, 0) / np.maximum(nearest, 0).sum())
-        centroids = np.vstack([centroids, x[pick]])
-        nearest = np.minimum(nearest, squared - 2 * x @ x[pick] + squared[pick])
-    for _ in range(iterations):
-        assign = np.argmin(squared[:, None] - 2 * x @ centroids.T + (centroids**2).sum(1)[None], axis=1)
-        for c in range(components):
-            members = x[assign == c]
-            if len(members):
-                centroids[c] = members.mean(0)
-    counts = np.bincount(assign, minlength=components).astype(np.float64)
-    variances = np.stack(
-        [x[assign == c].var(0) if counts[c] > 1 else np.full(x.shape[1], 1e-4) for c in range(components)]
-    )
-    return Mixture(counts / counts.sum(), centroids, variances + 1e-6, "k-means centroids + per-cluster variance")
+    if kind == "kde":
+        shared = float(size) * np.linalg.cholesky(covariance(x))
+        return Mixture(np.full(len(x), 1 / len(x)), x, shared, f"kernel density estimate ({spec})")
+    gm = gaussian_mixture(spec, seed).fit(x)
+    if kind == "diag":
+        factors = np.stack([np.diag(np.sqrt(v)) for v in gm.covariances_])
+    else:
+        factors = np.linalg.cholesky(gm.covariances_)
+    return Mixture(gm.weights_ / gm.weights_.sum(), gm.means_, factors, f"sklearn GaussianMixture ({spec})")
+
+
+def covariance(x: np.ndarray) -> np.ndarray:
+    """The vectors' covariance with :data:`REG_COVAR` on its diagonal, as EM's components have it."""
+    return np.asarray(np.cov(x.T) + REG_COVAR * np.eye(x.shape[1]))
+
+
+def gaussian_mixture(spec: str, seed: int) -> Any:
+    """An unfitted sklearn ``GaussianMixture`` of ``spec`` (sklearn comes with sentence-transformers)."""
+    from sklearn.mixture import GaussianMixture
+
+    kind, components = parse_mixture(spec)
+    return GaussianMixture(int(components), covariance_type=kind, reg_covar=REG_COVAR, random_state=seed, max_iter=200)
+
+
+def parse_mixture(spec: str) -> tuple[str, float]:
+    """``"full:16"`` → ``("full", 16)``, ``"kde:0.5"`` → ``("kde", 0.5)``; a clear error for anything else.
+
+    Example:
+        >>> parse_mixture("diag:64"), parse_mixture("kde:0.5")
+        (('diag', 64), ('kde', 0.5))
+    """
+    kind, _, size = spec.partition(":")
+    try:
+        value: float = int(size) if kind in ("diag", "full") else float(size)
+    except ValueError:
+        value = 0
+    if kind not in ("diag", "full", "kde") or not value > 0:
+        raise SystemExit(
+            f"--mixture {spec!r}: expected auto, diag:K or full:K (K components ≥ 1) or kde:H (bandwidth H > 0)"
+        )
+    return kind, value
+
+
+def held_out_loglik(train: np.ndarray, rest: np.ndarray, spec: str, seed: int) -> float:
+    """Mean log-likelihood of ``rest`` (nats per vector) under the mixture ``spec`` fitted to ``train``.
+
+    A kernel density estimate is scored by sklearn's ``KernelDensity`` on vectors whitened by the
+    training covariance, plus the log-determinant of the whitening (densities change with the variables).
+    """
+    kind, size = parse_mixture(spec)
+    if kind != "kde":
+        return float(gaussian_mixture(spec, seed).fit(train).score(rest))
+    from sklearn.neighbors import KernelDensity
+
+    values, vectors = np.linalg.eigh(covariance(train))
+    whiten = vectors / np.sqrt(values)
+    centre = train.mean(0)
+    density = KernelDensity(bandwidth=size).fit((train - centre) @ whiten)
+    return float(density.score_samples((rest - centre) @ whiten).mean() - 0.5 * np.log(values).sum())
+
+
+def select_mixture(
+    x: np.ndarray, candidates: tuple[str, ...], seed: int, held_out: float = 0.2
+) -> tuple[str, dict[str, float]]:
+    """The candidate whose fit to a seeded ``1 − held_out`` of ``x`` gives the held-out rest the highest mean
+    log-likelihood, and every candidate's held-out figure (nats per vector)."""
+    order = np.random.default_rng(seed).permutation(len(x))
+    cut = int(len(x) * (1 - held_out))
+    train, rest = x[order[:cut]].astype(np.float64), x[order[cut:]].astype(np.float64)
+    scores = {}
+    for spec in candidates:
+        scores[spec] = held_out_loglik(train, rest, spec, seed)
+        print(f"  mixture {spec}: held-out log-likelihood {scores[spec]:.1f} per vector", flush=True)
+    return max(scores, key=lambda s: scores[s]), scores
+
+
+def chosen_mixture(x: np.ndarray, role: str, args: argparse.Namespace) -> tuple[Mixture, dict[str, Any]]:
+    """The mixture for ``role`` (``documents`` or ``queries``): ``--mixture`` itself, or under ``auto`` the
+    held-out choice among :data:`MIXTURES`, kept in ``OUT/mixture-ROLE.json`` so that a resumed run refits only it."""
+    from retrodistill.artifacts import write_json_atomic
+
+    facts: dict[str, Any] = {"fitted_on": len(x)}
+    spec = args.mixture
+    if spec == "auto":
+        stored = args.out / f"mixture-{role}.json"
+        if stored.is_file():
+            facts.update(json.loads(stored.read_text(encoding="utf-8")))
+        else:
+            candidates = QUICK_MIXTURES if args.quick else MIXTURES
+            best, scores = select_mixture(x, candidates, args.seed)
+            facts.update({"chosen": best, "held_out_loglik": {s: round(v, 1) for s, v in scores.items()}})
+            write_json_atomic(stored, facts)
+        spec = facts["chosen"]
+    else:
+        facts["chosen"] = spec
+    return fit_mixture(x, spec, args.seed), facts
 
 
 @dataclass
@@ -345,21 +449,23 @@ class RealSets:
 
 
 def synthetic_set(real: list[Dataset], args: argparse.Namespace) -> Dataset | None:
+    """Documents drawn from a mixture fitted to the real documents, queries from one fitted to the real queries."""
     if not real:
         print("synthetic: no real embeddings to fit a mixture to; skipped", flush=True)
         return None
-    pooled = np.concatenate([d.docs for d in real])
     started = time.perf_counter()
-    mixture = fit_mixture(pooled, args.components, args.seed)
+    doc_mixture, doc_facts = chosen_mixture(np.concatenate([d.docs for d in real]), "documents", args)
+    query_mixture, query_facts = chosen_mixture(np.concatenate([d.queries for d in real]), "queries", args)
     fitted = time.perf_counter() - started
-    docs = mixture.sample(args.synthetic, args.seed)
-    queries = mixture.sample(args.synthetic_queries, args.seed + 1)  # fresh draws, not indexed
     facts = {
-        "fitted_on": f"{len(pooled):,} vectors of {', '.join(d.name for d in real)}",
-        "mixture": f"{args.components} components, {mixture.how}",
+        "fitted_on": f"the vectors of {', '.join(d.name for d in real)}",
+        "document_mixture": doc_facts,
+        "query_mixture": query_facts,
         "fit_seconds": round(fitted, 1),
     }
-    return Dataset(f"synthetic-{args.synthetic}", docs, queries, "Gaussian mixture", facts)
+    docs = doc_mixture.sample(args.synthetic, args.seed)
+    queries = query_mixture.sample(args.synthetic_queries, args.seed + 1)
+    return Dataset(f"synthetic-{args.synthetic}", docs, queries, "Gaussian mixtures", facts)
 
 
 # --- the harness ---------------------------------------------------------------------------------
@@ -412,7 +518,7 @@ def exact_search(data: Dataset, results: Results, args: argparse.Namespace) -> n
     started = time.perf_counter()
     flat.add(data.docs)
     build = time.perf_counter() - started
-    seconds, (_, ids) = timed_search(flat, data.queries, args.repeats)
+    seconds, (scores, ids) = timed_search(flat, data.queries, args.repeats)
     saved = FaissFactory("Flat", use_gpu=False)  # the same vectors, saved: what exact search stores
     saved.add(data.docs)
     results.put(
@@ -427,6 +533,9 @@ def exact_search(data: Dataset, results: Results, args: argparse.Namespace) -> n
             "qps": len(data.queries) / seconds,
             "bytes": saved_bytes(saved),
             "build_seconds": build,
+            # how far the 100th neighbour is from the first: near-ties make every index search longer
+            "top1_ip": float(scores[:, 0].mean()),
+            "top100_ip": float(scores[:, K - 1].mean()),
         },
     )
     np.save(stored, ids)
@@ -506,8 +615,15 @@ def markdown(results: Results, args: argparse.Namespace) -> str:
         exact = next((r for r in own if r["index"] == "exact"), None)
         if exact is None:
             continue
-        described = ", ".join(f"{k} {v}" for k, v in facts.items())
-        lines += [f"## {name}", "", described, "", "| index | factory | setting | recall@100 | queries/s | × exact "]
+        described = ", ".join(f"{k} {describe_fact(v)}" for k, v in facts.items())
+        lines += [f"## {name}", "", described, ""]
+        if "top1_ip" in exact:
+            lines += [
+                f"Exact search's inner products, mean over queries: top-1 {exact['top1_ip']:.3f}, "
+                f"top-{K} {exact['top100_ip']:.3f}.",
+                "",
+            ]
+        lines.append("| index | factory | setting | recall@100 | queries/s | × exact ")
         lines[-1] += "| MB | build s | peak RSS GB | load |"
         lines.append("|---|---|---|---|---|---|---|---|---|---|")
         for r in own:
@@ -547,6 +663,20 @@ def markdown(results: Results, args: argparse.Namespace) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def describe_fact(value: Any) -> str:
+    """A set's fact as ``results.md`` prints it; a mixture's choice with every candidate's held-out figure.
+
+    Example:
+        >>> describe_fact({"fitted_on": 10, "chosen": "full:4", "held_out_loglik": {"diag:16": 1.5, "full:4": 2.0}})
+        'full:4 (fitted on 10 vectors; held-out log-likelihood per vector: diag:16 1.5, full:4 2.0)'
+    """
+    if not isinstance(value, dict):
+        return str(value)
+    scores = value.get("held_out_loglik") or {}
+    held_out = "; held-out log-likelihood per vector: " + ", ".join(f"{s} {v}" for s, v in scores.items())
+    return f"{value['chosen']} (fitted on {value['fitted_on']:,} vectors{held_out if scores else ''})"
 
 
 def machine() -> dict[str, Any]:
