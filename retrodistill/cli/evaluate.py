@@ -154,6 +154,7 @@ def evaluate(
         typer.Option(
             "--index-param",
             help="A parameter of the index, KEY=VALUE, repeatable: nprobe=64 (IVF), efSearch=128 (HNSW), "
+            "efConstruction=200 (HNSW, when built), "
             "train_size=100000, use_gpu=false (see `retrodistill plugins`).",
         ),
     ] = None,

@@ -39,6 +39,10 @@ index lacks is a ``ValueError``:
                share of the exact top ``k`` among those candidates
 =============  ==========================================================================================
 
+One build parameter besides the string and the training sample: ``efConstruction``, HNSW's candidate list
+while the graph is built (FAISS' default 40; larger: a better graph, a slower build), part of a saved
+index's identity like ``factory``.
+
 On a refined index ``nprobe`` / ``efSearch`` reach the inner index as before. A refinement keeps the raw
 vectors besides the codes: its memory is ``IVF…,Flat``'s plus the codes'.
 
@@ -56,8 +60,8 @@ On disk (:meth:`FaissFactory.save`, :meth:`FaissFactory.load`)::
 
     DIR/index.faiss      faiss.write_index of the trained, filled CPU index
     DIR/manifest.json    {"stage": "faiss-index", "format", "version", "backend": "faiss-factory",
-                          "factory", "search": {"nprobe", "efSearch", "k_factor"}, "train_size",
-                          "seed",
+                          "factory", "search": {"nprobe", "efSearch", "k_factor"}, "efConstruction",
+                          "train_size", "seed",
                           "trained_on", "vectors", "dim", "bytes", "encoder", "corpus", ...}
 
 ``encoder`` (model id, revision and settings, as the corpus-embedding cache records them) and
@@ -98,7 +102,7 @@ INDEX_FILE = "index.faiss"
 #: What FAISS' k-means asks for per centroid before it warns ("please provide at least …").
 MIN_POINTS_PER_CENTROID = 39
 #: The parameters that decide what is trained and stored; the others only change how it is searched.
-BUILD_PARAMS = ("factory", "train_size", "seed")
+BUILD_PARAMS = ("factory", "efConstruction", "train_size", "seed")
 #: Each search parameter: its name in ``faiss.ParameterSpace`` and the kind of index that has it.
 SEARCH_PARAMS = {
     "nprobe": ("nprobe", "IVF indexes"),
@@ -129,6 +133,8 @@ class FaissFactory(DenseIndex):
             first ``add`` sets it.
         nprobe: IVF lists visited per query; ``None`` keeps FAISS' default (1).
         efSearch: HNSW candidate-list size; ``None`` keeps FAISS' default (16). Spelt as FAISS spells it.
+        efConstruction: HNSW candidate-list size while the graph is built (a build parameter: a saved
+            index keeps its own); ``None`` keeps FAISS' default (40). Larger builds a better graph, slower.
         k_factor: a refinement (``…,RFlat``) re-ranks ``k_factor·k`` candidates exactly; ``None`` keeps
             FAISS' default (1).
         train_size: at most this many added vectors (a uniform sample, drawn with ``seed``) train the index.
@@ -148,12 +154,14 @@ class FaissFactory(DenseIndex):
         nprobe: int | None = None,
         efSearch: int | None = None,  # FAISS' own name, as its ParameterSpace takes it
         k_factor: int | None = None,
+        efConstruction: int | None = None,
         train_size: int = 100_000,
         seed: int = 0,
         use_gpu: bool | None = None,
         query_batch_size: int = 1024,
     ) -> None:
-        for name, value in (("nprobe", nprobe), ("efSearch", efSearch), ("k_factor", k_factor), ("dim", dim)):
+        numbers = {"nprobe": nprobe, "efSearch": efSearch, "k_factor": k_factor, "efConstruction": efConstruction}
+        for name, value in (*numbers.items(), ("dim", dim)):
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
         for name, value in (("train_size", train_size), ("query_batch_size", query_batch_size)):
@@ -163,6 +171,7 @@ class FaissFactory(DenseIndex):
         self.nprobe = nprobe
         self.efSearch = efSearch
         self.k_factor = k_factor
+        self.efConstruction = efConstruction
         self.train_size = train_size
         self.seed = seed
         self.use_gpu = use_gpu
@@ -192,6 +201,10 @@ class FaissFactory(DenseIndex):
                 f"FAISS rejects the index factory string {self.factory!r}{where}: {faiss_complaint(err)}"
             ) from None
         inner = self._core(index)
+        if self.efConstruction is not None:
+            if not isinstance(inner, self._faiss.IndexHNSW):
+                raise ValueError(f"efConstruction is a build parameter of HNSW indexes; {self.factory!r} has none")
+            inner.hnsw.efConstruction = self.efConstruction
         if getattr(inner, "do_polysemous_training", False):
             # Polysemous training only reorders PQ centroids for Hamming filtering, which is never switched
             # on here: ADC scores, and so results, are the same without it, and training is 10-100x faster.
@@ -349,6 +362,7 @@ class FaissFactory(DenseIndex):
             "nprobe": self.nprobe,
             "efSearch": self.efSearch,
             "k_factor": self.k_factor,
+            "efConstruction": self.efConstruction,
             "train_size": self.train_size,
             "seed": self.seed,
         }
@@ -378,6 +392,7 @@ class FaissFactory(DenseIndex):
             "backend": "faiss-factory",
             "factory": self.factory,
             "search": {"nprobe": self.nprobe, "efSearch": self.efSearch, "k_factor": self.k_factor},
+            "efConstruction": self.efConstruction,
             "train_size": self.train_size,
             "seed": self.seed,
             "trained_on": self.trained_on,
@@ -413,9 +428,10 @@ class FaissFactory(DenseIndex):
         Args:
             directory: a folder written by :meth:`save`.
             params: constructor parameters, as the caller would build the index: those that decide
-                what is stored (``factory``, ``train_size``, ``seed``) must equal the saved ones; the
-                search ones (``nprobe``, ``efSearch``, ``k_factor``, ``use_gpu``, ``query_batch_size``)
-                apply, an absent one at its default. ``None``: the saved factory and search parameters.
+                what is stored (``factory``, ``efConstruction``, ``train_size``, ``seed``) must equal the
+                saved ones; the search ones (``nprobe``, ``efSearch``, ``k_factor``, ``use_gpu``,
+                ``query_batch_size``) apply, an absent one at its default. ``None``: the saved factory,
+                ``efConstruction`` and search parameters.
             built_for: what the index must have been built for, e.g. ``{"encoder": …, "corpus": …}``:
                 each key must equal the manifest's.
 
@@ -434,7 +450,11 @@ class FaissFactory(DenseIndex):
             raise ValueError(f"{target}: index format version {manifest.get('version')}, this code reads {VERSION}")
         check_built_for(target, manifest, built_for or {})
         if params is None:
-            params = {"factory": manifest["factory"], **manifest.get("search", {})}
+            params = {
+                "factory": manifest["factory"],
+                "efConstruction": manifest.get("efConstruction"),
+                **manifest.get("search", {}),
+            }
         index = cls(**{**dict(params), "dim": int(manifest["dim"])})
         requested = {name: getattr(index, name) for name in BUILD_PARAMS}
         saved = {name: manifest.get(name) for name in BUILD_PARAMS}

@@ -245,3 +245,26 @@ def test_an_index_of_another_model_or_corpus_is_refused(docs: np.ndarray, tmp_pa
         FaissFactory.load(tmp_path / "index", {"factory": "HNSW16,Flat"}, built_for)
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "index").iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index"]
+
+
+def test_ef_construction_builds_the_graph_is_saved_and_a_saved_index_keeps_its_own(
+    docs: np.ndarray, queries: np.ndarray, exact: tuple, tmp_path: Path
+) -> None:
+    index = _built(docs, "HNSW8,Flat", efConstruction=200, efSearch=16)
+    inner = index._faiss.downcast_index(index._cpu)
+    assert inner.hnsw.efConstruction == 200 and index.params()["efConstruction"] == 200
+    default = _built(docs, "HNSW8,Flat", efSearch=16)
+    assert index._faiss.downcast_index(default._cpu).hnsw.efConstruction == 40  # FAISS' own
+    links = [index._faiss.vector_to_array(i.hnsw.neighbors) for i in (inner, index._faiss.downcast_index(default._cpu))]
+    assert not np.array_equal(*links)  # another graph was built
+    assert _recall(index.search(queries, 10)[1], exact[1]) > 0.9
+    index.save(tmp_path / "index")
+    assert json.loads((tmp_path / "index" / "manifest.json").read_text())["efConstruction"] == 200
+    loaded = FaissFactory.load(tmp_path / "index")
+    assert loaded.efConstruction == 200
+    with pytest.raises(ValueError, match=r"index built with efConstruction=200, not efConstruction=None"):
+        FaissFactory.load(tmp_path / "index", {"factory": "HNSW8,Flat"})
+    with pytest.raises(ValueError, match=r"^efConstruction is a build parameter of HNSW indexes; 'IVF8,Flat' has"):
+        FaissFactory("IVF8,Flat", efConstruction=100, use_gpu=False)
+    with pytest.raises(ValueError, match=r"^efConstruction must be at least 1, got 0$"):
+        FaissFactory("HNSW8,Flat", efConstruction=0, use_gpu=False)
