@@ -99,11 +99,12 @@ def test_a_bad_mixture_spec_is_one_clear_error(spec: str) -> None:
 @pytest.mark.parametrize(("quick", "opq"), [(False, False), (False, True), (True, False)])
 def test_the_index_strings_fit_minilm_vectors(quick: bool, opq: bool) -> None:
     specs = ann.index_specs(1_000_000 if not quick else 20_000, 384, quick, opq)
-    labels = ["IVF-Flat", "IVF-PQ", "HNSW"] + (["OPQ+IVF-PQ"] if quick or opq else [])
+    labels = ["IVF-Flat", "IVF-PQ", "IVF-PQ 4-bit fast-scan", "HNSW", "HNSW efConstruction 200"]
+    labels += ["OPQ+IVF-PQ"] if quick or opq else []
     assert [s.label for s in specs] == labels
     for spec in specs:
         for chain in spec.chains:
-            FaissFactory(spec.factory, dim=384, use_gpu=False, **chain[-1])
+            FaissFactory(spec.factory, dim=384, use_gpu=False, **spec.build, **chain[-1])
     assert specs[1].factory == ("IVF4096,PQ96x8,RFlat" if not quick else "IVF512,PQ96x8,RFlat")
     assert [chain[0] for chain in specs[1].chains] == [{"nprobe": 1, "k_factor": f} for f in ann.K_FACTORS]
 
