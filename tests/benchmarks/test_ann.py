@@ -130,3 +130,17 @@ def test_a_sweep_stops_at_full_recall_records_memory_and_resumes(
 
     monkeypatch.setattr("retrodistill.index.faiss_factory.FaissFactory", no_build)
     ann.sweep(spec, data, exact_ids, 0.0, ann.Results(tmp_path), args)
+
+
+@pytest.mark.parametrize("true_dim", [2, 6])
+def test_the_local_intrinsic_dimension_finds_the_surface_the_points_fill(true_dim: int) -> None:
+    from retrodistill.index.faiss_flat import FaissFlatIP
+
+    rng = np.random.default_rng(0)
+    inside = np.zeros((20_000, 16))
+    inside[:, :true_dim] = rng.uniform(-0.3, 0.3, (20_000, true_dim))
+    inside[:, -1] = 1.0  # a flat patch of dimension true_dim, normalised onto the sphere
+    points = ann.unit(inside)
+    flat = FaissFlatIP(use_gpu=False)
+    flat.add(points)
+    assert ann.intrinsic_dimension(flat, points, seed=0) == pytest.approx(true_dim, rel=0.2)
