@@ -36,6 +36,9 @@ HNSW            ``HNSW32,Flat``                    efSearch 64, 128 … 2048 (ef
 HNSW            ``HNSW32,Flat``                    the same graph built with efConstruction 200 (hnswlib's
 efConstruction                                     default): slower to build, fewer missed neighbours
 200
+HNSW M64        ``HNSW64,Flat``                    64 neighbours per node, efConstruction 200
+efConstruction
+200
 OPQ+IVF-PQ      ``OPQ{d/8},IVF{nlist},PQ{d/8}``    nprobe as IVF-Flat; only in ``--quick`` or with
                                                    ``--opq`` (no refinement: PQ codes alone)
 ==============  =================================  ===================================================
@@ -204,12 +207,15 @@ def index_specs(n: int, dim: int, quick: bool, opq: bool = False) -> list[IndexS
             train,
         ),
         IndexSpec("HNSW", "HNSW32,Flat", (tuple({"efSearch": e} for e in EF_SEARCH),), train),
-        IndexSpec(
-            f"HNSW efConstruction {EF_CONSTRUCTION}",
-            "HNSW32,Flat",
-            (tuple({"efSearch": e} for e in EF_SEARCH),),
-            train,
-            {"efConstruction": EF_CONSTRUCTION},
+        *(
+            IndexSpec(
+                f"HNSW{' M64' if m == 64 else ''} efConstruction {EF_CONSTRUCTION}",
+                f"HNSW{m},Flat",
+                (tuple({"efSearch": e} for e in EF_SEARCH),),
+                train,
+                {"efConstruction": EF_CONSTRUCTION},
+            )
+            for m in (32, 64)
         ),
     ]
     if quick or opq:

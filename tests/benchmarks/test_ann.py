@@ -100,6 +100,7 @@ def test_a_bad_mixture_spec_is_one_clear_error(spec: str) -> None:
 def test_the_index_strings_fit_minilm_vectors(quick: bool, opq: bool) -> None:
     specs = ann.index_specs(1_000_000 if not quick else 20_000, 384, quick, opq)
     labels = ["IVF-Flat", "IVF-PQ", "IVF-PQ 4-bit fast-scan", "HNSW", "HNSW efConstruction 200"]
+    labels += ["HNSW M64 efConstruction 200"]
     labels += ["OPQ+IVF-PQ"] if quick or opq else []
     assert [s.label for s in specs] == labels
     for spec in specs:
