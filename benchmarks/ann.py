@@ -57,16 +57,19 @@ Each index is trained on ``min(N, 64·nlist)`` vectors (seed 0); PQ codes are 8-
 mean over queries of |top-100 ∩ exact top-100| / 100; queries/s = the number of queries over the
 median of 3 timed searches of them all (``k`` = 100, after one warm-up search), exact search timed
 the same way in the same process; index bytes = the size of the saved ``index.faiss``; build
-seconds = training and adding. Per set and index, the headline is the fastest setting with recall@100
-≥ 0.99 and its speed-up over exact search. Each row also records the process' peak resident memory so
-far (``getrusage``) and the 1-minute load average (``os.getloadavg``); the CPU model, cores and FAISS
-threads head ``results.md``.
+seconds = training and adding. Per set and index, the headline is the setting with recall@100 ≥ 0.99
+and the greatest speed-up over exact search. Exact search's row also holds the mean top-1 and top-100
+inner products and the documents' local intrinsic dimension (:func:`intrinsic_dimension`). Each row
+also records the process' peak resident memory so far (``getrusage``) and the 1-minute load average
+(``os.getloadavg``); the CPU model, cores and FAISS threads head ``results.md``.
 
 Writes ``OUT/results.json`` (after every row) and ``OUT/results.md``. A run resumes: rows already in
-``results.json`` are not measured again, an index whose rows are all there is not built, and the
-query and exact-search results of a set are kept in ``OUT/`` (``.npy``).
+``results.json`` are not measured again, an index whose rows are all there is not built, the
+query and exact-search results of a set are kept in ``OUT/`` (``.npy``), and exact search is timed
+again: each row records the exact queries/s of the process that measured it, and divides by that.
 
-Run from the repository root (the full run took 54 min on 2 busy cores, load ≈ 4; results in ``ann.md``)::
+Run from the repository root (the full run took about 40 min on 2 AMD EPYC cores at load ≈ 2; results in
+``ann.md``)::
 
     HF_HOME=../shared/hf HF_HUB_OFFLINE=1 python benchmarks/ann.py
     HF_HOME=../shared/hf HF_HUB_OFFLINE=1 python benchmarks/ann.py --quick   # cached SciFact + 20k synthetic
