@@ -316,6 +316,8 @@ class RunFileSource(Source):
         table = _read_run_table(self.path)
         if table is None:  # not parseable column-wise: the line reader names the bad line
             run = read_run(self.path)
+            if not run:  # no lines at all (pyarrow refuses an empty CSV before the check below)
+                raise DataFormatError(self.path, None, "empty run file")
             table = pa.table(
                 {
                     "qid": [q for q, docs in run.items() for _ in docs],

@@ -91,6 +91,11 @@ def test_run_file_with_an_unknown_document_is_refused_by_line(toy_dir: Path, tmp
         mine_negatives.run(_config(toy_dir, out, retrievers=["run:missing.trec"]), show_progress=False)
     with pytest.raises(ValueError, match="given twice"):
         mine_negatives.run(_config(toy_dir, out, retrievers=["bm25s", "bm25s"]), show_progress=False)
+    for name, text in (("empty.trec", ""), ("blank.trec", "\n\n")):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(DataFormatError, match=rf"{name}: empty run file"):
+            mine_negatives.run(_config(toy_dir, out, retrievers=[f"run:{tmp_path / name}"]), show_progress=False)
+    assert not out.exists()
 
 
 def test_rank_range_and_margins_drop_exactly_the_negatives_they_name(toy_dir: Path, tmp_path: Path) -> None:
