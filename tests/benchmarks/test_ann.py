@@ -13,6 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import ann  # noqa: E402
+import ann_vectors  # noqa: E402
 
 from retrodistill.index.faiss_factory import FaissFactory  # noqa: E402
 
@@ -34,42 +35,42 @@ def three_directions(n: int = 600, dim: int = 8) -> tuple[np.ndarray, np.ndarray
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((3, dim)) * 4
     mixing = rng.standard_normal((dim, dim)) * 0.1
-    data = ann.unit(centres[rng.integers(3, size=n)] + rng.standard_normal((n, dim)) @ mixing)
+    data = ann_vectors.unit(centres[rng.integers(3, size=n)] + rng.standard_normal((n, dim)) @ mixing)
     return data, centres
 
 
 @pytest.mark.parametrize("spec", ["diag:3", "full:3", "kde:0.1"])
 def test_mixture_samples_are_seeded_unit_vectors_near_the_data(spec: str) -> None:
     data, centres = three_directions()
-    mixture = ann.fit_mixture(data, spec, 0)
+    mixture = ann_vectors.fit_mixture(data, spec, 0)
     drawn = mixture.sample(1000, seed=1, chunk=300)
     assert drawn.shape == (1000, 8) and drawn.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(drawn, axis=1), 1.0, rtol=1e-5)
     np.testing.assert_array_equal(drawn, mixture.sample(1000, seed=1, chunk=300))
     # every drawn vector lies near one of the data's three directions
-    assert (drawn @ ann.unit(centres).T).max(axis=1).min() > 0.9
+    assert (drawn @ ann_vectors.unit(centres).T).max(axis=1).min() > 0.9
 
 
 def test_a_full_mixture_draws_the_covariance_it_fitted() -> None:
     rng = np.random.default_rng(0)
     cov = np.array([[1.0, 0.9], [0.9, 1.0]])
     data = rng.multivariate_normal([0.0, 0.0], cov, size=4000)
-    mixture = ann.fit_mixture(data, "full:1", 0)
+    mixture = ann_vectors.fit_mixture(data, "full:1", 0)
     raw = mixture.means[0] + rng.standard_normal((20_000, 2)) @ mixture.factors[0].T
     np.testing.assert_allclose(np.cov(raw.T), cov, atol=0.1)
-    diag = ann.fit_mixture(data, "diag:1", 0)  # keeps the variances, loses the correlation
+    diag = ann_vectors.fit_mixture(data, "diag:1", 0)  # keeps the variances, loses the correlation
     assert np.count_nonzero(diag.factors[0] - np.diag(np.diag(diag.factors[0]))) == 0
 
 
 def test_auto_picks_the_likeliest_mixture_on_held_out_vectors_and_keeps_the_choice(tmp_path: Path) -> None:
     data, _ = three_directions(900)
-    best, scores = ann.select_mixture(data, ("diag:1", "full:1", "full:3"), seed=0)
+    best, scores = ann_vectors.select_mixture(data, ("diag:1", "full:1", "full:3"), seed=0)
     assert set(scores) == {"diag:1", "full:1", "full:3"} and best == max(scores, key=scores.__getitem__)
     assert best == "full:3"  # three correlated clusters: one component, or no correlations, fits worse
     args = argparse.Namespace(mixture="auto", out=tmp_path, quick=True, seed=0)
     mixture, facts = ann.chosen_mixture(data, "documents", args)
-    assert facts["chosen"] in ann.QUICK_MIXTURES and (tmp_path / "mixture-documents.json").is_file()
-    assert mixture.means.shape[0] == ann.parse_mixture(facts["chosen"])[1]
+    assert facts["chosen"] in ann_vectors.QUICK_MIXTURES and (tmp_path / "mixture-documents.json").is_file()
+    assert mixture.means.shape[0] == ann_vectors.parse_mixture(facts["chosen"])[1]
     facts["held_out_loglik"] = {"stale": 0.0}  # a resumed run reads the stored choice, fits no candidates
     (tmp_path / "mixture-documents.json").write_text(json.dumps({**facts, "chosen": "diag:2"}))
     again, facts2 = ann.chosen_mixture(data, "documents", args)
@@ -82,12 +83,12 @@ def test_a_kernel_density_estimate_is_scored_as_the_mixture_it_samples_from() ->
 
     data, _ = three_directions(300, dim=4)
     train, rest = data[:240].astype(np.float64), data[240:].astype(np.float64)
-    mixture = ann.fit_mixture(train, "kde:0.4", 0)
+    mixture = ann_vectors.fit_mixture(train, "kde:0.4", 0)
     cov = mixture.factors @ mixture.factors.T  # one covariance for every component, centred on each vector
-    np.testing.assert_allclose(cov, 0.16 * ann.covariance(train))
+    np.testing.assert_allclose(cov, 0.16 * ann_vectors.covariance(train))
     per_component = np.stack([multivariate_normal(mean, cov).logpdf(rest) for mean in mixture.means])
     expected = (logsumexp(per_component, axis=0) - np.log(len(train))).mean()
-    assert ann.held_out_loglik(train, rest, "kde:0.4", 0) == pytest.approx(expected, rel=1e-6)
+    assert ann_vectors.held_out_loglik(train, rest, "kde:0.4", 0) == pytest.approx(expected, rel=1e-6)
 
 
 @pytest.mark.parametrize("spec", ["full", "diag:0", "tied:4", "full:x", "kde:0", "kde:-1", "diag:1.5"])
@@ -114,7 +115,7 @@ def test_a_sweep_stops_at_full_recall_records_memory_and_resumes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rng = np.random.default_rng(0)
-    docs, queries = ann.unit(rng.standard_normal((800, 16))), ann.unit(rng.standard_normal((20, 16)))
+    docs, queries = ann_vectors.unit(rng.standard_normal((800, 16))), ann_vectors.unit(rng.standard_normal((20, 16)))
     exact_ids = np.argsort(-(queries @ docs.T), axis=1, kind="stable")[:, : ann.K]
     data = ann.Dataset("tiny", docs, queries, "random")
     probes = tuple({"nprobe": p} for p in (1, 2, 4, 8, 16, 32))
@@ -141,7 +142,7 @@ def test_the_local_intrinsic_dimension_finds_the_surface_the_points_fill(true_di
     inside = np.zeros((20_000, 16))
     inside[:, :true_dim] = rng.uniform(-0.3, 0.3, (20_000, true_dim))
     inside[:, -1] = 1.0  # a flat patch of dimension true_dim, normalised onto the sphere
-    points = ann.unit(inside)
+    points = ann_vectors.unit(inside)
     flat = FaissFlatIP(use_gpu=False)
     flat.add(points)
-    assert ann.intrinsic_dimension(flat, points, seed=0) == pytest.approx(true_dim, rel=0.2)
+    assert ann_vectors.intrinsic_dimension(flat, points, seed=0) == pytest.approx(true_dim, rel=0.2)
