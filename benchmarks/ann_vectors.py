@@ -111,19 +111,36 @@ def parse_mixture(spec: str) -> tuple[str, float]:
 def held_out_loglik(train: np.ndarray, rest: np.ndarray, spec: str, seed: int) -> float:
     """Mean log-likelihood of ``rest`` (nats per vector) under the mixture ``spec`` fitted to ``train``.
 
-    A kernel density estimate is scored by sklearn's ``KernelDensity`` on vectors whitened by the
-    training covariance, plus the log-determinant of the whitening (densities change with the variables).
+    A kernel density estimate is scored by :func:`kde_loglik` on vectors whitened by the training
+    covariance, plus the log-determinant of the whitening (densities change with the variables).
     """
     kind, size = parse_mixture(spec)
     if kind != "kde":
         return float(gaussian_mixture(spec, seed).fit(train).score(rest))
-    from sklearn.neighbors import KernelDensity
-
     values, vectors = np.linalg.eigh(covariance(train))
     whiten = vectors / np.sqrt(values)
     centre = train.mean(0)
-    density = KernelDensity(bandwidth=size).fit((train - centre) @ whiten)
-    return float(density.score_samples((rest - centre) @ whiten).mean() - 0.5 * np.log(values).sum())
+    return kde_loglik((train - centre) @ whiten, (rest - centre) @ whiten, float(size)) - 0.5 * np.log(values).sum()
+
+
+def kde_loglik(train: np.ndarray, rest: np.ndarray, bandwidth: float, chunk: int = 512) -> float:
+    """Mean log-density of ``rest`` under kernels N(t, bandwidth² I), one per row t of ``train``: the exact
+    log-sum-exp over every kernel, ``chunk`` rows of ``rest`` at a time.
+
+    Written here, not taken from sklearn's ``KernelDensity``: in many dimensions its tree-based sums come out
+    too high (by 28 nats per vector in 50 dimensions at bandwidth 0.6, by ~200 in 384; scikit-learn issue
+    #7492), which once made a kernel density estimate look likelier than the mixtures it loses to.
+    """
+    from scipy.special import logsumexp
+
+    dim = train.shape[1]
+    norms = (train**2).sum(1)
+    total = 0.0
+    for start in range(0, len(rest), chunk):
+        part = rest[start : start + chunk]
+        squared = np.maximum((part**2).sum(1)[:, None] + norms[None, :] - 2 * part @ train.T, 0.0)
+        total += float(logsumexp(-0.5 * squared / bandwidth**2, axis=1).sum())
+    return total / len(rest) - np.log(len(train)) - 0.5 * dim * np.log(2 * np.pi * bandwidth**2)
 
 
 def select_mixture(
