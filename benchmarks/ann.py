@@ -22,7 +22,14 @@ H² × the vectors' covariance. ``auto`` (the default) fits each of diag 16, 64,
 the other 20% are likeliest (mean log-likelihood), for documents and queries separately; the choice and
 every candidate's figure go to ``OUT/mixture-{documents,queries}.json`` and ``results.md``. A diagonal
 mixture keeps each component's per-dimension spread but not how dimensions vary together; the first
-full run used ``diag:64`` and drew its queries from the document mixture (see ``ann.md``).
+full run used ``diag:64`` and drew its queries from the document mixture, the second ``kde:0.6``, chosen
+while sklearn's ``KernelDensity`` overrated every kde by ~200 nats per vector (see ``ann.md``).
+
+A held-out likelihood judges a mixture at the density of the real vectors; the 1M set draws ~100 times
+that. The scale check (``ann_vectors.scale_check``, in ``results.md``) tests the extrapolation where real
+vectors can answer: the chosen document mixture (and any of ``--scale-check``) is fitted to a fifth of
+the real documents and draws as many as there are; drawn and real documents are compared by intrinsic
+dimension and by one HNSW graph's recall@100 for the same 1,000 real queries.
 
 Indexes (``faiss-factory``; ``nlist`` = the power of two nearest ``4·√N``, halved until ``N ≥ 39·nlist``):
 
@@ -107,6 +114,8 @@ from ann_vectors import (  # noqa: E402
     fit_mixture,
     intrinsic_dimension,
     parse_mixture,
+    recall_at,
+    scale_check,
     select_mixture,
 )
 
@@ -146,14 +155,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--opq", action="store_true", help="also OPQ+IVF-PQ outside --quick (its rotation trains for long at 1M)"
     )
+    parser.add_argument(
+        "--scale-check",
+        default="",
+        help="comma-separated mixtures to check besides the documents' own (see ann_vectors.scale_check)",
+    )
     parser.add_argument("--model", default=MODEL)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="default runs/benchmarks/ann[-quick]")
     args = parser.parse_args(argv)
     args.synthetic = args.synthetic or (20_000 if args.quick else TARGET_SIZE)
     args.synthetic_queries = args.synthetic_queries or (500 if args.quick else 1_000)
-    if args.mixture != "auto":
-        parse_mixture(args.mixture)  # a bad spec fails here, before any encoding
+    args.scale_check = [spec.strip() for spec in args.scale_check.split(",") if spec.strip()]
+    for spec in [*([args.mixture] if args.mixture != "auto" else []), *args.scale_check]:
+        parse_mixture(spec)  # a bad spec fails here, before any encoding
     args.out = args.out or REPO / "runs" / "benchmarks" / ("ann-quick" if args.quick else "ann")
     # On shared cores, training's many short parallel loops spin for the busy cores: 10x slower than one thread.
     args.threads = args.threads or (1 if args.quick else None)
@@ -238,18 +253,6 @@ def index_specs(n: int, dim: int, quick: bool, opq: bool = False) -> list[IndexS
         probe_chain = (tuple({"nprobe": p} for p in probes),)
         specs.append(IndexSpec("OPQ+IVF-PQ", f"OPQ{dim // 8},IVF{nlist},PQ{dim // 8}", probe_chain, opq_train))
     return specs
-
-
-def recall_at(ids: np.ndarray, exact_ids: np.ndarray) -> float:
-    """Mean over queries of |ids ∩ exact_ids| / k (padding ids, -1, never match).
-
-    Example:
-        >>> recall_at(np.array([[1, 2, -1]]), np.array([[2, 1, 3]]))  # 2 of 3
-        0.6666666666666666
-    """
-    k = exact_ids.shape[1]
-    found = [len(set(row) & set(exact)) for row, exact in zip(ids.tolist(), exact_ids.tolist(), strict=True)]
-    return float(np.mean(found)) / k
 
 
 def timed_search(index: Any, queries: np.ndarray, repeats: int) -> tuple[float, tuple[np.ndarray, np.ndarray]]:
@@ -374,10 +377,28 @@ def synthetic_set(real: list[Dataset], args: argparse.Namespace) -> Dataset | No
         "document_mixture": doc_facts,
         "query_mixture": query_facts,
         "fit_seconds": round(fitted, 1),
+        "scale_check": scale_checks(real, [doc_facts["chosen"], *args.scale_check], args),
     }
     docs = doc_mixture.sample(args.synthetic, args.seed)
     queries = query_mixture.sample(args.synthetic_queries, args.seed + 1)
     return Dataset(f"synthetic-{args.synthetic}", docs, queries, "Gaussian mixtures", facts)
+
+
+def scale_checks(real: list[Dataset], specs: list[str], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """:func:`ann_vectors.scale_check` of each mixture in ``specs`` on the real sets' vectors, kept in
+    ``OUT/scale-check.json`` so that a resumed run does not redo them."""
+    from retrodistill.artifacts import write_json_atomic
+
+    stored = args.out / "scale-check.json"
+    done: dict[str, Any] = json.loads(stored.read_text(encoding="utf-8")) if stored.is_file() else {}
+    docs = np.concatenate([d.docs for d in real])
+    queries = np.concatenate([d.queries for d in real])
+    for spec in dict.fromkeys(specs):
+        if spec not in done:
+            print(f"  scale check of {spec}: fitted to a fifth of the real documents, drawn as many", flush=True)
+            done[spec] = scale_check(docs, queries, spec, args.seed)
+            write_json_atomic(stored, done)
+    return [done[spec] for spec in dict.fromkeys(specs)]
 
 
 # --- the harness ---------------------------------------------------------------------------------
@@ -610,17 +631,37 @@ def markdown(results: Results, args: argparse.Namespace) -> str:
 
 
 def describe_fact(value: Any) -> str:
-    """A set's fact as ``results.md`` prints it; a mixture's choice with every candidate's held-out figure.
+    """A set's fact as ``results.md`` prints it: a mixture's choice with every candidate's held-out figure,
+    a list of scale checks with each one's figures.
 
     Example:
         >>> describe_fact({"fitted_on": 10, "chosen": "full:4", "held_out_loglik": {"diag:16": 1.5, "full:4": 2.0}})
         'full:4 (fitted on 10 vectors; held-out log-likelihood per vector: diag:16 1.5, full:4 2.0)'
+        >>> describe_fact([{"mixture": "full:4", "fitted_on": 20, "draws": 100, "real": {"lid": 9.5,
+        ...     "hnsw_recall": {"64": 0.9}}, "synthetic": {"lid": 12.0, "hnsw_recall": {"64": 0.8}}}])
+        ... # doctest: +NORMALIZE_WHITESPACE
+        '[full:4 fitted to 20 real documents draws 100: intrinsic dimension 12.0 (real 9.5),
+          HNSW32 recall@100 at efSearch 64: 0.8 (real 0.9)]'
     """
+    if isinstance(value, list):
+        return "[" + "; ".join(describe_check(check) for check in value) + "]"
     if not isinstance(value, dict):
         return str(value)
     scores = value.get("held_out_loglik") or {}
     held_out = "; held-out log-likelihood per vector: " + ", ".join(f"{s} {v}" for s, v in scores.items())
     return f"{value['chosen']} (fitted on {value['fitted_on']:,} vectors{held_out if scores else ''})"
+
+
+def describe_check(check: dict[str, Any]) -> str:
+    """One :func:`ann_vectors.scale_check` in words (see :func:`describe_fact`)."""
+    real, drawn = check["real"], check["synthetic"]
+    ef = ", ".join(str(e) for e in drawn["hnsw_recall"])
+    return (
+        f"{check['mixture']} fitted to {check['fitted_on']:,} real documents draws {check['draws']:,}: intrinsic "
+        f"dimension {drawn['lid']} (real {real['lid']}), HNSW32 recall@100 at efSearch {ef}: "
+        f"{', '.join(str(r) for r in drawn['hnsw_recall'].values())} "
+        f"(real {', '.join(str(r) for r in real['hnsw_recall'].values())})"
+    )
 
 
 def machine() -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """The synthetic vectors of ``ann.py``: Gaussian mixtures fitted to real embeddings, chosen by the
-likelihood of held-out vectors, and the local intrinsic dimension that tells how hard their neighbours
-are to find (see ``ann.py``'s docstring and ``ann.md``)."""
+likelihood of held-out vectors; the local intrinsic dimension that tells how hard their neighbours are
+to find; and a check of how a mixture extrapolates to more vectors than it was fitted to (see ``ann.py``'s
+docstring and ``ann.md``)."""
 
 from __future__ import annotations
 
@@ -179,3 +180,52 @@ def intrinsic_dimension(flat: Any, docs: np.ndarray, seed: int, k: int = 20, sam
     distances = np.sqrt(np.maximum(2 - 2 * scores[:, 1:].astype(np.float64), 1e-12))
     estimates = (k - 1) / np.log(distances[:, -1:] / distances[:, :-1]).sum(axis=1)
     return float(np.median(estimates))
+
+
+def recall_at(ids: np.ndarray, exact_ids: np.ndarray) -> float:
+    """Mean over queries of |ids ∩ exact_ids| / k (padding ids, -1, never match).
+
+    Example:
+        >>> recall_at(np.array([[1, 2, -1]]), np.array([[2, 1, 3]]))  # 2 of 3
+        0.6666666666666666
+    """
+    k = exact_ids.shape[1]
+    found = [len(set(row) & set(exact)) for row, exact in zip(ids.tolist(), exact_ids.tolist(), strict=True)]
+    return float(np.mean(found)) / k
+
+
+def scale_check(
+    docs: np.ndarray,
+    queries: np.ndarray,
+    spec: str,
+    seed: int,
+    fraction: float = 0.2,
+    ef_search: tuple[int, ...] = (64, 128),
+) -> dict[str, Any]:
+    """How the mixture ``spec`` extrapolates, checked where real vectors can answer: fitted to a seeded
+    ``fraction`` of the real ``docs``, it draws as many vectors as there are real ones (1/``fraction`` times the
+    density it saw, as the 1M set draws ~100 times that of the ~10k real vectors). Drawn and real documents
+    are then compared by their local intrinsic dimension and by the recall@100 of one HNSW graph
+    (``HNSW32,Flat``) at each ``ef_search`` for the same 1,000 real ``queries``: a generator whose drawn
+    vectors are harder to search than the real ones makes the 1M set harder than real data too.
+    """
+    from retrodistill.index.faiss_factory import FaissFactory
+    from retrodistill.index.faiss_flat import FaissFlatIP
+
+    rng = np.random.default_rng(seed)
+    fitted_on = rng.choice(len(docs), size=max(int(len(docs) * fraction), 2), replace=False)
+    asked = queries[rng.choice(len(queries), size=min(1000, len(queries)), replace=False)].astype(np.float32)
+    drawn = fit_mixture(docs[fitted_on], spec, seed).sample(len(docs), seed)
+    facts: dict[str, Any] = {"mixture": spec, "fitted_on": len(fitted_on), "draws": len(drawn)}
+    for name, vectors in (("real", docs.astype(np.float32)), ("synthetic", drawn)):
+        flat = FaissFlatIP(use_gpu=False)
+        flat.add(vectors)
+        _, exact = flat.search(asked, 100)
+        graph = FaissFactory("HNSW32,Flat", use_gpu=False, seed=seed)
+        graph.add(vectors)
+        recalls = {}
+        for ef in ef_search:
+            graph.set_search_params(efSearch=ef)
+            recalls[ef] = round(recall_at(graph.search(asked, 100)[1], exact), 4)
+        facts[name] = {"lid": round(intrinsic_dimension(flat, vectors, seed), 1), "hnsw_recall": recalls}
+    return facts

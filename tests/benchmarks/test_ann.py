@@ -147,3 +147,18 @@ def test_the_local_intrinsic_dimension_finds_the_surface_the_points_fill(true_di
     flat = FaissFlatIP(use_gpu=False)
     flat.add(points)
     assert ann_vectors.intrinsic_dimension(flat, points, seed=0) == pytest.approx(true_dim, rel=0.2)
+
+
+def test_a_scale_check_compares_drawn_and_real_documents_on_the_same_queries() -> None:
+    docs, _ = three_directions(1500)
+    queries, _ = three_directions(200)
+    check = ann_vectors.scale_check(docs, queries, "full:3", seed=0, fraction=0.2, ef_search=(16, 64))
+    assert (check["mixture"], check["fitted_on"], check["draws"]) == ("full:3", 300, 1500)
+    for side in ("real", "synthetic"):
+        assert list(check[side]["hnsw_recall"]) == [16, 64]
+        assert all(0 < r <= 1 for r in check[side]["hnsw_recall"].values())
+    # the true form of the data, fitted to a fifth of it, draws documents of the same local dimension
+    assert check["synthetic"]["lid"] == pytest.approx(check["real"]["lid"], abs=1.0)
+    assert check["real"]["lid"] > 4  # eight noisy dimensions, not three points
+    text = ann.describe_fact([check])
+    assert text.startswith("[full:3 fitted to 300 real documents draws 1,500: intrinsic dimension")
