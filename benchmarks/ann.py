@@ -145,6 +145,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the synthetic sets' Gaussian mixture: diag:K, full:K, kde:H, or auto (the held-out choice, see above)",
     )
     parser.add_argument("--sets", default="scifact,msmarco-sample,synthetic", help="comma-separated")
+    parser.add_argument(
+        "--indexes",
+        default="",
+        help="comma-separated index labels to measure (default: all; e.g. 'IVF-PQ 4-bit fast-scan,HNSW')",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed searches per setting (the median counts)")
     parser.add_argument(
         "--threads",
@@ -166,6 +171,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.synthetic = args.synthetic or (20_000 if args.quick else TARGET_SIZE)
     args.synthetic_queries = args.synthetic_queries or (500 if args.quick else 1_000)
+    chosen_indexes(TARGET_SIZE, 384, args)  # an unknown index name fails here, before any encoding
     args.scale_check = [spec.strip() for spec in args.scale_check.split(",") if spec.strip()]
     for spec in [*([args.mixture] if args.mixture != "auto" else []), *args.scale_check]:
         parse_mixture(spec)  # a bad spec fails here, before any encoding
@@ -271,6 +277,17 @@ def saved_bytes(index: Any) -> int:
     with tempfile.TemporaryDirectory(prefix="ann-bench-") as tmp:
         index.save(Path(tmp) / "index")
         return int(json.loads((Path(tmp) / "index" / "manifest.json").read_text())["bytes"])
+
+
+def chosen_indexes(n: int, dim: int, args: argparse.Namespace) -> list[IndexSpec]:
+    """:func:`index_specs`, only those ``--indexes`` names (all when it names none); an unknown name is an error."""
+    specs = index_specs(n, dim, args.quick, args.opq)
+    wanted = [label.strip() for label in args.indexes.split(",") if label.strip()]
+    unknown = [label for label in wanted if label not in {spec.label for spec in specs}]
+    if unknown:
+        known = ", ".join(spec.label for spec in specs)
+        raise SystemExit(f"--indexes: unknown {', '.join(map(repr, unknown))}; choose among {known}")
+    return [spec for spec in specs if not wanted or spec.label in wanted]
 
 
 # --- the data ------------------------------------------------------------------------------------
@@ -734,7 +751,7 @@ def main(argv: list[str] | None = None, report: Callable[[str], None] = print) -
         report(f"{data.name}: {len(data.docs):,} documents, {len(data.queries):,} queries")
         exact_ids, exact_qps = exact_search(data, results, args)
         report(f"  exact: {exact_qps:,.0f} q/s")
-        for spec in index_specs(len(data.docs), int(data.docs.shape[1]), args.quick, args.opq):
+        for spec in chosen_indexes(len(data.docs), int(data.docs.shape[1]), args):
             sweep(spec, data, exact_ids, exact_qps, results, args)
     from retrodistill.artifacts import write_json_atomic, write_text_atomic
 

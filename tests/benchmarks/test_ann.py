@@ -162,3 +162,11 @@ def test_a_scale_check_compares_drawn_and_real_documents_on_the_same_queries() -
     assert check["real"]["lid"] > 4  # eight noisy dimensions, not three points
     text = ann.describe_fact([check])
     assert text.startswith("[full:3 fitted to 300 real documents draws 1,500: intrinsic dimension")
+
+
+def test_indexes_picks_some_by_name_and_refuses_an_unknown_one() -> None:
+    args = ann.parse_args(["--indexes", "HNSW, IVF-PQ 4-bit fast-scan"])
+    assert [s.label for s in ann.chosen_indexes(1_000_000, 384, args)] == ["IVF-PQ 4-bit fast-scan", "HNSW"]
+    assert len(ann.chosen_indexes(1_000_000, 384, ann.parse_args([]))) == 6
+    with pytest.raises(SystemExit, match="--indexes: unknown 'HNSW16'; choose among IVF-Flat, IVF-PQ, "):
+        ann.parse_args(["--indexes", "HNSW16"])
