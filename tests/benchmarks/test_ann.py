@@ -170,3 +170,19 @@ def test_indexes_picks_some_by_name_and_refuses_an_unknown_one() -> None:
     assert len(ann.chosen_indexes(1_000_000, 384, ann.parse_args([]))) == 6
     with pytest.raises(SystemExit, match="--indexes: unknown 'HNSW16'; choose among IVF-Flat, IVF-PQ, "):
         ann.parse_args(["--indexes", "HNSW16"])
+
+
+def test_scale_checks_are_kept_and_a_resumed_run_does_not_redo_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docs, _ = three_directions(600)
+    real = [ann.Dataset("a", docs[:300], docs[:50], "test"), ann.Dataset("b", docs[300:], docs[50:100], "test")]
+    args = argparse.Namespace(out=tmp_path, seed=0)
+    first = ann.scale_checks(real, ["full:3", "diag:1", "full:3"], args)
+    assert [c["mixture"] for c in first] == ["full:3", "diag:1"] and first[0]["draws"] == 600
+
+    def refit(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a stored scale check was done again")
+
+    monkeypatch.setattr(ann, "scale_check", refit)
+    assert ann.scale_checks(real, ["diag:1"], args) == [json.loads(json.dumps(first[1]))]
