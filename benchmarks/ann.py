@@ -596,8 +596,8 @@ def markdown(results: Results, args: argparse.Namespace) -> str:
         exact = next((r for r in own if r["index"] == "exact"), None)
         if exact is None:
             continue
-        described = ", ".join(f"{k} {describe_fact(v)}" for k, v in facts.items())
-        lines += [f"## {name}", "", described, ""]
+        described = ", ".join(f"{k} {describe_fact(v)}" for k, v in facts.items() if k != "scale_check")
+        lines += [f"## {name}", "", described, "", *scale_check_table(facts.get("scale_check") or [])]
         if "top1_ip" in exact:
             lid = f"; the documents' local intrinsic dimension {exact['lid']:.1f}" if "lid" in exact else ""
             lines += [
@@ -648,20 +648,12 @@ def markdown(results: Results, args: argparse.Namespace) -> str:
 
 
 def describe_fact(value: Any) -> str:
-    """A set's fact as ``results.md`` prints it: a mixture's choice with every candidate's held-out figure,
-    a list of scale checks with each one's figures.
+    """A set's fact as ``results.md`` prints it; a mixture's choice with every candidate's held-out figure.
 
     Example:
         >>> describe_fact({"fitted_on": 10, "chosen": "full:4", "held_out_loglik": {"diag:16": 1.5, "full:4": 2.0}})
         'full:4 (fitted on 10 vectors; held-out log-likelihood per vector: diag:16 1.5, full:4 2.0)'
-        >>> describe_fact([{"mixture": "full:4", "fitted_on": 20, "draws": 100, "real": {"lid": 9.5,
-        ...     "hnsw_recall": {"64": 0.9}}, "synthetic": {"lid": 12.0, "hnsw_recall": {"64": 0.8}}}])
-        ... # doctest: +NORMALIZE_WHITESPACE
-        '[full:4 fitted to 20 real documents draws 100: intrinsic dimension 12.0 (real 9.5),
-          HNSW32 recall@100 at efSearch 64: 0.8 (real 0.9)]'
     """
-    if isinstance(value, list):
-        return "[" + "; ".join(describe_check(check) for check in value) + "]"
     if not isinstance(value, dict):
         return str(value)
     scores = value.get("held_out_loglik") or {}
@@ -669,16 +661,41 @@ def describe_fact(value: Any) -> str:
     return f"{value['chosen']} (fitted on {value['fitted_on']:,} vectors{held_out if scores else ''})"
 
 
-def describe_check(check: dict[str, Any]) -> str:
-    """One :func:`ann_vectors.scale_check` in words (see :func:`describe_fact`)."""
-    real, drawn = check["real"], check["synthetic"]
-    ef = ", ".join(str(e) for e in drawn["hnsw_recall"])
-    return (
-        f"{check['mixture']} fitted to {check['fitted_on']:,} real documents draws {check['draws']:,}: intrinsic "
-        f"dimension {drawn['lid']} (real {real['lid']}), HNSW32 recall@100 at efSearch {ef}: "
-        f"{', '.join(str(r) for r in drawn['hnsw_recall'].values())} "
-        f"(real {', '.join(str(r) for r in real['hnsw_recall'].values())})"
-    )
+def scale_check_table(checks: list[dict[str, Any]]) -> list[str]:
+    """The scale checks (:func:`ann_vectors.scale_check`) as Markdown lines: the real documents, then one row
+    a mixture; none when there are none.
+
+    Example:
+        >>> print("\\n".join(scale_check_table([{"mixture": "full:4", "fitted_on": 20, "draws": 100,
+        ...     "real": {"lid": 9.5, "hnsw_recall": {"64": 0.9}},
+        ...     "synthetic": {"lid": 12.0, "hnsw_recall": {"64": 0.8}}}])))
+        Scale check: each mixture fitted to 20 of the 100 real documents draws 100; the same real queries search both.
+        <BLANKLINE>
+        | documents | intrinsic dimension | HNSW32 recall@100, efSearch 64 |
+        |---|---|---|
+        | real | 9.5 | 0.9 |
+        | full:4 | 12.0 | 0.8 |
+        <BLANKLINE>
+    """
+    if not checks:
+        return []
+    ef = list(checks[0]["real"]["hnsw_recall"])
+    first = checks[0]
+    return [
+        f"Scale check: each mixture fitted to {first['fitted_on']:,} of the {first['draws']:,} real documents draws "
+        f"{first['draws']:,}; the same real queries search both.",
+        "",
+        "| documents | intrinsic dimension | " + " | ".join(f"HNSW32 recall@100, efSearch {e}" for e in ef) + " |",
+        "|---|---|" + "---|" * len(ef),
+        "| real | " + " | ".join(map(str, [first["real"]["lid"], *first["real"]["hnsw_recall"].values()])) + " |",
+        *(
+            f"| {c['mixture']} | "
+            + " | ".join(map(str, [c["synthetic"]["lid"], *c["synthetic"]["hnsw_recall"].values()]))
+            + " |"
+            for c in checks
+        ),
+        "",
+    ]
 
 
 def machine() -> dict[str, Any]:

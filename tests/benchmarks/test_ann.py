@@ -160,8 +160,13 @@ def test_a_scale_check_compares_drawn_and_real_documents_on_the_same_queries() -
     # the true form of the data, fitted to a fifth of it, draws documents of the same local dimension
     assert check["synthetic"]["lid"] == pytest.approx(check["real"]["lid"], abs=1.0)
     assert check["real"]["lid"] > 4  # eight noisy dimensions, not three points
-    text = ann.describe_fact([check])
-    assert text.startswith("[full:3 fitted to 300 real documents draws 1,500: intrinsic dimension")
+    table = ann.scale_check_table([check])
+    assert table[0].startswith("Scale check: each mixture fitted to 300 of the 1,500 real documents draws 1,500")
+    assert (
+        table[4]
+        == f"| real | {check['real']['lid']} | " + " | ".join(map(str, check["real"]["hnsw_recall"].values())) + " |"
+    )
+    assert table[5].startswith(f"| full:3 | {check['synthetic']['lid']} | ")
 
 
 def test_indexes_picks_some_by_name_and_refuses_an_unknown_one() -> None:
