@@ -76,10 +76,11 @@ Writes ``OUT/results.json`` (after every row) and ``OUT/results.md``. A run resu
 query and exact-search results of a set are kept in ``OUT/`` (``.npy``), and exact search is timed
 again: each row records the exact queries/s of the process that measured it, and divides by that.
 
-Run from the repository root (the full run took about 40 min on 2 AMD EPYC cores at load ≈ 2; results in
-``ann.md``)::
+Run from the repository root (every index on the 1M set: about 40 min on 2 AMD EPYC cores at load ≈ 2 with
+the second run's generator, longer on harder draws; results in ``ann.md``)::
 
     HF_HOME=../shared/hf HF_HUB_OFFLINE=1 python benchmarks/ann.py
+    HF_HOME=../shared/hf HF_HUB_OFFLINE=1 python benchmarks/ann.py --sets synthetic --indexes "HNSW efConstruction 200"
     HF_HOME=../shared/hf HF_HUB_OFFLINE=1 python benchmarks/ann.py --quick   # cached real sets + 20k synthetic
 
 ``--quick`` checks the harness, not the figure (9 min on 2 cores with both real sets cached): SciFact
