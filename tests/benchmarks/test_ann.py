@@ -13,6 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import ann  # noqa: E402
+import ann_report  # noqa: E402
 import ann_vectors  # noqa: E402
 
 from retrodistill.index.faiss_factory import FaissFactory  # noqa: E402
@@ -160,7 +161,7 @@ def test_a_scale_check_compares_drawn_and_real_documents_on_the_same_queries() -
     # the true form of the data, fitted to a fifth of it, draws documents of the same local dimension
     assert check["synthetic"]["lid"] == pytest.approx(check["real"]["lid"], abs=1.0)
     assert check["real"]["lid"] > 4  # eight noisy dimensions, not three points
-    table = ann.scale_check_table([check])
+    table = ann_report.scale_check_table([check])
     assert table[0].startswith("Scale check: each mixture fitted to 300 of the 1,500 real documents draws 1,500")
     assert (
         table[4]
