@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import platform
 import statistics
-from pathlib import Path
 from typing import Any
 
 K = 100
@@ -169,14 +168,9 @@ def scale_check_table(checks: list[dict[str, Any]]) -> list[str]:
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from host import cpu_model
+
+    cpu = cpu_model()
     from retrodistill.artifacts import library_versions
     from retrodistill.index.faiss_flat import import_faiss
 

@@ -103,15 +103,9 @@ class EncodeTimer:
 def machine_facts(threads: int) -> dict[str, Any]:
     import sentence_transformers
     import torch
+    from host import cpu_model
 
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -173,21 +172,11 @@ def cpu_seconds() -> tuple[float, float]:
     return busy, own.ru_utime + own.ru_stime
 
 
-def cpu_model() -> str:
-    """``Model name`` from /proc/cpuinfo (what ``lscpu`` shows), else the platform's processor string."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
     import transformers
+    from host import cpu_model
     from scipy.stats import spearmanr
     from sentence_transformers import CrossEncoder
 
