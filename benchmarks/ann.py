@@ -83,10 +83,11 @@ the second run's generator, longer on harder draws; results in ``ann.md``)::
     HF_HOME=../shared/hf HF_HUB_OFFLINE=1 python benchmarks/ann.py --sets synthetic --indexes "HNSW efConstruction 200"
     HF_HOME=../shared/hf HF_HUB_OFFLINE=1 python benchmarks/ann.py --quick   # cached real sets + 20k synthetic
 
-``--quick`` checks the harness, not the figure (9 min on 2 cores with both real sets cached): SciFact
-(300 test queries) and the MS MARCO sample only where their embeddings are cached, 20,000 synthetic
-vectors and 500 queries (``auto`` among diag 16, full 4 and kde 0.6), indexes trained on 2,000 vectors
-(OPQ on 1,000: its rotation's training is slow), one FAISS thread, and its own ``OUT``.
+``--quick`` checks the harness, not the figure (11 min on 2 Intel Xeon cores with both real sets cached,
+peak RSS 1.2 GB): SciFact (300 test queries) and the MS MARCO sample only where their embeddings are
+cached, 20,000 synthetic vectors and 500 queries (``auto`` among diag 16, full 4 and kde 0.6; the scale
+check of the chosen one), indexes trained on 2,000 vectors (OPQ on 1,000: its rotation's training is
+slow), one FAISS thread, and its own ``OUT``.
 """
 
 from __future__ import annotations
