@@ -129,7 +129,7 @@ def kde_loglik(train: np.ndarray, rest: np.ndarray, bandwidth: float, chunk: int
     log-sum-exp over every kernel, ``chunk`` rows of ``rest`` at a time.
 
     Written here, not taken from sklearn's ``KernelDensity``: in many dimensions its tree-based sums come out
-    too high (by 28 nats per vector in 50 dimensions at bandwidth 0.6, by ~200 in 384; scikit-learn issue
+    too high (by 28 nats per vector in 50 dimensions at bandwidth 0.6, by ~190 in 384; scikit-learn issue
     #7492), which once made a kernel density estimate look likelier than the mixtures it loses to.
     """
     from scipy.special import logsumexp
@@ -207,7 +207,7 @@ def scale_check(
     density it saw, as the 1M set draws ~100 times that of the ~10k real vectors). Drawn and real documents
     are then compared by their local intrinsic dimension and by the recall@100 of one HNSW graph
     (``HNSW32,Flat``) at each ``ef_search`` for the same 1,000 real ``queries``: a generator whose drawn
-    vectors are harder to search than the real ones makes the 1M set harder than real data too.
+    vectors are harder to search than the real ones at 5× is likely to make the 1M set harder than real data too.
     """
     from retrodistill.index.faiss_factory import FaissFactory
     from retrodistill.index.faiss_flat import FaissFlatIP
