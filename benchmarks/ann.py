@@ -23,7 +23,7 @@ the other 20% are likeliest (mean log-likelihood), for documents and queries sep
 every candidate's figure go to ``OUT/mixture-{documents,queries}.json`` and ``results.md``. A diagonal
 mixture keeps each component's per-dimension spread but not how dimensions vary together; the first
 full run used ``diag:64`` and drew its queries from the document mixture, the second ``kde:0.6``, chosen
-while sklearn's ``KernelDensity`` overrated every kde by ~190 nats per vector (see ``ann.md``).
+while sklearn's ``KernelDensity`` overrated it by ~190 nats per vector (see ``ann.md``).
 
 A held-out likelihood judges a mixture at the density of the real vectors; the 1M set draws ~100 times
 that. The scale check (``ann_vectors.scale_check``, in ``results.md``) tests the extrapolation where real
