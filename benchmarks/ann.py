@@ -177,8 +177,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.synthetic_queries = args.synthetic_queries or (500 if args.quick else 1_000)
     chosen_indexes(TARGET_SIZE, 384, args)  # an unknown index name fails here, before any encoding
     args.scale_check = [spec.strip() for spec in args.scale_check.split(",") if spec.strip()]
-    for spec in [*([args.mixture] if args.mixture != "auto" else []), *args.scale_check]:
-        parse_mixture(spec)  # a bad spec fails here, before any encoding
+    if args.mixture != "auto":
+        parse_mixture(args.mixture)  # a bad spec fails here, before any encoding
+    for spec in args.scale_check:
+        parse_mixture(spec, "--scale-check")
     args.out = args.out or REPO / "runs" / "benchmarks" / ("ann-quick" if args.quick else "ann")
     # On shared cores, training's many short parallel loops spin for the busy cores: 10x slower than one thread.
     args.threads = args.threads or (1 if args.quick else None)
@@ -409,10 +411,17 @@ def scale_checks(real: list[Dataset], specs: list[str], args: argparse.Namespace
     done: dict[str, Any] = json.loads(stored.read_text(encoding="utf-8")) if stored.is_file() else {}
     docs = np.concatenate([d.docs for d in real])
     queries = np.concatenate([d.queries for d in real])
+    same_sets = {"draws": len(docs), "queries": len(queries)}
+
+    def current(check: dict[str, Any]) -> bool:  # checked on these real sets, not on others in the same OUT
+        return {key: check.get(key) for key in same_sets} == same_sets
+
+    real_side = next((check["real"] for check in done.values() if current(check)), None)
     for spec in dict.fromkeys(specs):
-        if spec not in done:
+        if not current(done.get(spec, {})):
             print(f"  scale check of {spec}: fitted to a fifth of the real documents, drawn as many", flush=True)
-            done[spec] = scale_check(docs, queries, spec, args.seed)
+            done[spec] = scale_check(docs, queries, spec, args.seed, real=real_side)
+            real_side = done[spec]["real"]
             write_json_atomic(stored, done)
     return [done[spec] for spec in dict.fromkeys(specs)]
 

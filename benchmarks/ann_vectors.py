@@ -90,7 +90,7 @@ def gaussian_mixture(spec: str, seed: int) -> Any:
     return GaussianMixture(int(components), covariance_type=kind, reg_covar=REG_COVAR, random_state=seed, max_iter=200)
 
 
-def parse_mixture(spec: str) -> tuple[str, float]:
+def parse_mixture(spec: str, option: str = "--mixture") -> tuple[str, float]:
     """``"full:16"`` → ``("full", 16)``, ``"kde:0.5"`` → ``("kde", 0.5)``; a clear error for anything else.
 
     Example:
@@ -104,7 +104,7 @@ def parse_mixture(spec: str) -> tuple[str, float]:
         value = 0
     if kind not in ("diag", "full", "kde") or not value > 0:
         raise SystemExit(
-            f"--mixture {spec!r}: expected auto, diag:K or full:K (K components ≥ 1) or kde:H (bandwidth H > 0)"
+            f"{option} {spec!r}: expected auto, diag:K or full:K (K components ≥ 1) or kde:H (bandwidth H > 0)"
         )
     return kind, value
 
@@ -201,6 +201,7 @@ def scale_check(
     seed: int,
     fraction: float = 0.2,
     ef_search: tuple[int, ...] = (64, 128),
+    real: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """How the mixture ``spec`` extrapolates, checked where real vectors can answer: fitted to a seeded
     ``fraction`` of the real ``docs``, it draws as many vectors as there are real ones (1/``fraction`` times the
@@ -208,24 +209,42 @@ def scale_check(
     are then compared by their local intrinsic dimension and by the recall@100 of one HNSW graph
     (``HNSW32,Flat``) at each ``ef_search`` for the same 1,000 real ``queries``: a generator whose drawn
     vectors are harder to search than the real ones at 5× is likely to make the 1M set harder than real data too.
-    """
-    from retrodistill.index.faiss_factory import FaissFactory
-    from retrodistill.index.faiss_flat import FaissFlatIP
 
+    ``real``: the real documents' side, as an earlier check with the same arguments returned it (it does not
+    depend on ``spec``); measured when ``None``.
+    """
+    fitted_on, asked = _scale_samples(docs, queries, seed, fraction)
+    drawn = fit_mixture(docs[fitted_on], spec, seed).sample(len(docs), seed)
+    return {
+        "mixture": spec,
+        "fitted_on": len(fitted_on),
+        "draws": len(drawn),
+        "queries": len(queries),
+        "real": real if real is not None else _searched(docs.astype(np.float32), asked, seed, ef_search),
+        "synthetic": _searched(drawn, asked, seed, ef_search),
+    }
+
+
+def _scale_samples(docs: np.ndarray, queries: np.ndarray, seed: int, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """The seeded documents a scale check fits to and the (at most 1,000) queries it asks."""
     rng = np.random.default_rng(seed)
     fitted_on = rng.choice(len(docs), size=max(int(len(docs) * fraction), 2), replace=False)
     asked = queries[rng.choice(len(queries), size=min(1000, len(queries)), replace=False)].astype(np.float32)
-    drawn = fit_mixture(docs[fitted_on], spec, seed).sample(len(docs), seed)
-    facts: dict[str, Any] = {"mixture": spec, "fitted_on": len(fitted_on), "draws": len(drawn)}
-    for name, vectors in (("real", docs.astype(np.float32)), ("synthetic", drawn)):
-        flat = FaissFlatIP(use_gpu=False)
-        flat.add(vectors)
-        _, exact = flat.search(asked, 100)
-        graph = FaissFactory("HNSW32,Flat", use_gpu=False, seed=seed)
-        graph.add(vectors)
-        recalls = {}
-        for ef in ef_search:
-            graph.set_search_params(efSearch=ef)
-            recalls[ef] = round(recall_at(graph.search(asked, 100)[1], exact), 4)
-        facts[name] = {"lid": round(intrinsic_dimension(flat, vectors, seed), 1), "hnsw_recall": recalls}
-    return facts
+    return fitted_on, asked
+
+
+def _searched(vectors: np.ndarray, asked: np.ndarray, seed: int, ef_search: tuple[int, ...]) -> dict[str, Any]:
+    """The intrinsic dimension of ``vectors`` and an HNSW graph's recall@100 over them for ``asked``."""
+    from retrodistill.index.faiss_factory import FaissFactory
+    from retrodistill.index.faiss_flat import FaissFlatIP
+
+    flat = FaissFlatIP(use_gpu=False)
+    flat.add(vectors)
+    _, exact = flat.search(asked, 100)
+    graph = FaissFactory("HNSW32,Flat", use_gpu=False, seed=seed)
+    graph.add(vectors)
+    recalls = {}
+    for ef in ef_search:
+        graph.set_search_params(efSearch=ef)
+        recalls[ef] = round(recall_at(graph.search(asked, 100)[1], exact), 4)
+    return {"lid": round(intrinsic_dimension(flat, vectors, seed), 1), "hnsw_recall": recalls}

@@ -95,6 +95,8 @@ def test_a_kernel_density_estimate_is_scored_as_the_mixture_it_samples_from(dim:
 
 @pytest.mark.parametrize("spec", ["full", "diag:0", "tied:4", "full:x", "kde:0", "kde:-1", "diag:1.5"])
 def test_a_bad_mixture_spec_is_one_clear_error(spec: str) -> None:
+    with pytest.raises(SystemExit, match=f"^--scale-check '{spec}': expected auto"):
+        ann.parse_args(["--scale-check", f"kde:0.5,{spec}"])
     with pytest.raises(SystemExit, match="expected auto, diag:K or full:K .* or kde:H"):
         ann.parse_args(["--mixture", spec])
 
@@ -184,11 +186,18 @@ def test_scale_checks_are_kept_and_a_resumed_run_does_not_redo_them(
     docs, _ = three_directions(600)
     real = [ann.Dataset("a", docs[:300], docs[:50], "test"), ann.Dataset("b", docs[300:], docs[50:100], "test")]
     args = argparse.Namespace(out=tmp_path, seed=0)
+    searched = []
+    measure = ann_vectors._searched
+    monkeypatch.setattr(ann_vectors, "_searched", lambda *a: searched.append(len(a[0])) or measure(*a))
     first = ann.scale_checks(real, ["full:3", "diag:1", "full:3"], args)
     assert [c["mixture"] for c in first] == ["full:3", "diag:1"] and first[0]["draws"] == 600
+    assert len(searched) == 3 and first[0]["real"] == first[1]["real"]  # the real side once, each mixture's draws
 
     def refit(*args: object, **kwargs: object) -> None:
         raise AssertionError("a stored scale check was done again")
 
     monkeypatch.setattr(ann, "scale_check", refit)
     assert ann.scale_checks(real, ["diag:1"], args) == [json.loads(json.dumps(first[1]))]
+    fewer_queries = [ann.Dataset("a", docs[:300], docs[:40], "test"), real[1]]  # other real sets, same OUT
+    with pytest.raises(AssertionError, match="done again"):
+        ann.scale_checks(fewer_queries, ["diag:1"], args)
